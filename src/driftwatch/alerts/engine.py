@@ -1,0 +1,175 @@
+"""Alert lifecycle per fingerprint (rule + labels): inactive -> pending -> firing -> resolved.
+
+Pure and deterministic: driven only by the event time passed in, so the
+same input always gives the same transitions.
+
+- ``for``: the condition must hold on every evaluation for that long; one
+  false (or insufficient) evaluation while pending resets it.
+- Hysteresis: a firing alert resolves only when the value is on the healthy
+  side of ``resolve_threshold`` (or the condition is false, without one).
+- ``keep_firing_for``: a firing alert that would resolve stays firing that
+  long, damping flapping.
+- Insufficient data never fires and never resolves a firing alert, but an
+  alert whose slice stays without sufficient data for one window length
+  resolves as stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from driftwatch.config import Rule
+
+__all__ = ["AlertEngine", "AlertTransition", "Candidate", "fingerprint"]
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Stable 16-hex fingerprint of a label set (order-independent).
+
+    >>> fingerprint({"b": "2", "a": "1"}) == fingerprint({"a": "1", "b": "2"})
+    True
+    """
+    text = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One evaluated series of a rule: its labels, the value with evidence, and the verdicts."""
+
+    labels: dict[str, str]
+    value: float
+    n: int
+    lo: float
+    hi: float
+    sufficient: bool
+    condition: bool
+    healthy: bool
+    evidence: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTransition:
+    """An alert changing state, with everything on-call needs to judge it."""
+
+    rule: str
+    state: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    fingerprint: str
+    value: float
+    n: int
+    lo: float
+    hi: float
+    window: float
+    event_time: float
+    active_since: float
+    severity: str
+    actions: tuple[str, ...]
+    evidence: dict[str, object]
+
+
+@dataclass(slots=True)
+class _State:
+    state: str = "inactive"
+    since: float = 0.0
+    last_sufficient: float = 0.0
+    keep_until: float | None = None
+
+
+class AlertEngine:
+    """Holds every fingerprint's state and turns evaluations into transitions."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, _State] = {}
+        self._per_rule: dict[str, int] = {}
+
+    def watching(self, rule: str) -> bool:
+        """Whether ``rule`` has a pending or firing alert (else healthy candidates need not be built)."""
+        return self._per_rule.get(rule, 0) > 0
+
+    def active(self) -> dict[str, str]:
+        """Fingerprint -> state for every pending or firing alert."""
+        return {fp: s.state for fp, s in self._states.items() if s.state != "inactive"}
+
+    def evaluate(self, rule: Rule, now: float, candidates: Iterable[Candidate]) -> list[AlertTransition]:
+        """Advance every candidate of ``rule`` to event time ``now``; return the transitions."""
+        out: list[AlertTransition] = []
+        for c in candidates:
+            fp = fingerprint(c.labels)
+            st = self._states.get(fp)
+            if st is None:
+                if not c.condition:
+                    continue  # nothing to remember for a healthy series never alerted
+                st = self._states[fp] = _State()
+                self._per_rule[rule.name] = self._per_rule.get(rule.name, 0) + 1
+            if c.sufficient:
+                st.last_sufficient = now
+            new = self._step(rule, st, now, c)
+            if new is not None:
+                out.append(self._transition(rule, new, now, st, c, fp))
+            if st.state == "inactive":
+                del self._states[fp]
+                self._per_rule[rule.name] -= 1
+        return out
+
+    def _step(self, rule: Rule, st: _State, now: float, c: Candidate) -> str | None:
+        if st.state == "inactive":
+            if c.condition:
+                st.since = now
+                if rule.for_ <= 0:
+                    st.state = "firing"
+                    return "firing"
+                st.state = "pending"
+                return "pending"
+            return None
+        if st.state == "pending":
+            if not c.condition:
+                st.state = "inactive"
+                return None
+            if now - st.since >= rule.for_:
+                st.state = "firing"
+                st.since = now
+                return "firing"
+            return None
+        # firing
+        if not c.sufficient:
+            if now - st.last_sufficient >= rule.window:
+                st.state = "inactive"
+                return "resolved"
+            return None
+        if not c.healthy:
+            st.keep_until = None
+            return None
+        if rule.keep_firing_for > 0:
+            if st.keep_until is None:
+                st.keep_until = now + rule.keep_firing_for
+            if now < st.keep_until:
+                return None
+        st.state = "inactive"
+        return "resolved"
+
+    @staticmethod
+    def _transition(rule: Rule, state: str, now: float, st: _State, c: Candidate, fp: str) -> AlertTransition:
+        evidence = dict(c.evidence)
+        if state == "resolved" and not c.sufficient:
+            evidence["resolved_because"] = "stale: no sufficient data for one window"
+        return AlertTransition(
+            rule=rule.name,
+            state=state,
+            labels=c.labels,
+            annotations=dict(rule.annotations),
+            fingerprint=fp,
+            value=c.value,
+            n=c.n,
+            lo=c.lo,
+            hi=c.hi,
+            window=rule.window,
+            event_time=now,
+            active_since=st.since,
+            severity=rule.severity,
+            actions=rule.actions,
+            evidence=evidence,
+        )

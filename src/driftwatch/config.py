@@ -1,0 +1,307 @@
+"""Typed, validated configuration: one model tree, loaded from YAML.
+
+Every model is frozen and forbids unknown keys; cross-object checks run at
+load and every problem is reported at once with its file and key path
+(:class:`~driftwatch.errors.ConfigError`). Secrets never live in the file:
+the pseudonymisation key comes from the environment variable or file the
+config names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError, field_validator
+
+from driftwatch._duration import Duration
+from driftwatch.errors import ConfigError, SecretMissingError
+from driftwatch.metrics.catalog import ATTRIBUTE_METRICS, DETECTOR_SERIES, DRIFT_METRICS, METRICS
+
+__all__ = [
+    "AttributeConfig",
+    "Config",
+    "DetectorConfig",
+    "FeatureConfig",
+    "JoinConfig",
+    "ModelConfig",
+    "PrivacyConfig",
+    "ReferenceConfig",
+    "Rule",
+    "WindowConfig",
+    "load_config",
+    "load_key",
+]
+
+_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+_ATTR = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class AttributeConfig(_Model):
+    """A segment attribute kept from events (all others are dropped at decode)."""
+
+    sensitive: bool = Field(False, description="Pseudonymise values with keyed HMAC-SHA256 at ingest.")
+    max_values: int = Field(20, ge=1, le=1000, description="Top-k values exposed by name; the rest fold into __other__.")
+    values: tuple[str, ...] | None = Field(None, description="Optional vocabulary; other values fold into __other__.")
+    display_values: tuple[str, ...] = Field(
+        (), description="Raw values of a sensitive attribute the operator allows dashboards to show by name."
+    )
+
+
+class FeatureConfig(_Model):
+    """A monitored model input."""
+
+    kind: Literal["numeric", "categorical"]
+    bins: int = Field(10, ge=2, le=100, description="Quantile bins of the reference (numeric only).")
+
+
+class ReferenceConfig(_Model):
+    """Where the reference distribution comes from: a profile file, or the model's first traffic."""
+
+    profile: Path | None = None
+    learn_events: int | None = Field(None, ge=100)
+    learn_seconds: Duration | None = None
+
+
+class ModelConfig(_Model):
+    """One monitored model."""
+
+    favorable: tuple[str, ...] = Field(min_length=1, description="Predictions that are the favourable outcome.")
+    features: dict[str, FeatureConfig] = Field(default_factory=dict)
+    monitor_score: bool = True
+    reference: ReferenceConfig = ReferenceConfig(learn_events=2000)
+    label_coverage_min: float = Field(0.3, ge=0, le=1, description="Label metrics are provisional below this.")
+    max_versions: int = Field(10, ge=1, le=100)
+
+
+class WindowConfig(_Model):
+    """Event-time ticks and the sliding windows merged from them."""
+
+    tick: Duration = 10.0
+    lateness: Duration = 30.0
+    windows: tuple[Duration, ...] = (300.0, 3600.0)
+
+    @field_validator("tick")
+    @classmethod
+    def _tick_positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("tick must be > 0")
+        return v
+
+
+class JoinConfig(_Model):
+    """How interactions find the prediction they belong to."""
+
+    ttl: Duration = Field(86400.0, description="How long a prediction can still be joined (event time).")
+    max_entries: int = Field(1_000_000, ge=1, description="Bound on remembered requests; the oldest go first.")
+    grace: Duration = Field(60.0, description="How long an interaction waits for a late prediction.")
+
+
+class PrivacyConfig(_Model):
+    """Pseudonymisation key source and small-group suppression."""
+
+    key_env: str = "DRIFTWATCH_PSEUDONYM_KEY"
+    key_file: Path | None = None
+    min_group_size: int = Field(20, ge=1, description="A group smaller than this in a window is never shown by name.")
+
+
+class DetectorConfig(_Model):
+    """A River change detector watching a per-tick series of each selected slice."""
+
+    kind: Literal["adwin", "page_hinkley"]
+    delta: float | None = Field(None, gt=0, description="ADWIN confidence or PageHinkley magnitude.")
+    threshold: float | None = Field(None, gt=0, description="PageHinkley threshold (lambda).")
+    hold: Duration = Field(300.0, description="How long a detection keeps the condition true.")
+
+
+class Rule(_Model):
+    """An alert rule: a condition on a metric, held for a duration, over selected slices."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    metric: str
+    model: str = "*"
+    version: str = "*"
+    attribute: str | None = Field(
+        None, description="Slice dimension: an attribute, 'a:b' for a configured pair, '*' for all; none = whole model."
+    )
+    value: str | None = None
+    feature: str | None = None
+    window: Duration = 300.0
+    op: Literal[">", ">=", "<", "<="] = ">"
+    threshold: float | None = None
+    resolve_threshold: float | None = None
+    for_: Duration = Field(0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    min_samples: int | None = Field(None, ge=1)
+    severity: Literal["info", "warning", "critical"] = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    actions: tuple[str, ...] = ()
+    detector: DetectorConfig | None = None
+    fdr_q: float | None = Field(None, gt=0, lt=1, description="Benjamini-Hochberg q across the rule's slices.")
+    confidence: Literal["value", "interval"] = Field(
+        "value",
+        description="'interval': fire only when the whole 95% interval is past the threshold, so noise in small groups does not page.",
+    )
+
+
+class Config(_Model):
+    """The whole driftwatch configuration."""
+
+    attributes: dict[str, AttributeConfig]
+    protected: tuple[str, ...] = ()
+    intersections: tuple[tuple[str, str], ...] = ()
+    models: dict[str, ModelConfig]
+    windows: WindowConfig = WindowConfig()
+    join: JoinConfig = JoinConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    min_samples: int = Field(100, ge=1)
+    max_event_bytes: int = Field(65536, ge=256)
+    rules: tuple[Rule, ...] = ()
+
+    def dimensions(self) -> tuple[str, ...]:
+        """Slice dimensions: every attribute, then every configured pair as ``a:b``."""
+        return tuple(self.attributes) + tuple(f"{a}:{b}" for a, b in self.intersections)
+
+    def problems(self) -> list[str]:
+        """Cross-object checks that single fields cannot make; empty when consistent."""
+        out: list[str] = []
+        names = set(self.attributes)
+        for a in self.attributes:
+            if not re.match(_ATTR, a):
+                out.append(f"attributes.{a}: name must match {_ATTR}")
+        for i, p in enumerate(self.protected):
+            if p not in names:
+                out.append(f"protected[{i}]: {p!r} is not a configured attribute")
+        for i, (a, b) in enumerate(self.intersections):
+            for x in (a, b):
+                if x not in names:
+                    out.append(f"intersections[{i}]: {x!r} is not a configured attribute")
+            if a == b:
+                out.append(f"intersections[{i}]: a pair needs two different attributes")
+        for m, mc in self.models.items():
+            if not re.match(_NAME, m):
+                out.append(f"models.{m}: name must match {_NAME}")
+            ref = mc.reference
+            given = [x for x in (ref.profile, ref.learn_events, ref.learn_seconds) if x is not None]
+            if len(given) != 1:
+                out.append(f"models.{m}.reference: give exactly one of profile, learn_events, learn_seconds")
+            for f in mc.features:
+                if f in ("score", "prediction") or not re.match(_NAME, f):
+                    out.append(f"models.{m}.features.{f}: reserved or invalid feature name")
+        windows = set(self.windows.windows)
+        for w in self.windows.windows:
+            if w < self.windows.tick or w % self.windows.tick:
+                out.append(f"windows.windows: {w}s is not a whole number of ticks ({self.windows.tick}s)")
+        seen: set[str] = set()
+        dims = set(self.dimensions())
+        for i, r in enumerate(self.rules):
+            where = f"rules[{i}] ({r.name})"
+            if r.name in seen:
+                out.append(f"{where}.name: duplicate rule name")
+            seen.add(r.name)
+            if r.metric not in METRICS:
+                out.append(f"{where}.metric: unknown metric {r.metric!r}; known: {', '.join(sorted(METRICS))}")
+                continue
+            if r.model != "*" and r.model not in self.models:
+                out.append(f"{where}.model: {r.model!r} is not a configured model")
+            if r.window not in windows and r.window != 0:
+                out.append(f"{where}.window: {r.window}s is not a configured window (or 0 for since-start)")
+            if r.metric in ATTRIBUTE_METRICS:
+                if r.attribute != "*" and (r.attribute is None or r.attribute not in self.protected):
+                    out.append(f"{where}.attribute: {r.metric} compares groups of a protected attribute; name one or '*'")
+            elif r.attribute not in (None, "*") and r.attribute not in dims:
+                out.append(f"{where}.attribute: {r.attribute!r} is not an attribute or configured pair")
+            if r.metric in DRIFT_METRICS:
+                models = self.models.values() if r.model == "*" else [self.models.get(r.model)]
+                for mc2 in models:
+                    if mc2 is not None and r.feature not in ("score", "prediction", *mc2.features):
+                        out.append(f"{where}.feature: drift needs a monitored feature, 'score' or 'prediction'")
+                        break
+            elif r.feature is not None:
+                out.append(f"{where}.feature: only drift metrics take a feature")
+            if r.detector is not None:
+                if r.metric not in DETECTOR_SERIES:
+                    out.append(f"{where}.detector: detectors watch one of {', '.join(sorted(DETECTOR_SERIES))}")
+            elif r.threshold is None:
+                out.append(f"{where}.threshold: a rule without a detector needs a threshold")
+            if r.resolve_threshold is not None and r.threshold is not None:
+                wrong = r.resolve_threshold > r.threshold if r.op in (">", ">=") else r.resolve_threshold < r.threshold
+                if wrong:
+                    out.append(f"{where}.resolve_threshold: must lie on the healthy side of threshold")
+        return out
+
+
+def _key_paths(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        out.append(f"{path}: {e['msg']}")
+    return out
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a YAML config; raise :class:`ConfigError` listing every problem with its key path."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from e
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{p}: not valid YAML: {e}"]) from e
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{p}: the top level must be a mapping"])
+    rule_files = raw.pop("rule_files", []) or []
+    rules = list(raw.get("rules") or [])
+    problems: list[str] = []
+    for rf in rule_files:
+        rp = (p.parent / rf) if not Path(rf).is_absolute() else Path(rf)
+        try:
+            loaded = yaml.safe_load(rp.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            problems.append(f"{rp}: cannot read rules: {e}")
+            continue
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("rules", []), list):
+            problems.append(f"{rp}: expected a mapping with a 'rules' list")
+            continue
+        rules.extend(loaded.get("rules", []))
+    raw["rules"] = rules
+    # Relative profile paths are relative to the config file, like rule files.
+    for mc in (raw.get("models") or {}).values():
+        ref = mc.get("reference") if isinstance(mc, dict) else None
+        if isinstance(ref, dict) and ref.get("profile") and not Path(ref["profile"]).is_absolute():
+            ref["profile"] = str(p.parent / ref["profile"])
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError([f"{p}: {m}" for m in problems + _key_paths(e)]) from None
+    problems += cfg.problems()
+    if problems:
+        raise ConfigError([f"{p}: {m}" for m in problems])
+    return cfg
+
+
+def load_key(privacy: PrivacyConfig) -> SecretBytes:
+    """Return the pseudonymisation key from the configured file or env var; never a default."""
+    if privacy.key_file is not None:
+        try:
+            data = privacy.key_file.read_bytes().strip()
+        except OSError as e:
+            raise SecretMissingError([f"privacy.key_file: cannot read {privacy.key_file}: {e.strerror}"]) from e
+    else:
+        data = os.environ.get(privacy.key_env, "").encode()
+    if len(data) < 16:
+        raise SecretMissingError(
+            [
+                f"privacy: sensitive attributes need a pseudonymisation key of at least 16 bytes "
+                f"in ${privacy.key_env} or privacy.key_file (e.g. `openssl rand -hex 32`)"
+            ]
+        )
+    return SecretBytes(data)

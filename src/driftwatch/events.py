@@ -1,0 +1,239 @@
+"""The event contract (schema version 1) and its fast batch decoder.
+
+This is the only module where raw bytes from the wire become Python values.
+A bad event never raises out of a batch: it becomes a :class:`DecodeError`
+with a reason from a bounded set (:data:`REASONS`), the field at fault and a
+human message; the rest of the batch is kept.
+
+Attributes that the config does not name are dropped by the decoder itself
+(data minimisation): the decoded struct has no place for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Final, Literal, NamedTuple
+
+import msgspec
+
+__all__ = [
+    "INTERACTION_KINDS",
+    "REASONS",
+    "SCHEMA_VERSION",
+    "DecodeError",
+    "Decoded",
+    "EventDecoder",
+    "Interaction",
+    "Prediction",
+    "json_schemas",
+    "ts_seconds",
+]
+
+SCHEMA_VERSION: Final = 1
+INTERACTION_KINDS: Final = ("complaint", "escalation", "thumbs_down", "thumbs_up", "override", "resolved", "label")
+REASONS: Final = (
+    "invalid_json",
+    "not_an_object",
+    "unknown_type",
+    "unsupported_schema_version",
+    "missing_field",
+    "invalid_field",
+    "oversized",
+)
+"""Every reason a :class:`DecodeError` can carry (a bounded set, safe as a metric label)."""
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Ts = Annotated[dt.datetime, msgspec.Meta(tz=True)] | Annotated[int, msgspec.Meta(ge=0)]
+_Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Feature = float | Annotated[str, msgspec.Meta(max_length=256)] | None
+_Kind = Literal["complaint", "escalation", "thumbs_down", "thumbs_up", "override", "resolved", "label"]
+
+
+def _types(attributes: tuple[str, ...] | None) -> tuple[type[msgspec.Struct], type[msgspec.Struct]]:
+    """Build the Prediction/Interaction structs; with ``attributes`` given, others are dropped at decode."""
+    attr_type: object
+    if attributes is None:
+        attr_type = dict[str, _Label]
+    else:
+        attr_type = msgspec.defstruct(
+            "Attributes",
+            [(a, _Label | None, None) for a in attributes],
+            gc=False,
+            frozen=True,
+        )
+    attr_default: object = msgspec.field(default_factory=attr_type) if attributes is not None else {}
+    prediction = msgspec.defstruct(
+        "Prediction",
+        [
+            ("schema_version", Literal[1]),
+            ("event_id", _Id),
+            ("ts", _Ts),
+            ("model_id", _Label),
+            ("model_version", _Label),
+            ("request_id", _Id),
+            ("prediction", _Label),
+            ("attributes", attr_type, attr_default),
+            ("features", dict[str, _Feature], {}),
+            ("score", Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None, None),
+            ("favorable", bool | None, None),
+        ],
+        tag="prediction",
+        tag_field="type",
+        gc=False,
+        frozen=True,
+        module=__name__,
+    )
+    interaction = msgspec.defstruct(
+        "Interaction",
+        [
+            ("schema_version", Literal[1]),
+            ("event_id", _Id),
+            ("ts", _Ts),
+            ("request_id", _Id),
+            ("kind", _Kind),
+            ("value", bool | int | _Label | None, None),
+        ],
+        tag="interaction",
+        tag_field="type",
+        gc=False,
+        frozen=True,
+        module=__name__,
+    )
+    return prediction, interaction
+
+
+class Prediction(msgspec.Struct, tag="prediction", tag_field="type", gc=False, frozen=True):
+    """What a model decided, for whom (segment attributes), from which inputs, with what confidence."""
+
+    schema_version: Literal[1]
+    event_id: _Id
+    ts: _Ts
+    model_id: _Label
+    model_version: _Label
+    request_id: _Id
+    prediction: _Label
+    attributes: dict[str, _Label] = {}
+    features: dict[str, _Feature] = {}
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    favorable: bool | None = None
+
+
+class Interaction(msgspec.Struct, tag="interaction", tag_field="type", gc=False, frozen=True):
+    """What the customer (or a human reviewer) did next, joined to its prediction by ``request_id``."""
+
+    schema_version: Literal[1]
+    event_id: _Id
+    ts: _Ts
+    request_id: _Id
+    kind: _Kind
+    value: bool | int | _Label | None = None
+
+
+class DecodeError(msgspec.Struct, frozen=True):
+    """Why one event of a batch was rejected: a bounded ``reason``, the ``field`` at fault, a message."""
+
+    index: int
+    reason: str
+    field: str | None
+    message: str
+
+
+class Decoded(NamedTuple):
+    """A decoded batch: valid predictions and interactions (in input order) and the rejects."""
+
+    predictions: list[Prediction]
+    interactions: list[Interaction]
+    errors: list[DecodeError]
+
+
+_AT = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]*)`")
+
+
+def _classify(err: msgspec.MsgspecError) -> tuple[str, str | None]:
+    msg = str(err)
+    if not isinstance(err, msgspec.ValidationError):
+        return "invalid_json", None
+    missing = _MISSING.search(msg)
+    at = _AT.search(msg)
+    path = at.group(1) if at else None
+    if missing:
+        field = missing.group(1) if path is None else f"{path}.{missing.group(1)}"
+        return "missing_field", field
+    if path is None and msg.startswith("Expected `object`"):
+        return "not_an_object", None
+    if path == "type":
+        return "unknown_type", "type"
+    if path == "schema_version":
+        return "unsupported_schema_version", "schema_version"
+    return "invalid_field", path
+
+
+def ts_seconds(ts: dt.datetime | int) -> float:
+    """Event time in epoch seconds from an RFC 3339 datetime or epoch milliseconds.
+
+    >>> ts_seconds(1_700_000_000_500)
+    1700000000.5
+    """
+    return ts / 1000.0 if ts.__class__ is int else ts.timestamp()  # type: ignore[union-attr,operator]
+
+
+class EventDecoder:
+    """Decode batches of raw JSON events; keep only the configured ``attributes``.
+
+    >>> d = EventDecoder(attributes=("region",))
+    >>> out = d.decode_batch([b'{"type":"interaction","schema_version":1,"event_id":"i","ts":0,'
+    ...                       b'"request_id":"r","kind":"complaint"}', b'{"type":"nope"}'])
+    >>> len(out.interactions), out.errors[0].reason
+    (1, 'unknown_type')
+    """
+
+    def __init__(self, attributes: Iterable[str] | None = None, *, max_event_bytes: int = 65536) -> None:
+        attrs = tuple(attributes) if attributes is not None else None
+        if attrs is None:
+            self.prediction_type: type[msgspec.Struct] = Prediction
+            self.interaction_type: type[msgspec.Struct] = Interaction
+        else:
+            self.prediction_type, self.interaction_type = _types(attrs)
+        self._decoder = msgspec.json.Decoder(self.prediction_type | self.interaction_type)  # type: ignore[operator]
+        self.max_event_bytes = max_event_bytes
+
+    def decode_batch(self, raws: Sequence[bytes], start: int = 0) -> Decoded:
+        """Decode every raw event; errors carry ``start + position`` as their index."""
+        preds: list[Prediction] = []
+        inters: list[Interaction] = []
+        errors: list[DecodeError] = []
+        decode = self._decoder.decode
+        ptype = self.prediction_type
+        limit = self.max_event_bytes
+        for i, raw in enumerate(raws):
+            if len(raw) > limit:
+                errors.append(DecodeError(start + i, "oversized", None, f"event is {len(raw)} bytes; limit {limit}"))
+                continue
+            try:
+                ev = decode(raw)
+            except msgspec.MsgspecError as e:
+                reason, field = _classify(e)
+                errors.append(DecodeError(start + i, reason, field, str(e)[:200]))
+                continue
+            if ev.__class__ is ptype:
+                preds.append(ev)
+            else:
+                if ev.kind == "label" and ev.value is None:
+                    errors.append(DecodeError(start + i, "invalid_field", "value", "a label needs a value"))
+                    continue
+                inters.append(ev)
+        return Decoded(preds, inters, errors)
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """JSON Schema documents for both event kinds, generated from the structs above."""
+    out: dict[str, dict[str, object]] = {}
+    for name, typ in (("prediction", Prediction), ("interaction", Interaction)):
+        schema = msgspec.json.schema(typ)
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = f"driftwatch {name} event, schema version {SCHEMA_VERSION}"
+        out[name] = schema
+    return out

@@ -1,0 +1,245 @@
+"""Mergeable partial summaries: one integer matrix per model x version x tick, a row per slice.
+
+Every quantity driftwatch reports is a function of integer counts, so a
+summary is a ``(slices, columns)`` int64 matrix whose layout is fixed by the
+model's config and reference profile (:class:`Layout`). Merging is ``+``,
+which is associative and commutative (order within a tick cannot matter),
+and removing a tick that leaves a window is ``-``, which is exact.
+
+Columns: prediction and favourable counts, scored predictions and the score
+and sum of squares in micro-units (fixed point, so sums stay exact), one count per
+interaction kind, labelled predictions and the confusion counts (positive =
+favourable), then one block of bins per drift subject (numeric features on
+the reference's quantile bins plus a *missing* column; categorical features
+and predicted classes on the reference's categories plus *unseen* and
+*missing*), then label-delay buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftwatch.config import ModelConfig
+from driftwatch.reports.baseline import Profile
+
+__all__ = [
+    "BASE_COLUMNS",
+    "DELAY_BUCKETS",
+    "DELAY_GAMMA",
+    "Block",
+    "Layout",
+    "Matrix",
+    "WindowStore",
+    "accumulate",
+    "delay_bucket",
+    "delay_quantile",
+]
+
+Matrix = NDArray[np.int64]
+BASE_COLUMNS: Final = (
+    "n_pred",
+    "n_fav",
+    "n_score",
+    "score_micro",
+    "score_sq_micro",
+    "complaint",
+    "escalation",
+    "thumbs_down",
+    "thumbs_up",
+    "override",
+    "resolved",
+    "n_label",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+)
+N_PRED, N_FAV, N_SCORE, SCORE_MICRO, SCORE_SQ_MICRO = 0, 1, 2, 3, 4
+KIND_COLUMN: Final = {k: 5 + i for i, k in enumerate(("complaint", "escalation", "thumbs_down", "thumbs_up", "override", "resolved"))}
+N_LABEL, TP, FP, TN, FN = 11, 12, 13, 14, 15
+SCORE_SCALE: Final = 1_000_000
+
+DELAY_GAMMA: Final = 1.15
+"""Label delays go in log buckets ``(g**(i-1), g**i]`` seconds: quantiles within about +/-7%."""
+DELAY_BUCKETS: Final = 122
+"""``1.15**121`` s is about 250 days: longer delays share the last bucket."""
+_LOG_GAMMA = math.log(DELAY_GAMMA)
+
+
+def delay_bucket(seconds: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Bucket index of each delay (<= 1 s in bucket 0).
+
+    >>> delay_bucket(np.array([0.5, 1.0, 1.1, 60.0])).tolist()
+    [0, 0, 1, 30]
+    """
+    s = np.maximum(np.asarray(seconds, np.float64), 1.0)
+    return np.minimum(np.ceil(np.log(s) / _LOG_GAMMA - 1e-9), DELAY_BUCKETS - 1).astype(np.int64)
+
+
+def delay_quantile(counts: NDArray[np.int64], q: float) -> float:
+    """The ``q`` quantile of delays from bucket counts (the bucket's geometric middle), NaN when empty."""
+    total = int(counts.sum())
+    if total == 0:
+        return math.nan
+    i = int(np.searchsorted(np.cumsum(counts), q * total, side="left"))
+    if i == 0:
+        return 1.0
+    return float(2 * DELAY_GAMMA**i / (DELAY_GAMMA + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The columns of one drift subject: bins, then (categorical) unseen, then missing."""
+
+    name: str
+    kind: str
+    start: int
+    bins: int
+    reference: NDArray[np.float64]
+    edges: NDArray[np.float64]
+    index: dict[str, int]
+    ref_count: int
+
+    @property
+    def missing(self) -> int:
+        """Column counting events without a usable value."""
+        return self.start + self.bins
+
+    def columns(self, values: list[object]) -> NDArray[np.int64]:
+        """Column of each value (vectorised for numeric subjects)."""
+        if self.kind == "numeric":
+            try:
+                arr = np.array(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                arr = np.array([_num(v) for v in values], dtype=np.float64)
+            cols = np.searchsorted(self.edges, arr, side="right") + self.start
+            return np.where(np.isnan(arr), self.missing, cols)
+        unseen = self.start + self.bins - 1
+        get = self.index.get
+        start = self.start
+        miss = self.missing
+        return np.fromiter(
+            (miss if v is None else start + get(v, self.bins - 1) if v.__class__ is str else unseen for v in values),
+            dtype=np.int64,
+            count=len(values),
+        )
+
+
+def _num(v: object) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
+
+
+class Layout:
+    """Column layout of one model's summaries, fixed by its config and reference profile."""
+
+    def __init__(self, model: ModelConfig, profile: Profile) -> None:
+        self.favorable = frozenset(model.favorable)
+        self.blocks: dict[str, Block] = {}
+        pos = len(BASE_COLUMNS)
+        subjects = list(model.features)
+        if model.monitor_score and "score" in profile.distributions:
+            subjects.append("score")
+        if "prediction" in profile.distributions:
+            subjects.append("prediction")
+        for name in subjects:
+            dist = profile.distributions.get(name)
+            if dist is None:
+                continue
+            ref = np.asarray(dist.proportions, np.float64)
+            block = Block(
+                name=name,
+                kind=dist.kind,
+                start=pos,
+                bins=dist.bins,
+                reference=ref,
+                edges=np.asarray(dist.edges, np.float64),
+                index={c: i for i, c in enumerate(dist.categories)},
+                ref_count=dist.count,
+            )
+            self.blocks[name] = block
+            pos += block.bins + 1
+        self.features = tuple(b for b in self.blocks.values() if b.name not in ("score", "prediction"))
+        self.delay_start = pos
+        self.width = pos + DELAY_BUCKETS
+
+
+def accumulate(target: Matrix | None, delta: Matrix) -> Matrix:
+    """``target + delta``, growing ``target``'s rows when the slice space grew (in place when it fits)."""
+    if target is None:
+        return delta.copy()
+    if target.shape[0] < delta.shape[0]:
+        grown = np.zeros((delta.shape[0], target.shape[1]), np.int64)
+        grown[: target.shape[0]] = target
+        target = grown
+    target[: delta.shape[0]] += delta
+    return target
+
+
+class _Window:
+    __slots__ = ("buckets", "length", "step", "total")
+
+    def __init__(self, length_ticks: int) -> None:
+        self.length = length_ticks
+        # Long windows keep at most ~60 buckets: a 1 h window advances in 1 min steps.
+        self.step = max(1, length_ticks // 60)
+        self.buckets: deque[tuple[int, Matrix]] = deque()
+        self.total: Matrix | None = None
+
+
+class WindowStore:
+    """Open ticks, sliding windows built from closed ticks, and the since-start total of one model x version."""
+
+    def __init__(self, window_ticks: tuple[int, ...]) -> None:
+        self.open: dict[int, Matrix] = {}
+        self.windows = {w: _Window(w) for w in window_ticks}
+        self.since: Matrix | None = None
+
+    def add(self, tick: int, delta: Matrix, closed_before: int) -> None:
+        """Fold ``delta`` into ``tick``: an open tick, or (late joins and labels) the retained buckets."""
+        if tick >= closed_before:
+            self.open[tick] = accumulate(self.open.get(tick), delta)
+            return
+        self.since = accumulate(self.since, delta)
+        for w in self.windows.values():
+            bid = tick // w.step
+            for i, (b, m) in enumerate(w.buckets):
+                if b == bid:
+                    w.buckets[i] = (b, accumulate(m, delta))
+                    w.total = accumulate(w.total, delta)
+                    break
+
+    def close(self, tick: int) -> Matrix | None:
+        """Close ``tick``: move it into every window and the since-start total; return its matrix."""
+        m = self.open.pop(tick, None)
+        end = tick + 1
+        for w in self.windows.values():
+            if m is not None:
+                bid = tick // w.step
+                if w.buckets and w.buckets[-1][0] == bid:
+                    w.buckets[-1] = (bid, accumulate(w.buckets[-1][1], m))
+                else:
+                    w.buckets.append((bid, m.copy()))
+                w.total = accumulate(w.total, m)
+            # A bucket stays while it lies wholly inside the last `length` ticks.
+            while w.buckets and w.buckets[0][0] * w.step < end - w.length:
+                _, old = w.buckets.popleft()
+                assert w.total is not None
+                w.total[: old.shape[0]] -= old
+        if m is not None:
+            self.since = accumulate(self.since, m)
+        return m
+
+    def window(self, length_ticks: int, rows: int, width: int) -> Matrix:
+        """The summary of a window (0 = since start), padded to ``rows`` rows."""
+        m = self.since if length_ticks == 0 else self.windows[length_ticks].total
+        out = np.zeros((rows, width), np.int64)
+        if m is not None:
+            k = min(rows, m.shape[0])
+            out[:k] = m[:k]
+        return out

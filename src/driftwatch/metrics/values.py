@@ -1,0 +1,169 @@
+"""Reading metric values out of summaries: per-slice values and group comparisons, each with n and a 95% interval.
+
+Pure functions of integer summaries (see :mod:`driftwatch.metrics.summary`).
+Definitions follow Fairlearn (selection rate, demographic-parity difference
+and ratio, equalized-odds difference as the larger of the TPR and FPR
+ranges, equal-opportunity difference as the TPR range), scipy (Jensen-Shannon
+distance) and the usual PSI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftwatch.metrics import summary as S
+from driftwatch.metrics.drift import js_distance, psi
+from driftwatch.metrics.stats import diff_interval, ratio_interval, safe_div, wilson_interval
+
+__all__ = ["GroupComparison", "MetricArrays", "compare_groups", "p_values", "slice_metric"]
+
+F = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricArrays:
+    """One metric over several slices: value, 95% interval and sample count per slice."""
+
+    value: F
+    lo: F
+    hi: F
+    n: NDArray[np.int64]
+
+
+_PROPORTIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "selection_rate": ((S.N_FAV,), (S.N_PRED,)),
+    "complaint_rate": ((S.KIND_COLUMN["complaint"],), (S.N_PRED,)),
+    "escalation_rate": ((S.KIND_COLUMN["escalation"],), (S.N_PRED,)),
+    "thumbs_down_rate": ((S.KIND_COLUMN["thumbs_down"],), (S.N_PRED,)),
+    "override_rate": ((S.KIND_COLUMN["override"],), (S.N_PRED,)),
+    "tpr": ((S.TP,), (S.TP, S.FN)),
+    "fpr": ((S.FP,), (S.FP, S.TN)),
+    "error_rate": ((S.FP, S.FN), (S.N_LABEL,)),
+    "label_coverage": ((S.N_LABEL,), (S.N_PRED,)),
+}
+"""Each proportion as (numerator columns, denominator columns)."""
+
+
+def _kn(m: S.Matrix, name: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    num, den = _PROPORTIONS[name]
+    return m[:, list(num)].sum(axis=1), m[:, list(den)].sum(axis=1)
+
+
+def slice_metric(name: str, m: S.Matrix, layout: S.Layout, feature: str | None = None) -> MetricArrays:
+    """Compute metric ``name`` for every row of summary ``m``."""
+    if name in _PROPORTIONS:
+        k, n = _kn(m, name)
+        # Several complaints about one request can exceed the denominator; the interval caps at 1.
+        lo, hi = wilson_interval(np.minimum(k, n), n)
+        return MetricArrays(safe_div(k, n), lo, hi, n)
+    if name == "mean_score":
+        n = m[:, S.N_SCORE]
+        mean = safe_div(m[:, S.SCORE_MICRO], n) / S.SCORE_SCALE
+        ex2 = safe_div(m[:, S.SCORE_SQ_MICRO], n) / S.SCORE_SCALE
+        with np.errstate(invalid="ignore"):
+            half = 1.959963984540054 * np.sqrt(np.clip(ex2 - mean * mean, 0, None) / np.maximum(n - 1, 1))
+        return MetricArrays(mean, mean - half, mean + half, n)
+    if name in ("label_delay_p50_seconds", "label_delay_p90_seconds"):
+        q = 0.5 if name.endswith("p50_seconds") else 0.9
+        d = m[:, layout.delay_start : layout.delay_start + S.DELAY_BUCKETS]
+        val = np.array([S.delay_quantile(row, q) for row in d])
+        # The estimate lies within one bucket: report the bucket's bounds as the interval.
+        return MetricArrays(val, val * (2 / (S.DELAY_GAMMA + 1)), val * (2 * S.DELAY_GAMMA / (S.DELAY_GAMMA + 1)), d.sum(axis=1))
+    if name in ("psi", "js_distance"):
+        if feature is None or feature not in layout.blocks:
+            nan = np.full(m.shape[0], np.nan)
+            return MetricArrays(nan, nan, nan, np.zeros(m.shape[0], np.int64))
+        b = layout.blocks[feature]
+        counts = m[:, b.start : b.start + b.bins]
+        fn = psi if name == "psi" else js_distance
+        v, lo, hi = fn(counts, b.reference)
+        return MetricArrays(v, lo, hi, counts.sum(axis=1))
+    raise KeyError(f"unknown slice metric {name!r}")
+
+
+def p_values(name: str, m: S.Matrix, layout: S.Layout, feature: str | None, reference: S.Matrix) -> F:
+    """p-value of each row against its reference, for false-discovery-rate control.
+
+    Proportions: the pooled two-proportion z-test of the slice against
+    ``reference`` (a one-row summary: the model's traffic outside the slice
+    in the same window). Drift metrics: Pearson's chi-square test of the
+    slice's bin counts against the reference profile, the profile treated as
+    a sample of its own size. Other metrics: NaN (never a discovery).
+    """
+    from driftwatch.metrics.stats import chi2_homogeneity_p, two_proportion_p
+
+    if name in _PROPORTIONS:
+        k, n = _kn(m, name)
+        rk, rn = _kn(reference, name)
+        return two_proportion_p(k, n, rk - k, rn - n)
+    if name in ("psi", "js_distance") and feature in layout.blocks:
+        b = layout.blocks[feature]
+        return chi2_homogeneity_p(m[:, b.start : b.start + b.bins], b.reference, b.ref_count)
+    return np.full(m.shape[0], np.nan)
+
+
+_COMPARED: dict[str, tuple[str, str]] = {
+    "disparate_impact_ratio": ("selection_rate", "ratio"),
+    "statistical_parity_difference": ("selection_rate", "difference"),
+    "equal_opportunity_difference": ("tpr", "difference"),
+    "complaint_parity_ratio": ("complaint_rate", "ratio"),
+    "complaint_parity_difference": ("complaint_rate", "difference"),
+    "escalation_parity_ratio": ("escalation_rate", "ratio"),
+    "escalation_parity_difference": ("escalation_rate", "difference"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupComparison:
+    """A comparison across groups: the value, interval, the smallest group's n, and the groups compared."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int
+    low_group: int = -1
+    high_group: int = -1
+    rates: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+
+def _range(k: NDArray[np.int64], n: NDArray[np.int64], kind: str) -> GroupComparison:
+    kl, nl = k.tolist(), n.tolist()
+    rate = [a / b for a, b in zip(kl, nl, strict=True)]
+    lo_i = min(range(len(rate)), key=rate.__getitem__)
+    hi_i = max(range(len(rate)), key=rate.__getitem__)
+    rates = {i: (rate[i], nl[i]) for i in range(len(rate))}
+    if kind == "ratio":
+        value = rate[lo_i] / rate[hi_i] if rate[hi_i] > 0 else float("nan")
+        lo, hi = ratio_interval(kl[lo_i], nl[lo_i], kl[hi_i], nl[hi_i])
+    else:
+        value = rate[hi_i] - rate[lo_i]
+        lo, hi = diff_interval(kl[hi_i], nl[hi_i], kl[lo_i], nl[lo_i])
+    return GroupComparison(value, lo, hi, min(nl), lo_i, hi_i, rates)
+
+
+def compare_groups(name: str, groups: S.Matrix, min_samples: int) -> GroupComparison | None:
+    """Compare the rows of ``groups`` (one per group); None when fewer than two groups have ``min_samples``."""
+    if name == "equalized_odds_difference":
+        parts = []
+        for rate in ("tpr", "fpr"):
+            k, n = _kn(groups, rate)
+            ok = n >= min_samples
+            if ok.sum() < 2:
+                return None
+            c = _range(k[ok], n[ok], "difference")
+            idx = np.flatnonzero(ok)
+            parts.append(GroupComparison(c.value, c.lo, c.hi, c.n, int(idx[c.low_group]), int(idx[c.high_group]),
+                                         {int(idx[i]): v for i, v in c.rates.items()}))
+        return max(parts, key=lambda c: c.value)
+    base, kind = _COMPARED[name]
+    k, n = _kn(groups, base)
+    ok = n >= min_samples
+    if ok.sum() < 2:
+        return None
+    idx = np.flatnonzero(ok)
+    c = _range(k[ok], n[ok], kind)
+    return GroupComparison(c.value, c.lo, c.hi, c.n, int(idx[c.low_group]), int(idx[c.high_group]),
+                           {int(idx[i]): v for i, v in c.rates.items()})

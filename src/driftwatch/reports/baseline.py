@@ -1,0 +1,216 @@
+"""Reference profiles: quantile bins and reference distributions of a model's inputs, score and predictions.
+
+A profile is plain JSON (no pickle) so that it can be reviewed, diffed and
+checked into a repository. Numeric features get ``bins`` quantile bins of
+the reference; a value ``x`` falls in bin ``searchsorted(edges, x, "right")``
+so the outer bins are open-ended. Categorical features keep their most
+frequent categories (at most :data:`MAX_CATEGORIES`); anything else lands in
+an ``__unseen__`` bin whose reference proportion is 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from driftwatch.config import ModelConfig
+from driftwatch.errors import InputError, ProfileError
+
+__all__ = ["MAX_CATEGORIES", "Distribution", "Profile", "build_profile", "load_profile", "read_table"]
+
+MAX_CATEGORIES = 50
+"""Categories beyond the 50 most frequent share the ``__unseen__`` bin (bounded columns per slice)."""
+PROFILE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """A reference distribution over fixed bins (numeric edges or categories, then one extra bin)."""
+
+    kind: Literal["numeric", "categorical"]
+    proportions: tuple[float, ...]
+    count: int
+    edges: tuple[float, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    @property
+    def bins(self) -> int:
+        """Number of bins: ``len(edges) + 1`` numeric; categories + ``__unseen__`` categorical."""
+        return len(self.proportions)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The reference of one model: a distribution per monitored feature, ``score`` and ``prediction``."""
+
+    model_id: str
+    count: int
+    distributions: dict[str, Distribution]
+    selection_rate: float | None = None
+    source: str = ""
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (stable key order)."""
+        return {
+            "profile_version": PROFILE_VERSION,
+            "model_id": self.model_id,
+            "count": self.count,
+            "source": self.source,
+            "selection_rate": self.selection_rate,
+            "distributions": {
+                k: {"kind": d.kind, "count": d.count, "edges": list(d.edges), "categories": list(d.categories), "proportions": list(d.proportions)}
+                for k, d in sorted(self.distributions.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Profile:
+        """Inverse of :meth:`to_json`; raise :class:`ProfileError` naming what is wrong."""
+        try:
+            if data.get("profile_version") != PROFILE_VERSION:
+                raise ProfileError(f"profile_version {data.get('profile_version')!r} is not {PROFILE_VERSION}")
+            dists = {}
+            raw = data["distributions"]
+            assert isinstance(raw, dict)
+            for k, d in raw.items():
+                dists[k] = Distribution(
+                    kind=d["kind"],
+                    proportions=tuple(float(x) for x in d["proportions"]),
+                    count=int(d["count"]),
+                    edges=tuple(float(x) for x in d.get("edges", ())),
+                    categories=tuple(str(x) for x in d.get("categories", ())),
+                )
+            sel = data.get("selection_rate")
+            return cls(
+                model_id=str(data["model_id"]),
+                count=int(data["count"]),  # type: ignore[call-overload]
+                distributions=dists,
+                selection_rate=float(sel) if isinstance(sel, int | float) else None,
+                source=str(data.get("source", "")),
+            )
+        except (KeyError, TypeError, ValueError, AssertionError) as e:
+            if isinstance(e, ProfileError):
+                raise
+            raise ProfileError(f"not a driftwatch profile: {e!r}") from e
+
+
+def _numeric(values: Sequence[object], bins: int) -> Distribution:
+    arr = np.array([_to_float(v) for v in values], dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        raise ProfileError("no numeric values to build bins from")
+    qs = np.quantile(arr, np.arange(1, bins) / bins)
+    edges = np.unique(qs)  # ties collapse bins (e.g. a mostly-zero feature)
+    idx = np.searchsorted(edges, arr, side="right")
+    counts = np.bincount(idx, minlength=edges.size + 1)
+    return Distribution("numeric", tuple((counts / arr.size).tolist()), int(arr.size), edges=tuple(edges.tolist()))
+
+
+def _categorical(values: Sequence[object]) -> Distribution:
+    seen = [str(v) for v in values if v is not None]
+    if not seen:
+        raise ProfileError("no categorical values")
+    top = Counter(seen).most_common(MAX_CATEGORIES)
+    cats = tuple(sorted(c for c, _ in top))
+    total = len(seen)
+    counts = Counter(seen)
+    props = [counts[c] / total for c in cats]
+    props.append(1.0 - sum(props))  # the __unseen__ bin: what the top categories miss
+    return Distribution("categorical", tuple(max(p, 0.0) for p in props), total, categories=cats)
+
+
+def _to_float(v: object) -> float:
+    if v is None or isinstance(v, bool):
+        return math.nan
+    if isinstance(v, int | float):
+        return float(v)
+    try:
+        return float(str(v))
+    except ValueError:
+        return math.nan
+
+
+def build_profile(model_id: str, model: ModelConfig, columns: Mapping[str, Sequence[object]], *, source: str = "") -> Profile:
+    """Build a profile from columns: every configured feature, and ``score`` / ``prediction`` when present."""
+    dists: dict[str, Distribution] = {}
+    n = max((len(v) for v in columns.values()), default=0)
+    if n == 0:
+        raise ProfileError(f"model {model_id!r}: no reference rows")
+    for name, fc in model.features.items():
+        if name not in columns:
+            raise ProfileError(f"model {model_id!r}: reference data has no column {name!r}")
+        try:
+            dists[name] = _numeric(columns[name], fc.bins) if fc.kind == "numeric" else _categorical(columns[name])
+        except ProfileError as e:
+            raise ProfileError(f"model {model_id!r}, feature {name!r}: {e}") from None
+    if model.monitor_score and "score" in columns:
+        dists["score"] = _numeric(columns["score"], 10)
+    selection = None
+    if "prediction" in columns:
+        dists["prediction"] = _categorical(columns["prediction"])
+        preds = [p for p in columns["prediction"] if p is not None]
+        if preds:
+            selection = sum(1 for p in preds if str(p) in model.favorable) / len(preds)
+    return Profile(model_id, n, dists, selection_rate=selection, source=source)
+
+
+def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
+    """Read reference rows as columns from ``.csv``, ``.parquet`` or ``.jsonl`` (prediction events of ``model_id``)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            cols: dict[str, list[object]] = {}
+            for r in rows:
+                for k, v in r.items():
+                    cols.setdefault(k, []).append(v if v != "" else None)
+            return cols
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return {k: list(v) for k, v in pq.read_table(path).to_pydict().items()}
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            rows_out: list[dict[str, object]] = []
+            with path.open("rb") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    ev = msgspec.json.decode(line)
+                    if not isinstance(ev, dict) or ev.get("type", "prediction") != "prediction" or ev.get("model_id") != model_id:
+                        continue
+                    row: dict[str, object] = dict(ev.get("features") or {})
+                    row["score"] = ev.get("score")
+                    row["prediction"] = ev.get("prediction")
+                    rows_out.append(row)
+            return columns_from(rows_out)
+    except (OSError, msgspec.DecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read reference data: {e}") from e
+    raise InputError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
+
+
+def load_profile(path: Path) -> Profile:
+    """Read a profile JSON file."""
+    try:
+        return Profile.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{path}: not JSON: {e}") from e
+
+
+def columns_from(values: Iterable[Mapping[str, object]]) -> dict[str, list[object]]:
+    """Turn rows into columns (missing keys become None)."""
+    rows = list(values)
+    keys = {k for r in rows for k in r}
+    return {k: [r.get(k) for r in rows] for k in keys}

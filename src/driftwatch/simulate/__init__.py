@@ -1,0 +1,17 @@
+"""Seeded, deterministic synthetic traffic for the driftwatch demo domain.
+
+`generate` streams prediction and interaction events (schema version 1) for one
+of the `SCENARIOS`, together with a `Truth` naming every injected problem and
+the alert rule expected to catch it; `write_jsonl` writes both to disk.
+"""
+
+from driftwatch.simulate._generator import (
+    SCENARIOS,
+    Injection,
+    Scenario,
+    Truth,
+    generate,
+    write_jsonl,
+)
+
+__all__ = ["SCENARIOS", "Injection", "Scenario", "Truth", "generate", "write_jsonl"]

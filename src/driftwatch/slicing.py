@@ -1,0 +1,160 @@
+"""Slice keys, pseudonymisation of attribute values, and the cardinality cap.
+
+A *slice* is a model x version x (dimension, value), where a dimension is a
+configured attribute or a configured pair ``a:b``; the whole model is the
+slice ``("*", "*")``. Values that may reach a metric label pass through here
+first:
+
+- sensitive attributes become keyed HMAC-SHA256 tokens (``h:`` + 16 hex);
+- values outside the vocabulary, or not matching :data:`LABEL_VALUE`, fold
+  into ``__other__``;
+- each attribute tracks a bounded number of distinct values; later ones fold
+  into ``__other__`` at ingest and are counted (the exposure layer then keeps
+  only the top-k by frequency in each window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from driftwatch.config import AttributeConfig, Config
+
+__all__ = [
+    "LABEL_VALUE",
+    "MISSING",
+    "OTHER",
+    "OVERALL",
+    "AttributeCoder",
+    "Pseudonymizer",
+    "SliceKey",
+    "SliceSpace",
+    "coders_from_config",
+]
+
+OTHER: Final = "__other__"
+OVERALL: Final = "*"
+MISSING: Final = -1
+"""Row code for an event without a value for a dimension: it joins no slice of that dimension."""
+LABEL_VALUE: Final = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")
+TOKEN: Final = re.compile(r"^h:[0-9a-f]{16}$")
+TRACK_FACTOR: Final = 4
+"""Each dimension tracks up to ``TRACK_FACTOR x max_values`` distinct values so top-k can change over time."""
+
+
+class Pseudonymizer:
+    """Keyed HMAC-SHA256 tokens for sensitive values; the same key gives the same token everywhere.
+
+    >>> p = Pseudonymizer(b"0123456789abcdef")
+    >>> tok = p.token("age_band", "65+")
+    >>> tok.startswith("h:") and len(tok) == 18 and tok == p.token("age_band", "65+")
+    True
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("pseudonymisation key must be at least 16 bytes")
+        self._key = key
+
+    def token(self, attribute: str, value: str) -> str:
+        """Return the stable token of ``value``; the attribute name is mixed in so tokens do not link across attributes."""
+        mac = hmac.new(self._key, f"{attribute}\x00{value}".encode(), hashlib.sha256)
+        return "h:" + mac.hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class AttributeCoder:
+    """Maps one attribute's raw values to exposed values (token, vocabulary, cap), caching the answers."""
+
+    name: str
+    config: AttributeConfig
+    pseudonymizer: Pseudonymizer | None
+    display: dict[str, str] = field(default_factory=dict)
+    folded: int = 0
+    _cache: dict[str, str] = field(default_factory=dict)
+    _vocabulary: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.config.values is not None:
+            self._vocabulary = frozenset(self.config.values)
+        if self.config.sensitive:
+            if self.pseudonymizer is None:
+                raise ValueError(f"attribute {self.name!r} is sensitive but no pseudonymisation key was given")
+            for raw in self.config.display_values:
+                self.display[self.pseudonymizer.token(self.name, raw)] = raw
+
+    @property
+    def limit(self) -> int:
+        """How many distinct values are tracked before new ones fold into ``__other__``."""
+        return TRACK_FACTOR * self.config.max_values
+
+    def code(self, raw: str) -> str:
+        """Return the exposed value for ``raw``: a token, itself, or ``__other__`` (counted)."""
+        hit = self._cache.get(raw)
+        if hit is not None:
+            return hit
+        value: str
+        if self._vocabulary is not None and raw not in self._vocabulary:
+            value = OTHER
+        elif self.config.sensitive:
+            assert self.pseudonymizer is not None
+            # A producer that pseudonymised at the source with the shared key sends tokens already.
+            value = raw if TOKEN.match(raw) else self.pseudonymizer.token(self.name, raw)
+        elif LABEL_VALUE.match(raw):
+            value = raw
+        else:
+            value = OTHER
+        if value != OTHER and len(self._cache) >= self.limit:
+            value = OTHER
+        if value == OTHER:
+            self.folded += 1
+            return OTHER  # not cached: a flood of distinct values must not grow memory
+        self._cache[raw] = value
+        return value
+
+
+def coders_from_config(config: Config, key: bytes | None) -> dict[str, AttributeCoder]:
+    """Build one coder per configured attribute; sensitive attributes need ``key``."""
+    pseudo = Pseudonymizer(key) if key is not None else None
+    return {name: AttributeCoder(name, ac, pseudo) for name, ac in config.attributes.items()}
+
+
+SliceKey = tuple[str, str]
+"""(dimension, value): ``("*", "*")`` is the whole model, ``("region", "EU")``, ``("age_band:language", "h:..:de")``."""
+
+
+class SliceSpace:
+    """Row numbers of the slices of one model x version, assigned as values appear (row 0 is the whole model)."""
+
+    __slots__ = ("_index", "dimensions", "keys", "limits", "rows_by_dim")
+
+    def __init__(self, dimensions: tuple[str, ...], limits: tuple[int, ...]) -> None:
+        self.dimensions = dimensions
+        self.limits = limits
+        self.keys: list[SliceKey] = [(OVERALL, OVERALL)]
+        self._index: dict[SliceKey, int] = {(OVERALL, OVERALL): 0}
+        self.rows_by_dim: list[list[int]] = [[] for _ in dimensions]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def row(self, dim: int, value: str) -> int:
+        """Row of (dimension, value); past the dimension's limit the value folds into ``__other__``."""
+        key = (self.dimensions[dim], value)
+        found = self._index.get(key)
+        if found is not None:
+            return found
+        if value != OTHER and len(self.rows_by_dim[dim]) >= self.limits[dim]:
+            return self.row(dim, OTHER)
+        r = len(self.keys)
+        self.keys.append(key)
+        self._index[key] = r
+        self.rows_by_dim[dim].append(r)
+        return r
+
+    def find(self, key: SliceKey) -> int | None:
+        """Row of a slice key, or None if never seen."""
+        return self._index.get(key)
