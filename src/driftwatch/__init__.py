@@ -12,6 +12,16 @@ from driftwatch.errors import ConfigError, DriftwatchError
 from driftwatch.events import EventDecoder, Interaction, Prediction
 from driftwatch.pipeline import Pipeline
 
-__all__ = ["Config", "ConfigError", "DriftwatchError", "EventDecoder", "Interaction", "Pipeline", "Prediction", "__version__", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DriftwatchError",
+    "EventDecoder",
+    "Interaction",
+    "Pipeline",
+    "Prediction",
+    "__version__",
+    "load_config",
+]
 
 __version__ = "0.1.0"

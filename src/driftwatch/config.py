@@ -48,7 +48,9 @@ class AttributeConfig(_Model):
     """A segment attribute kept from events (all others are dropped at decode)."""
 
     sensitive: bool = Field(False, description="Pseudonymise values with keyed HMAC-SHA256 at ingest.")
-    max_values: int = Field(20, ge=1, le=1000, description="Top-k values exposed by name; the rest fold into __other__.")
+    max_values: int = Field(
+        20, ge=1, le=1000, description="Top-k values exposed by name; the rest fold into __other__."
+    )
     values: tuple[str, ...] | None = Field(None, description="Optional vocabulary; other values fold into __other__.")
     display_values: tuple[str, ...] = Field(
         (), description="Raw values of a sensitive attribute the operator allows dashboards to show by name."
@@ -216,7 +218,9 @@ class Config(_Model):
                 out.append(f"{where}.window: {r.window}s is not a configured window (or 0 for since-start)")
             if r.metric in ATTRIBUTE_METRICS:
                 if r.attribute != "*" and (r.attribute is None or r.attribute not in self.protected):
-                    out.append(f"{where}.attribute: {r.metric} compares groups of a protected attribute; name one or '*'")
+                    out.append(
+                        f"{where}.attribute: {r.metric} compares groups of a protected attribute; name one or '*'"
+                    )
             elif r.attribute not in (None, "*") and r.attribute not in dims:
                 out.append(f"{where}.attribute: {r.attribute!r} is not an attribute or configured pair")
             if r.metric in DRIFT_METRICS:

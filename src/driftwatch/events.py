@@ -177,7 +177,7 @@ def ts_seconds(ts: dt.datetime | int) -> float:
     >>> ts_seconds(1_700_000_000_500)
     1700000000.5
     """
-    return ts / 1000.0 if ts.__class__ is int else ts.timestamp()  # type: ignore[union-attr,operator]
+    return ts / 1000.0 if isinstance(ts, int) else ts.timestamp()
 
 
 class EventDecoder:
@@ -197,7 +197,7 @@ class EventDecoder:
             self.interaction_type: type[msgspec.Struct] = Interaction
         else:
             self.prediction_type, self.interaction_type = _types(attrs)
-        self._decoder = msgspec.json.Decoder(self.prediction_type | self.interaction_type)  # type: ignore[operator]
+        self._decoder = msgspec.json.Decoder(self.prediction_type | self.interaction_type)
         self.max_event_bytes = max_event_bytes
 
     def decode_batch(self, raws: Sequence[bytes], start: int = 0) -> Decoded:
@@ -219,7 +219,7 @@ class EventDecoder:
                 errors.append(DecodeError(start + i, reason, field, str(e)[:200]))
                 continue
             if ev.__class__ is ptype:
-                preds.append(ev)
+                preds.append(ev)  # type: ignore[arg-type]  # a config-shaped Prediction (see _types)
             else:
                 if ev.kind == "label" and ev.value is None:
                     errors.append(DecodeError(start + i, "invalid_field", "value", "a label needs a value"))

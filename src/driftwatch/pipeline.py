@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,7 +100,9 @@ class _Stream:
 
     __slots__ = ("caches", "cells", "layout", "model_id", "pair_cache", "space", "store", "version")
 
-    def __init__(self, model_id: str, version: str, layout: S.Layout, space: SliceSpace, window_ticks: tuple[int, ...]) -> None:
+    def __init__(
+        self, model_id: str, version: str, layout: S.Layout, space: SliceSpace, window_ticks: tuple[int, ...]
+    ) -> None:
         self.model_id = model_id
         self.version = version
         self.layout = layout
@@ -154,7 +156,7 @@ class Pipeline:
     def __init__(self, config: Config, key: bytes | None = None, profiles: dict[str, Profile] | None = None) -> None:
         self.config = config
         self.tick = config.windows.tick
-        self.window_ticks = tuple(int(round(w / self.tick)) for w in config.windows.windows)
+        self.window_ticks = tuple(round(w / self.tick) for w in config.windows.windows)
         self.decoder = EventDecoder(config.attributes, max_event_bytes=config.max_event_bytes)
         self.coders: dict[str, AttributeCoder] = coders_from_config(config, key)
         self.dimensions = config.dimensions()
@@ -242,12 +244,16 @@ class Pipeline:
         for j, e in enumerate(evs):
             if learner.add(e, float(ts[j])):
                 mc = self.config.models[mid]
-                self.layouts[mid] = S.Layout(mc, build_profile(mid, mc, learner.columns, source="learnt from first events"))
+                self.layouts[mid] = S.Layout(
+                    mc, build_profile(mid, mc, learner.columns, source="learnt from first events")
+                )
                 del self.learners[mid]
                 self.counters.reference_learning += j
                 for k in range(j):  # remembered so their interactions are not join misses
                     self._join[evs[k].request_id] = _LEARNING
-                self._join_order.append((float(ts[j - 1]) if j else float(ts[0]), [evs[k].request_id for k in range(j)]))
+                self._join_order.append(
+                    (float(ts[j - 1]) if j else float(ts[0]), [evs[k].request_id for k in range(j)])
+                )
                 return idx[j:]
         self.counters.reference_learning += len(evs)
         for e in evs:
@@ -318,7 +324,9 @@ class Pipeline:
             rows[:, base + p] = mapped[inv]
         return rows
 
-    def _fold_predictions(self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray, closed: int | None) -> None:
+    def _fold_predictions(
+        self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray, closed: int | None
+    ) -> None:
         layout = stream.layout
         n = len(evs)
         rows = self._rows(stream, evs)
@@ -339,19 +347,23 @@ class Pipeline:
         if "score" in layout.blocks:
             cols.append(layout.blocks["score"].columns(score_list))
         if "prediction" in layout.blocks:
-            cols.append(layout.blocks["prediction"].columns(preds))  # type: ignore[arg-type]
+            cols.append(layout.blocks["prediction"].columns(preds))
         col = np.stack(cols, axis=1)
         self._scatter(stream, rows, ticks, col, closed, score=score)
         # Remember the request for joins: its slices, tick, time and outcome.
         rids = [e.request_id for e in evs]
         join = self._join
-        join.update(zip(rids, self._pack(stream, rows, ts, fav).tolist()))
+        join.update(zip(rids, self._pack(stream, rows, ts, fav).tolist(), strict=False))
         self._join_order.append((float(ts.max()), rids))
         if self._pending:
             released = [w for rid in self._pending.keys() & set(rids) for w in self._pending.pop(rid)]
             if released:
-                self._fold_joined([e for e, _, _ in released], np.array([t for _, t, _ in released]),
-                                  np.array([k for _, _, k in released], np.int64), closed)
+                self._fold_joined(
+                    [e for e, _, _ in released],
+                    np.array([t for _, t, _ in released]),
+                    np.array([k for _, _, k in released], np.int64),
+                    closed,
+                )
 
     def _pack(self, stream: _Stream, rows: np.ndarray, ts: np.ndarray, fav: np.ndarray) -> np.ndarray:
         """Join entries of a batch: each event's cell (stream x slice rows), outcome and time in one int64."""
@@ -370,7 +382,8 @@ class Pipeline:
                 self._cell_rows.append(tuple(rows[first[u]].tolist()))
             ids[u] = cell
         ms = np.rint(ts * 1000).astype(np.int64)
-        return (ids[inv.ravel()] << _CELL_SHIFT) | (fav.astype(np.int64) << _TS_BITS) | (ms & _TS_MASK)
+        packed: np.ndarray = (ids[inv.ravel()] << _CELL_SHIFT) | (fav.astype(np.int64) << _TS_BITS) | (ms & _TS_MASK)
+        return packed
 
     def _scatter(
         self,
@@ -423,7 +436,9 @@ class Pipeline:
             self._fold_joined(inters, ts, ticks, closed)
         return float(ts.max()) if len(ts) else -math.inf
 
-    def _fold_joined(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, closed: int | None) -> None:
+    def _fold_joined(
+        self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, closed: int | None
+    ) -> None:
         """Fold interactions into their prediction's slices; park those whose prediction is not known yet."""
         c = self.counters
         found = [self._join.get(e.request_id, -1) for e in inters]
@@ -553,9 +568,11 @@ class Pipeline:
         return out
 
     def _wticks(self, rule: Rule) -> int:
-        return int(round(rule.window / self.tick))
+        return round(rule.window / self.tick)
 
-    def exposed(self, s: _Stream, wt: int, dim: int, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]] | None = None) -> tuple[list[str], S.Matrix]:
+    def exposed(
+        self, s: _Stream, wt: int, dim: int, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]] | None = None
+    ) -> tuple[list[str], S.Matrix]:
         """Values of dimension ``dim`` shown by name in window ``wt`` (top-k, >= k members) and their summaries.
 
         Everything else, including values folded at ingest, is merged into
@@ -591,14 +608,22 @@ class Pipeline:
             cache[key] = result
         return result
 
-    def _selected(self, rule: Rule, s: _Stream, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]) -> list[tuple[str, str, S.Matrix]]:
+    def _selected(
+        self, rule: Rule, s: _Stream, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]
+    ) -> list[tuple[str, str, S.Matrix]]:
         """(dimension, value, summary row) of every slice a slice-level rule watches."""
         wt = self._wticks(rule)
         out: list[tuple[str, str, S.Matrix]] = []
         if rule.attribute is None or rule.attribute == "*":
             m = s.store.window(wt, 1, s.layout.width)
             out.append((OVERALL, OVERALL, m[0]))
-        dims = range(len(self.dimensions)) if rule.attribute == "*" else [self.dimensions.index(rule.attribute)] if rule.attribute else []
+        dims = (
+            range(len(self.dimensions))
+            if rule.attribute == "*"
+            else [self.dimensions.index(rule.attribute)]
+            if rule.attribute
+            else []
+        )
         for d in dims:
             names, mat = self.exposed(s, wt, d, cache)
             want = self._value_token(self.dimensions[d], rule.value)
@@ -632,7 +657,14 @@ class Pipeline:
         cov = row[S.N_LABEL] / n if n else 0.0
         return cov < self.config.models[s.model_id].label_coverage_min
 
-    def _slice_candidates(self, rule: Rule, s: _Stream, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]], tick_m: S.Matrix | None, now: float) -> list[Candidate]:
+    def _slice_candidates(
+        self,
+        rule: Rule,
+        s: _Stream,
+        cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]],
+        tick_m: S.Matrix | None,
+        now: float,
+    ) -> list[Candidate]:
         sel = self._selected(rule, s, cache)
         if not sel:
             return []
@@ -643,7 +675,9 @@ class Pipeline:
         if rule.detector is not None:
             return self._detector_candidates(rule, s, sel, arr, sufficient, tick_m, now)
         assert rule.threshold is not None
-        cond = sufficient & _OPS[rule.op](np.nan_to_num(_tested(rule, arr.value, arr.lo, arr.hi), nan=0.0), rule.threshold)
+        cond = sufficient & _OPS[rule.op](
+            np.nan_to_num(_tested(rule, arr.value, arr.lo, arr.hi), nan=0.0), rule.threshold
+        )
         if rule.fdr_q is not None:
             overall = s.store.window(self._wticks(rule), 1, s.layout.width)
             p = p_values(rule.metric, mat, s.layout, rule.feature, overall)
@@ -676,7 +710,9 @@ class Pipeline:
             )
         return out
 
-    def _contributors(self, rule: Rule, s: _Stream, overall: float, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]) -> list[dict[str, object]]:
+    def _contributors(
+        self, rule: Rule, s: _Stream, overall: float, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]
+    ) -> list[dict[str, object]]:
         """Slice attribution: which single-attribute slices move the model-level value most."""
         wt = self._wticks(rule)
         sign = 1.0 if rule.op in (">", ">=") else -1.0
@@ -694,11 +730,31 @@ class Pipeline:
                     continue
                 share = int(mat[i, S.N_PRED]) / total
                 delta = v if rule.metric in ("psi", "js_distance") else sign * (v - overall)
-                scored.append((delta * share, {"attribute": self.dimensions[d], "slice": name, "value": v, "n": int(arr.n[i]), "share": round(share, 4)}))
+                scored.append(
+                    (
+                        delta * share,
+                        {
+                            "attribute": self.dimensions[d],
+                            "slice": name,
+                            "value": v,
+                            "n": int(arr.n[i]),
+                            "share": round(share, 4),
+                        },
+                    )
+                )
         scored.sort(key=lambda x: -x[0])
         return [x for _, x in scored[:3]]
 
-    def _detector_candidates(self, rule: Rule, s: _Stream, sel: list[tuple[str, str, S.Matrix]], arr: MetricArrays, sufficient: np.ndarray, tick_m: S.Matrix | None, now: float) -> list[Candidate]:
+    def _detector_candidates(
+        self,
+        rule: Rule,
+        s: _Stream,
+        sel: list[tuple[str, str, S.Matrix]],
+        arr: MetricArrays,
+        sufficient: np.ndarray,
+        tick_m: S.Matrix | None,
+        now: float,
+    ) -> list[Candidate]:
         det_cfg = rule.detector
         assert det_cfg is not None
         out = []
@@ -734,11 +790,15 @@ class Pipeline:
             )
         return out
 
-    def _attribute_candidates(self, rule: Rule, s: _Stream, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]) -> list[Candidate]:
+    def _attribute_candidates(
+        self, rule: Rule, s: _Stream, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]
+    ) -> list[Candidate]:
         attrs = self.config.protected if rule.attribute == "*" else (rule.attribute,)
         return [c for a in attrs if a is not None for c in self._compare(rule, s, a, cache)]
 
-    def _compare(self, rule: Rule, s: _Stream, attribute: str, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]) -> list[Candidate]:
+    def _compare(
+        self, rule: Rule, s: _Stream, attribute: str, cache: dict[tuple[int, int, int], tuple[list[str], S.Matrix]]
+    ) -> list[Candidate]:
         assert rule.threshold is not None
         d = self.dimensions.index(attribute)
         names, mat = self.exposed(s, self._wticks(rule), d, cache)
@@ -752,7 +812,9 @@ class Pipeline:
         prov = False
         if rule.metric in LABEL_METRICS and len(mat):
             tot = mat.sum(axis=0)
-            prov = tot[S.N_PRED] == 0 or tot[S.N_LABEL] / tot[S.N_PRED] < self.config.models[s.model_id].label_coverage_min
+            prov = (
+                tot[S.N_PRED] == 0 or tot[S.N_LABEL] / tot[S.N_PRED] < self.config.models[s.model_id].label_coverage_min
+            )
         if cmp is None or math.isnan(cmp.value) or prov:
             return [Candidate(labels, math.nan, 0 if cmp is None else cmp.n, math.nan, math.nan, False, False, False)]
         v = cmp.value
@@ -772,7 +834,9 @@ class Pipeline:
                 lo=cmp.lo,
                 hi=cmp.hi,
                 sufficient=True,
-                condition=bool(_OPS[rule.op](float(_tested(rule, np.array(v), np.array(cmp.lo), np.array(cmp.hi))), rule.threshold)),
+                condition=bool(
+                    _OPS[rule.op](float(_tested(rule, np.array(v), np.array(cmp.lo), np.array(cmp.hi))), rule.threshold)
+                ),
                 healthy=bool(_HEALTHY[rule.op](v, healthy_at)),
                 evidence=evidence,
             )
@@ -782,7 +846,7 @@ class Pipeline:
 
     def metric_rows(self, window: float = 0.0) -> Iterator[MetricRow]:
         """Every slice and attribute metric in ``window`` seconds (0 = since start), for reports."""
-        wt = int(round(window / self.tick))
+        wt = round(window / self.tick)
         wname = "since_start" if wt == 0 else f"{int(window)}s"
         min_n = self.config.min_samples
         for s in self.streams.values():
@@ -809,7 +873,16 @@ class Pipeline:
                     else:
                         yield MetricRow(name, labels, cmp.value, cmp.n, cmp.lo, cmp.hi, "ok")
 
-    def _rows_of(self, name: str, feature: str | None, mat: S.Matrix, s: _Stream, slices: list[tuple[str, str, S.Matrix]], base: dict[str, str], min_n: int) -> Iterator[MetricRow]:
+    def _rows_of(
+        self,
+        name: str,
+        feature: str | None,
+        mat: S.Matrix,
+        s: _Stream,
+        slices: list[tuple[str, str, S.Matrix]],
+        base: dict[str, str],
+        min_n: int,
+    ) -> Iterator[MetricRow]:
         arr = slice_metric(name, mat, s.layout, feature)
         cov_min = self.config.models[s.model_id].label_coverage_min
         for i, (dim, value, row) in enumerate(slices):
@@ -845,17 +918,15 @@ _KIND_CODE = {**S.KIND_COLUMN, "label": S.N_LABEL}
 def _seconds(evs: Sequence[Prediction] | Sequence[Interaction]) -> np.ndarray:
     """Event times in epoch seconds (inlined :func:`ts_seconds`: this runs once per event)."""
     return np.array(
-        [t / 1000.0 if t.__class__ is int else t.timestamp() for t in [e.ts for e in evs]],  # type: ignore[union-attr,operator]
+        [t / 1000.0 if t.__class__ is int else t.timestamp() for t in [e.ts for e in evs]],  # type: ignore[union-attr]
         dtype=np.float64,
     )
 
 
 def _make_detector(kind: str, delta: float | None, threshold: float | None) -> object:
     if kind == "adwin":
-        return river_drift.ADWIN(delta=delta or 0.002)
-    kw: dict[str, float] = {}
-    if delta is not None:
-        kw["delta"] = delta
-    if threshold is not None:
-        kw["threshold"] = threshold
-    return river_drift.PageHinkley(**kw)
+        return river_drift.ADWIN(delta=delta or 0.002)  # type: ignore[no-untyped-call]  # river leaves __init__ unannotated
+    # River's defaults: delta=0.005, threshold=50.
+    return river_drift.PageHinkley(
+        delta=0.005 if delta is None else delta, threshold=50.0 if threshold is None else threshold
+    )

@@ -32,13 +32,17 @@ PROPORTION_METRICS: Final = frozenset(
 )
 """Per-slice proportions: value, Wilson 95% interval, and the denominator as n."""
 
-LABEL_METRICS: Final = frozenset({"tpr", "fpr", "error_rate", "equalized_odds_difference", "equal_opportunity_difference"})
+LABEL_METRICS: Final = frozenset(
+    {"tpr", "fpr", "error_rate", "equalized_odds_difference", "equal_opportunity_difference"}
+)
 """Metrics that need ground-truth labels; provisional until label coverage passes the model's level."""
 
 DRIFT_METRICS: Final = frozenset({"psi", "js_distance"})
 """Distribution distances against the reference profile; need ``feature`` (a feature, ``score`` or ``prediction``)."""
 
-SLICE_METRICS: Final = PROPORTION_METRICS | DRIFT_METRICS | {"mean_score", "label_delay_p50_seconds", "label_delay_p90_seconds"}
+SLICE_METRICS: Final = (
+    PROPORTION_METRICS | DRIFT_METRICS | {"mean_score", "label_delay_p50_seconds", "label_delay_p90_seconds"}
+)
 """Metrics with one value per slice (model x version x attribute value)."""
 
 ATTRIBUTE_METRICS: Final = frozenset(
@@ -55,7 +59,9 @@ ATTRIBUTE_METRICS: Final = frozenset(
 )
 """Metrics comparing the groups of one protected attribute; one value per attribute."""
 
-DETECTOR_SERIES: Final = frozenset({"mean_score", "selection_rate", "complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"})
+DETECTOR_SERIES: Final = frozenset(
+    {"mean_score", "selection_rate", "complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"}
+)
 """Per-tick series a River change detector can watch."""
 
 METRICS: Final = SLICE_METRICS | ATTRIBUTE_METRICS

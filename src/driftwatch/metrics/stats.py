@@ -10,17 +10,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy import special as _sp
 
 __all__ = [
     "Z95",
-    "diff_interval",
-    "ratio_interval",
     "benjamini_hochberg",
     "chi2_homogeneity_p",
+    "diff_interval",
     "katz_ratio_interval",
     "newcombe_diff_interval",
+    "ratio_interval",
     "safe_div",
     "two_proportion_p",
     "wilson_interval",
@@ -31,29 +31,29 @@ Z95 = 1.959963984540054
 """The 97.5% quantile of the standard normal: two-sided 95% intervals."""
 
 
-def safe_div(num: NDArray[np.floating] | NDArray[np.integer], den: NDArray[np.floating] | NDArray[np.integer]) -> F:
+def safe_div(num: ArrayLike, den: ArrayLike) -> F:
     """``num / den`` with NaN where ``den`` is 0.
 
     >>> safe_div(np.array([1, 1]), np.array([2, 0])).tolist()
     [0.5, nan]
     """
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den != 0)
+    a = np.asarray(num, dtype=np.float64)
+    b = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(a, b).shape, np.nan)
+    np.divide(a, b, out=out, where=b != 0)
     return out
 
 
-def wilson_interval(k: NDArray[np.integer] | NDArray[np.floating], n: NDArray[np.integer] | NDArray[np.floating]) -> tuple[F, F]:
+def wilson_interval(k: ArrayLike, n: ArrayLike) -> tuple[F, F]:
     """Wilson score 95% interval for ``k`` successes in ``n`` trials.
 
     >>> lo, hi = wilson_interval(np.array([5]), np.array([10]))
     >>> round(float(lo[0]), 4), round(float(hi[0]), 4)
     (0.2366, 0.7634)
     """
-    k = np.asarray(k, dtype=np.float64)
+    kf = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
-    p = safe_div(k, n)
+    p = safe_div(kf, n)
     z2 = Z95 * Z95
     nn = np.where(n > 0, n, np.nan)  # empty slices give NaN bounds, not warnings
     denom = 1 + z2 / nn
@@ -62,7 +62,7 @@ def wilson_interval(k: NDArray[np.integer] | NDArray[np.floating], n: NDArray[np
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
-def newcombe_diff_interval(k1: F, n1: F, k2: F, n2: F) -> tuple[F, F]:
+def newcombe_diff_interval(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: ArrayLike) -> tuple[F, F]:
     """Newcombe's hybrid score 95% interval for ``p1 - p2`` (method 10), built from Wilson intervals."""
     p1, p2 = safe_div(k1, n1), safe_div(k2, n2)
     l1, u1 = wilson_interval(k1, n1)
@@ -73,7 +73,7 @@ def newcombe_diff_interval(k1: F, n1: F, k2: F, n2: F) -> tuple[F, F]:
     return lo, hi
 
 
-def katz_ratio_interval(k1: F, n1: F, k2: F, n2: F) -> tuple[F, F]:
+def katz_ratio_interval(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: ArrayLike) -> tuple[F, F]:
     """Katz log 95% interval for the ratio ``p1 / p2`` (0.5 added to empty cells)."""
     k1, k2 = np.asarray(k1, np.float64), np.asarray(k2, np.float64)
     n1, n2 = np.asarray(n1, np.float64), np.asarray(n2, np.float64)
@@ -117,7 +117,7 @@ def ratio_interval(k1: float, n1: float, k2: float, n2: float) -> tuple[float, f
     return ratio * math.exp(-Z95 * se), ratio * math.exp(Z95 * se)
 
 
-def two_proportion_p(k1: F, n1: F, k2: F, n2: F) -> F:
+def two_proportion_p(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: ArrayLike) -> F:
     """Two-sided p-value of the pooled two-proportion z-test of ``k1/n1`` against ``k2/n2``."""
     k1, k2 = np.asarray(k1, np.float64), np.asarray(k2, np.float64)
     n1, n2 = np.asarray(n1, np.float64), np.asarray(n2, np.float64)

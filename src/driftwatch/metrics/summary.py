@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -61,7 +62,9 @@ BASE_COLUMNS: Final = (
     "fn",
 )
 N_PRED, N_FAV, N_SCORE, SCORE_MICRO, SCORE_SQ_MICRO = 0, 1, 2, 3, 4
-KIND_COLUMN: Final = {k: 5 + i for i, k in enumerate(("complaint", "escalation", "thumbs_down", "thumbs_up", "override", "resolved"))}
+KIND_COLUMN: Final = {
+    k: 5 + i for i, k in enumerate(("complaint", "escalation", "thumbs_down", "thumbs_up", "override", "resolved"))
+}
 N_LABEL, TP, FP, TN, FN = 11, 12, 13, 14, 15
 SCORE_SCALE: Final = 1_000_000
 
@@ -111,7 +114,7 @@ class Block:
         """Column counting events without a usable value."""
         return self.start + self.bins
 
-    def columns(self, values: list[object]) -> NDArray[np.int64]:
+    def columns(self, values: Sequence[object]) -> NDArray[np.int64]:
         """Column of each value (vectorised for numeric subjects)."""
         if self.kind == "numeric":
             try:

@@ -71,7 +71,9 @@ def slice_metric(name: str, m: S.Matrix, layout: S.Layout, feature: str | None =
         d = m[:, layout.delay_start : layout.delay_start + S.DELAY_BUCKETS]
         val = np.array([S.delay_quantile(row, q) for row in d])
         # The estimate lies within one bucket: report the bucket's bounds as the interval.
-        return MetricArrays(val, val * (2 / (S.DELAY_GAMMA + 1)), val * (2 * S.DELAY_GAMMA / (S.DELAY_GAMMA + 1)), d.sum(axis=1))
+        return MetricArrays(
+            val, val * (2 / (S.DELAY_GAMMA + 1)), val * (2 * S.DELAY_GAMMA / (S.DELAY_GAMMA + 1)), d.sum(axis=1)
+        )
     if name in ("psi", "js_distance"):
         if feature is None or feature not in layout.blocks:
             nan = np.full(m.shape[0], np.nan)
@@ -155,8 +157,17 @@ def compare_groups(name: str, groups: S.Matrix, min_samples: int) -> GroupCompar
                 return None
             c = _range(k[ok], n[ok], "difference")
             idx = np.flatnonzero(ok)
-            parts.append(GroupComparison(c.value, c.lo, c.hi, c.n, int(idx[c.low_group]), int(idx[c.high_group]),
-                                         {int(idx[i]): v for i, v in c.rates.items()}))
+            parts.append(
+                GroupComparison(
+                    c.value,
+                    c.lo,
+                    c.hi,
+                    c.n,
+                    int(idx[c.low_group]),
+                    int(idx[c.high_group]),
+                    {int(idx[i]): v for i, v in c.rates.items()},
+                )
+            )
         return max(parts, key=lambda c: c.value)
     base, kind = _COMPARED[name]
     k, n = _kn(groups, base)
@@ -165,5 +176,12 @@ def compare_groups(name: str, groups: S.Matrix, min_samples: int) -> GroupCompar
         return None
     idx = np.flatnonzero(ok)
     c = _range(k[ok], n[ok], kind)
-    return GroupComparison(c.value, c.lo, c.hi, c.n, int(idx[c.low_group]), int(idx[c.high_group]),
-                           {int(idx[i]): v for i, v in c.rates.items()})
+    return GroupComparison(
+        c.value,
+        c.lo,
+        c.hi,
+        c.n,
+        int(idx[c.low_group]),
+        int(idx[c.high_group]),
+        {int(idx[i]): v for i, v in c.rates.items()},
+    )

@@ -68,7 +68,13 @@ class Profile:
             "source": self.source,
             "selection_rate": self.selection_rate,
             "distributions": {
-                k: {"kind": d.kind, "count": d.count, "edges": list(d.edges), "categories": list(d.categories), "proportions": list(d.proportions)}
+                k: {
+                    "kind": d.kind,
+                    "count": d.count,
+                    "edges": list(d.edges),
+                    "categories": list(d.categories),
+                    "proportions": list(d.proportions),
+                }
                 for k, d in sorted(self.distributions.items())
             },
         }
@@ -140,7 +146,9 @@ def _to_float(v: object) -> float:
         return math.nan
 
 
-def build_profile(model_id: str, model: ModelConfig, columns: Mapping[str, Sequence[object]], *, source: str = "") -> Profile:
+def build_profile(
+    model_id: str, model: ModelConfig, columns: Mapping[str, Sequence[object]], *, source: str = ""
+) -> Profile:
     """Build a profile from columns: every configured feature, and ``score`` / ``prediction`` when present."""
     dists: dict[str, Distribution] = {}
     n = max((len(v) for v in columns.values()), default=0)
@@ -187,7 +195,11 @@ def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
                     if not line.strip():
                         continue
                     ev = msgspec.json.decode(line)
-                    if not isinstance(ev, dict) or ev.get("type", "prediction") != "prediction" or ev.get("model_id") != model_id:
+                    if (
+                        not isinstance(ev, dict)
+                        or ev.get("type", "prediction") != "prediction"
+                        or ev.get("model_id") != model_id
+                    ):
                         continue
                     row: dict[str, object] = dict(ev.get("features") or {})
                     row["score"] = ev.get("score")

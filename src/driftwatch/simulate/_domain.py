@@ -40,16 +40,12 @@ class Categorical:
 REGION = Categorical(("EU", "NA", "APAC", "LATAM"), (0.35, 0.35, 0.2, 0.1))
 LANGUAGE = Categorical(("en", "de", "fr", "es", "ja"), (0.45, 0.2, 0.15, 0.1, 0.1))
 CHANNEL = Categorical(("chat", "email", "voice"), (0.5, 0.3, 0.2))
-AGE_BAND = Categorical(
-    ("18-24", "25-34", "35-49", "50-64", "65+"), (0.15, 0.25, 0.3, 0.18, 0.12)
-)
+AGE_BAND = Categorical(("18-24", "25-34", "35-49", "50-64", "65+"), (0.15, 0.25, 0.3, 0.18, 0.12))
 TOPIC = Categorical(
     ("billing", "shipping", "technical", "account", "other"),
     (0.35, 0.25, 0.2, 0.15, 0.05),
 )
-REASON = Categorical(
-    ("damaged", "late", "wrong_item", "not_needed"), (0.4, 0.3, 0.2, 0.1)
-)
+REASON = Categorical(("damaged", "late", "wrong_item", "not_needed"), (0.4, 0.3, 0.2, 0.1))
 
 # support-router features.
 MESSAGE_LENGTH_LOG_MEDIAN = math.log(150.0)

@@ -16,9 +16,7 @@ import numpy as np
 
 from driftwatch.simulate import _domain as d
 
-Scenario = Literal[
-    "baseline", "feature-drift", "bias", "complaint-spike", "label-shift"
-]
+Scenario = Literal["baseline", "feature-drift", "bias", "complaint-spike", "label-shift"]
 """Name of a built-in traffic scenario."""
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -191,9 +189,7 @@ def _injections(scenario: str, at_ms: int) -> tuple[Injection, ...]:
 
 def _validate(scenario: str, events: int, seed: int, rate: float) -> None:
     if scenario not in SCENARIOS:
-        raise ValueError(
-            f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}"
-        )
+        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
     if events < 0:
         raise ValueError(f"events must be >= 0, got {events}")
     if seed < 0:
@@ -244,9 +240,7 @@ def write_jsonl(
     start_ms: int = DEFAULT_START_MS,
 ) -> Truth:
     """Write the stream to `path` as JSON Lines and its truth to `path` + ".truth.json"."""
-    stream, truth = generate(
-        scenario, events=events, seed=seed, rate=rate, start_ms=start_ms
-    )
+    stream, truth = generate(scenario, events=events, seed=seed, rate=rate, start_ms=start_ms)
     encoder = msgspec.json.Encoder()
     buf = bytearray()
     with path.open("wb") as fh:
@@ -259,9 +253,7 @@ def write_jsonl(
                 buf.clear()
         fh.write(buf)
     truth_path = path.with_name(path.name + ".truth.json")
-    truth_path.write_text(
-        json.dumps(truth.to_json(), indent=2) + "\n", encoding="utf-8"
-    )
+    truth_path.write_text(json.dumps(truth.to_json(), indent=2) + "\n", encoding="utf-8")
     return truth
 
 
@@ -331,9 +323,7 @@ def _draw_block(
         is_v8 = is_support & after & (u_version < d.SPIKE_VERSION_SHARE)
 
     # support-router features.
-    msg = np.exp(
-        d.MESSAGE_LENGTH_LOG_MEDIAN + d.MESSAGE_LENGTH_LOG_SD * rng.standard_normal(n)
-    )
+    msg = np.exp(d.MESSAGE_LENGTH_LOG_MEDIAN + d.MESSAGE_LENGTH_LOG_SD * rng.standard_normal(n))
     if scenario == "feature-drift":
         eu = region == d.REGION.values.index("EU")
         msg = np.where(after & eu, msg * d.DRIFT_MESSAGE_LENGTH_FACTOR, msg)
@@ -342,17 +332,13 @@ def _draw_block(
         np.clip(d.SENTIMENT_MEAN + d.SENTIMENT_SD * rng.standard_normal(n), -1.0, 1.0),
         2,
     )
-    account_age_days = np.floor(rng.exponential(d.ACCOUNT_AGE_MEAN_DAYS, n)).astype(
-        np.int64
-    )
+    account_age_days = np.floor(rng.exponential(d.ACCOUNT_AGE_MEAN_DAYS, n)).astype(np.int64)
     topic = d.TOPIC.sample(rng.random(n))
     support_score = np.round(rng.beta(*d.SUPPORT_SCORE_BETA, n), 3)
 
     # refund-approval features, ground truth and decision.
     amount = np.maximum(
-        np.round(
-            np.exp(d.AMOUNT_LOG_MEDIAN + d.AMOUNT_LOG_SD * rng.standard_normal(n)), 2
-        ),
+        np.round(np.exp(d.AMOUNT_LOG_MEDIAN + d.AMOUNT_LOG_SD * rng.standard_normal(n)), 2),
         0.01,
     )
     prior_refunds = rng.poisson(d.PRIOR_REFUNDS_MEAN, n)
@@ -388,13 +374,9 @@ def _draw_block(
     mask[:, k] = ~is_support & (rng.random(n) < d.P_LABEL)
     delay = np.empty((n, k + 1), dtype=np.int64)
     delay[:, :k] = np.floor(lo + rng.random((n, k)) * (hi - lo)).astype(np.int64)
-    label_delay = np.exp(
-        d.LABEL_DELAY_LOG_MEDIAN + d.LABEL_DELAY_LOG_SD * rng.standard_normal(n)
-    )
+    label_delay = np.exp(d.LABEL_DELAY_LOG_MEDIAN + d.LABEL_DELAY_LOG_SD * rng.standard_normal(n))
     # At least 1 ms so a label is always strictly after its prediction.
-    delay[:, k] = np.clip(np.floor(label_delay), 1, d.LABEL_DELAY_MAX_MS).astype(
-        np.int64
-    )
+    delay[:, k] = np.clip(np.floor(label_delay), 1, d.LABEL_DELAY_MAX_MS).astype(np.int64)
     label_as_bool = rng.random(n) < d.P_LABEL_AS_BOOL
     ts_int = rng.random((n, k + 2)) < d.P_TS_AS_INT
 
@@ -459,9 +441,7 @@ def _stream(
         sec, milli = divmod(ms, 1000)
         if sec != cache_sec:
             cache_sec = sec
-            cache_prefix = datetime.fromtimestamp(sec, tz=UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S"
-            )
+            cache_prefix = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{cache_prefix}.{milli:03d}Z"
 
     heap: list[_Pending] = []
@@ -518,9 +498,7 @@ def _stream(
                     "event_id": f"p-{n_pred}",
                     "ts": ts_value(ts, blk.ts_int[i]),
                     "model_id": d.SUPPORT_MODEL,
-                    "model_version": d.SUPPORT_SPIKE_VERSION
-                    if blk.is_v8[i]
-                    else d.SUPPORT_VERSION,
+                    "model_version": d.SUPPORT_SPIKE_VERSION if blk.is_v8[i] else d.SUPPORT_VERSION,
                     "request_id": request_id,
                     "attributes": attributes,
                     "features": {

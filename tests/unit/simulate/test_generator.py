@@ -30,9 +30,7 @@ KINDS = {
 
 
 @cache
-def _run(
-    scenario: str, events: int = N, seed: int = SEED
-) -> tuple[tuple[Event, ...], Truth]:
+def _run(scenario: str, events: int = N, seed: int = SEED) -> tuple[tuple[Event, ...], Truth]:
     stream, truth = generate(scenario, events=events, seed=seed)
     return tuple(stream), truth
 
@@ -57,9 +55,7 @@ def _feature(event: Event, name: str) -> object:
 
 
 def _predictions(events: tuple[Event, ...], model_id: str) -> list[Event]:
-    return [
-        e for e in events if e["type"] == "prediction" and e["model_id"] == model_id
-    ]
+    return [e for e in events if e["type"] == "prediction" and e["model_id"] == model_id]
 
 
 def _at(truth: Truth) -> int:
@@ -102,9 +98,7 @@ def test_pre_injection_traffic_is_shared_across_scenarios() -> None:
         # Interactions before `at` may belong to post-injection predictions only
         # if their prediction is also before `at`, so compare predictions only.
         before = [e for e in events if e["type"] == "prediction" and _ms(e["ts"]) < at]
-        base_before = [
-            e for e in base if e["type"] == "prediction" and _ms(e["ts"]) < at
-        ]
+        base_before = [e for e in base if e["type"] == "prediction" and _ms(e["ts"]) < at]
         assert before == base_before
 
 
@@ -133,9 +127,7 @@ def test_events_match_the_contract(scenario: str) -> None:
     for e in events:
         assert e["schema_version"] == 1
         ts = e["ts"]
-        assert (isinstance(ts, str) and ts.endswith("Z")) or (
-            isinstance(ts, int) and not isinstance(ts, bool)
-        )
+        assert (isinstance(ts, str) and ts.endswith("Z")) or (isinstance(ts, int) and not isinstance(ts, bool))
         assert isinstance(e["event_id"], str)
         assert e["event_id"] not in ids
         ids.add(e["event_id"])
@@ -219,9 +211,7 @@ def test_baseline_rates_match_the_domain() -> None:
     span_s = (_ms(preds[-1]["ts"]) - _ms(preds[0]["ts"])) / 1000
     assert 18.0 < len(preds) / span_s < 22.0
     # end_ms is the expected end, so the actual last event lands close to it.
-    assert abs(_ms(events[-1]["ts"]) - truth.end_ms) < 0.05 * (
-        truth.end_ms - truth.start_ms
-    )
+    assert abs(_ms(events[-1]["ts"]) - truth.end_ms) < 0.05 * (truth.end_ms - truth.start_ms)
 
 
 def test_baseline_selection_rate_is_equal_across_age_bands() -> None:
@@ -243,11 +233,7 @@ def test_bias_lowers_selection_rate_for_65_plus_only() -> None:
     (injection,) = truth.injections
     assert (injection.attribute, injection.value) == ("age_band", "65+")
     assert injection.expected_rule == "selection_rate_disparity"
-    after = [
-        p
-        for p in _predictions(events, "refund-approval")
-        if _ms(p["ts"]) >= injection.at_ms
-    ]
+    after = [p for p in _predictions(events, "refund-approval") if _ms(p["ts"]) >= injection.at_ms]
     senior = [p for p in after if _attr(p, "age_band") == "65+"]
     others: defaultdict[object, list[Event]] = defaultdict(list)
     for p in after:
@@ -306,16 +292,8 @@ def test_label_shift_lowers_ja_tpr_but_not_selection_rate() -> None:
     (injection,) = truth.injections
     assert (injection.attribute, injection.value) == ("language", "ja")
     assert injection.expected_rule == "tpr_gap"
-    labels = {
-        e["request_id"]: e["value"] in (True, "approve")
-        for e in events
-        if e.get("kind") == "label"
-    }
-    after = [
-        p
-        for p in _predictions(events, "refund-approval")
-        if _ms(p["ts"]) >= injection.at_ms
-    ]
+    labels = {e["request_id"]: e["value"] in (True, "approve") for e in events if e.get("kind") == "label"}
+    after = [p for p in _predictions(events, "refund-approval") if _ms(p["ts"]) >= injection.at_ms]
 
     def tpr(preds: list[Event]) -> float:
         positives = [p for p in preds if labels.get(p["request_id"]) is True]
@@ -357,9 +335,7 @@ def test_write_jsonl_writes_events_and_truth(tmp_path: Path) -> None:
     assert len(lines) == 2_000
     stream, _ = generate("bias", events=2_000, seed=5)
     assert [json.loads(line) for line in lines] == list(stream)
-    doc = json.loads(
-        (tmp_path / "traffic.jsonl.truth.json").read_text(encoding="utf-8")
-    )
+    doc = json.loads((tmp_path / "traffic.jsonl.truth.json").read_text(encoding="utf-8"))
     assert doc == truth.to_json()
     assert doc["injections"][0]["expected_rule"] == "selection_rate_disparity"
     assert doc["injections"][0]["at"].endswith("Z")
@@ -384,9 +360,7 @@ def test_unknown_scenario_raises_with_valid_names() -> None:
     ("events", "seed", "rate", "message"),
     [(-1, 1, 20.0, "events"), (10, -1, 20.0, "seed"), (10, 1, 0.0, "rate")],
 )
-def test_invalid_arguments_raise(
-    events: int, seed: int, rate: float, message: str
-) -> None:
+def test_invalid_arguments_raise(events: int, seed: int, rate: float, message: str) -> None:
     """Negative events or seed and a non-positive rate raise ValueError eagerly."""
     with pytest.raises(ValueError, match=message):
         generate("baseline", events=events, seed=seed, rate=rate)

@@ -1,0 +1,44 @@
+# driftwatch: every target creates .venv and installs what it needs first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Demo-only pseudonymisation key: real deployments set their own secret.
+DEMO_KEY := demo-only-pseudonym-key-not-a-secret
+
+.PHONY: install lint format test bench demo schemas clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: install
+	@mkdir -p out
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch simulate --scenario bias --events 150000 --seed 7 --out out/demo-bias.jsonl
+	@echo "--- what was injected:"; cat out/demo-bias.jsonl.truth.json; echo
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch replay out/demo-bias.jsonl --config config/driftwatch.example.yaml
+
+bench: install
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/replay_throughput.py
+
+schemas: install
+	$(BIN)/driftwatch schema --out-dir schemas
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

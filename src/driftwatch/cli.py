@@ -1,0 +1,398 @@
+"""The ``driftwatch`` command line: replay, check-config, simulate, baseline, schema.
+
+Exit codes: 0 success, 1 unreadable input, 2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from driftwatch import __version__
+from driftwatch.alerts.engine import AlertTransition
+from driftwatch.config import Config, load_config, load_key
+from driftwatch.errors import ConfigError, DriftwatchError, InputError
+from driftwatch.pipeline import MetricRow, Pipeline
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="driftwatch",
+    help="Production monitor for customer-facing AI: per-slice drift, fairness and complaint metrics, and alerts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+baseline_app = typer.Typer(help="Reference profiles that drift is measured against.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="driftwatch YAML config.", envvar="DRIFTWATCH_CONFIG", show_envvar=True),
+]
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(config: Path, *, need_key: bool = True) -> tuple[Config, bytes | None]:
+    try:
+        cfg = load_config(config)
+        key = None
+        if need_key and any(a.sensitive for a in cfg.attributes.values()):
+            key = load_key(cfg.privacy).get_secret_value()
+        return cfg, key
+    except ConfigError as e:
+        raise _fail(2, str(e)) from None
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _batches(fh: BinaryIO, size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for line in fh:
+        line = line.strip()
+        if not line:
+            continue
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else x
+
+
+def _alert_json(t: AlertTransition) -> dict[str, object]:
+    return {
+        "type": "alert",
+        "rule": t.rule,
+        "state": t.state,
+        "labels": t.labels,
+        "value": _finite(t.value),
+        "n": t.n,
+        "interval": [_finite(t.lo), _finite(t.hi)],
+        "window_seconds": t.window,
+        "event_time": _iso(t.event_time),
+        "active_since": _iso(t.active_since),
+        "severity": t.severity,
+        "fingerprint": t.fingerprint,
+        "evidence": t.evidence,
+    }
+
+
+def _metric_json(r: MetricRow) -> dict[str, object]:
+    return {
+        "type": "metric",
+        "name": r.name,
+        "labels": r.labels,
+        "value": _finite(r.value),
+        "n": r.n,
+        "interval": [_finite(r.lo), _finite(r.hi)],
+        "status": r.status,
+    }
+
+
+@app.command()
+def replay(
+    events: Annotated[
+        str, typer.Argument(help="JSON Lines file of prediction and interaction events, or - for stdin.")
+    ],
+    config: ConfigOpt,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line: alerts as they happen, then final metrics.")
+    ] = False,
+    batch: Annotated[int, typer.Option(help="Events decoded and folded per batch.", min=1)] = 10_000,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+    ] = None,
+) -> None:
+    """Run the whole pure pipeline over a recorded event file: backtest rules, print metrics and alert transitions."""
+    cfg, key = _load(config)
+    try:
+        pipeline = Pipeline(cfg, key)
+    except DriftwatchError as e:
+        raise _fail(2, str(e)) from None
+    out = sys.stdout
+    enc = msgspec.json.Encoder()
+    show_progress = sys.stderr.isatty() if progress is None else progress
+
+    def emit(transitions: list[AlertTransition]) -> None:
+        for t in transitions:
+            if json_out:
+                out.write(enc.encode(_alert_json(t)).decode() + "\n")
+            else:
+                _print_transition(pipeline, t)
+
+    try:
+        fh: BinaryIO
+        if events == "-":
+            fh = sys.stdin.buffer
+            total = None
+        else:
+            path = Path(events)
+            try:
+                fh = path.open("rb")
+            except OSError as e:
+                raise InputError(f"{path}: cannot open: {e.strerror}") from e
+            total = path.stat().st_size
+        with (
+            fh,
+            Progress(
+                TextColumn("replay"),
+                BarColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                disable=not show_progress,
+                transient=True,
+            ) as bar,
+        ):
+            task = bar.add_task("replay", total=total)
+            for lines in _batches(fh, batch):
+                _, transitions = pipeline.process(lines)
+                emit(transitions)
+                bar.update(task, advance=sum(len(x) + 1 for x in lines))
+        emit(pipeline.flush())
+    except InputError as e:
+        raise _fail(1, str(e)) from None
+
+    if json_out:
+        for w in (0.0, *cfg.windows.windows):
+            for row in pipeline.metric_rows(w):
+                out.write(enc.encode(_metric_json(row)).decode() + "\n")
+        out.write(enc.encode({"type": "summary", **_counters(pipeline)}).decode() + "\n")
+    else:
+        _print_summary(pipeline)
+
+
+def _counters(p: Pipeline) -> dict[str, object]:
+    c = p.counters
+    return {
+        "predictions": c.predictions,
+        "interactions": c.interactions,
+        "rejected": dict(sorted(c.rejected.items())),
+        "late_dropped": c.late_dropped,
+        "join_hits": c.join_hits,
+        "join_misses": c.join_misses,
+        "duplicate_labels": c.duplicate_labels,
+        "reference_learning": c.reference_learning,
+        "folded_values": {k: v.folded for k, v in p.coders.items() if v.folded},
+        "alerts": {s: sum(1 for t in p.transitions if t.state == s) for s in ("pending", "firing", "resolved")},
+    }
+
+
+def _slice_name(p: Pipeline, labels: dict[str, str]) -> str:
+    attr = labels.get("attribute")
+    if not attr or attr == "*":
+        return "(all)"
+    value = labels.get("slice")
+    if value is None:
+        return attr
+    if ":" in attr:
+        a, b = attr.split(":")
+        va, _, vb = value.partition(":") if not value.startswith("h:") else (value[:18], "", value[19:])
+        return f"{a}={p.display(a, va)} x {b}={p.display(b, vb)}"
+    return f"{attr}={p.display(attr, value)}"
+
+
+_STATE_STYLE = {"pending": "yellow", "firing": "bold red", "resolved": "green"}
+
+
+def _print_transition(p: Pipeline, t: AlertTransition) -> None:
+    style = _STATE_STYLE.get(t.state, "")
+    where = f"{t.labels.get('model')}/{t.labels.get('version')} {_slice_name(p, t.labels)}"
+    if "feature" in t.labels:
+        where += f" feature={t.labels['feature']}"
+    value = "n/a" if not math.isfinite(t.value) else f"{t.value:.4g}"
+    extra = ""
+    low = t.evidence.get("low_group")
+    if isinstance(low, str):
+        extra = f" lowest group={p.display(t.labels.get('attribute', ''), low)}"
+    Console().print(
+        f"{_iso(t.event_time)}  [{style}]{t.state:<8}[/] {t.rule:<28} {where}  value={value} n={t.n}{extra}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _print_summary(p: Pipeline) -> None:
+    console = Console()
+    window = p.config.windows.windows[0] if p.config.windows.windows else 0.0
+    rows: dict[tuple[str, str, str], dict[str, MetricRow]] = {}
+    for r in p.metric_rows(0.0):
+        if "slice" not in r.labels or "feature" in r.labels:
+            continue
+        key = (r.labels["model"], r.labels["version"], _slice_name(p, r.labels))
+        rows.setdefault(key, {})[r.name] = r
+    drift: dict[tuple[str, str, str], tuple[float, str]] = {}
+    for r in p.metric_rows(0.0):
+        if r.name == "psi" and r.value is not None:
+            key = (r.labels["model"], r.labels["version"], _slice_name(p, r.labels))
+            if r.value > drift.get(key, (-1.0, ""))[0]:
+                drift[key] = (r.value, r.labels["feature"])
+    table = Table(title="Per-slice metrics since start (- = insufficient data)", title_justify="left")
+    for col in (
+        "model",
+        "version",
+        "slice",
+        "n",
+        "selection",
+        "complaint",
+        "escalation",
+        "thumbs_down",
+        "override",
+        "tpr",
+        "label cov.",
+        "worst PSI",
+    ):
+        table.add_column(col, justify="left" if col in ("model", "version", "slice") else "right")
+
+    def fmt(d: dict[str, MetricRow], name: str) -> str:
+        r = d.get(name)
+        return "-" if r is None or r.value is None else f"{r.value:.3f}"
+
+    for key, d in rows.items():
+        n = d["selection_rate"].n if "selection_rate" in d else 0
+        worst = drift.get(key)
+        table.add_row(
+            *key,
+            str(n),
+            fmt(d, "selection_rate"),
+            fmt(d, "complaint_rate"),
+            fmt(d, "escalation_rate"),
+            fmt(d, "thumbs_down_rate"),
+            fmt(d, "override_rate"),
+            fmt(d, "tpr"),
+            fmt(d, "label_coverage"),
+            "-" if worst is None else f"{worst[0]:.3f} {worst[1]}",
+        )
+    console.print(table)
+    c = _counters(p)
+    console.print(
+        f"predictions={c['predictions']} interactions={c['interactions']} rejected={c['rejected']} "
+        f"late_dropped={c['late_dropped']} join_misses={c['join_misses']} reference_learning={c['reference_learning']} "
+        f"alerts={c['alerts']} (primary window {int(window)}s)",
+        highlight=False,
+    )
+
+
+@app.command("check-config")
+def check_config(
+    config: Annotated[Path, typer.Argument(help="driftwatch YAML config to validate.")],
+    skip_secrets: Annotated[
+        bool, typer.Option("--skip-secrets", help="Do not require the pseudonymisation key (CI without secrets).")
+    ] = False,
+    show: Annotated[
+        bool, typer.Option("--show", help="Print the validated config (no secrets are ever in it).")
+    ] = False,
+) -> None:
+    """Validate a config and its rules offline; list every problem with its file and key path."""
+    cfg, _ = _load(config, need_key=not skip_secrets)
+    if show:
+        typer.echo(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
+    typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.rules)} rules)")
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str, typer.Option(help="baseline | feature-drift | bias | complaint-spike | label-shift")
+    ] = "baseline",
+    events: Annotated[int, typer.Option(help="Number of events (predictions and interactions).", min=0)] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.", min=0)] = 1,
+    rate: Annotated[float, typer.Option(help="Predictions per second of event time.")] = 20.0,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output JSON Lines file; FILE.truth.json says what was injected.")
+    ] = Path("events.jsonl"),
+) -> None:
+    """Write seeded synthetic customer-service traffic for the demo domain, with a known injected problem."""
+    from driftwatch.simulate import SCENARIOS, write_jsonl
+
+    if scenario not in SCENARIOS:
+        raise _fail(2, f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    truth = write_jsonl(scenario, out, events=events, seed=seed, rate=rate)
+    typer.echo(f"wrote {events} events to {out} and {out}.truth.json ({len(truth.injections)} injections)")
+
+
+@baseline_app.command("build")
+def baseline_build(
+    data: Annotated[
+        Path,
+        typer.Argument(help="Reference data: .csv or .parquet (feature columns, score, prediction) or .jsonl events."),
+    ],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model id as named in the config.")],
+    config: ConfigOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")] = Path("profile.json"),
+) -> None:
+    """Build a reference profile: quantile bins, category frequencies and the selection rate of a model."""
+    from driftwatch.reports.baseline import build_profile, read_table
+
+    cfg, _ = _load(config, need_key=False)
+    mc = cfg.models.get(model)
+    if mc is None:
+        raise _fail(2, f"model {model!r} is not in {config}; configured: {', '.join(cfg.models)}")
+    try:
+        cols = read_table(data, model)
+        profile = build_profile(model, mc, cols, source=data.name)
+    except DriftwatchError as e:
+        raise _fail(1, str(e)) from None
+    output.write_text(json.dumps(profile.to_json(), indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {output}: {profile.count} reference rows, {len(profile.distributions)} distributions")
+
+
+@app.command()
+def schema(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Write prediction.schema.json and interaction.schema.json here.")
+    ] = None,
+) -> None:
+    """Print (or write) the JSON Schema of both event kinds, generated from the code."""
+    from driftwatch.events import json_schemas
+
+    schemas = json_schemas()
+    if out_dir is None:
+        typer.echo(json.dumps(schemas, indent=2))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, doc in schemas.items():
+        (out_dir / f"{name}.schema.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {len(schemas)} schemas to {out_dir}")
+
+
+@app.command()
+def version() -> None:
+    """Print the driftwatch version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console entry point."""
+    # Line-buffer stdout so piped --json output streams as alerts happen.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The driftwatch command line, run as users run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from driftwatch.cli import app
+
+runner = CliRunner()
+
+
+def _env(key: bytes) -> dict[str, str]:
+    return {**os.environ, "DRIFTWATCH_PSEUDONYM_KEY": key.decode()}
+
+
+@pytest.fixture
+def bias_file(tmp_path: Path) -> Path:
+    """A small simulated file with an injected fairness problem."""
+    out = tmp_path / "bias.jsonl"
+    res = runner.invoke(app, ["simulate", "--scenario", "bias", "--events", "60000", "--seed", "5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_simulate_writes_events_and_truth(bias_file: Path) -> None:
+    """simulate writes the event file and FILE.truth.json naming the expected rule."""
+    truth = json.loads(Path(f"{bias_file}.truth.json").read_text())
+    assert truth["injections"][0]["expected_rule"] == "selection_rate_disparity"
+    assert len(bias_file.read_bytes().splitlines()) == 60000
+
+
+def test_replay_json_lines(bias_file: Path, example_config: Path, pseudonym_key: bytes) -> None:
+    """replay --json prints alert transitions, then final metrics, then a summary, one JSON object per line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "driftwatch.cli", "replay", str(bias_file), "--config", str(example_config), "--json"],
+        capture_output=True,
+        env=_env(pseudonym_key),
+        check=True,
+        timeout=120,
+    )
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    alerts = [x for x in lines if x["type"] == "alert"]
+    metrics = [x for x in lines if x["type"] == "metric"]
+    assert lines[-1]["type"] == "summary"
+    assert lines[-1]["rejected"] == {}
+    firing = [a for a in alerts if a["state"] == "firing" and a["rule"] == "selection_rate_disparity"]
+    assert firing
+    assert set(firing[0]) >= {"rule", "state", "labels", "value", "event_time", "n", "interval", "evidence"}
+    assert firing[0]["event_time"].endswith("Z")
+    sel = [m for m in metrics if m["name"] == "selection_rate" and m["labels"]["attribute"] == "*"]
+    assert {m["labels"]["window"] for m in sel} == {"since_start", "300s", "3600s"}
+    assert all(0 <= m["value"] <= 1 for m in sel if m["value"] is not None)
+    # Sensitive values never appear raw: age_band slices are tokens.
+    age = {m["labels"]["slice"] for m in metrics if m["labels"].get("attribute") == "age_band" and "slice" in m["labels"]}
+    assert age
+    assert all(v.startswith("h:") or v == "__other__" for v in age)
+    assert b"65+" not in proc.stdout
+
+
+def test_replay_stdin_and_table(bias_file: Path, example_config: Path, pseudonym_key: bytes) -> None:
+    """replay - reads stdin and prints the per-slice table with display names the operator allowed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "driftwatch.cli", "replay", "-", "--config", str(example_config)],
+        input=bias_file.read_bytes(),
+        capture_output=True,
+        env=_env(pseudonym_key),
+        check=True,
+        timeout=120,
+    )
+    out = proc.stdout.decode()
+    assert "firing" in out
+    assert "selection_rate_disparity" in out
+    assert "lowest group=65+" in out  # 65+ is in display_values
+    assert "Per-slice metrics" in out
+
+
+def test_replay_counts_bad_lines(tmp_path: Path, example_config: Path, pseudonym_key: bytes) -> None:
+    """Malformed lines are counted by reason and never stop a replay."""
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(b'{"type": "prediction"\n[1,2]\n{"type":"interaction","schema_version":2}\n\n')
+    res = runner.invoke(app, ["replay", str(f), "--config", str(example_config), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.splitlines()[-1])
+    assert summary["rejected"] == {"invalid_json": 1, "not_an_object": 1, "unsupported_schema_version": 1}
+
+
+def test_replay_missing_key_is_a_startup_error(tmp_path: Path, example_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the pseudonymisation key, replay refuses to start and says how to fix it."""
+    monkeypatch.delenv("DRIFTWATCH_PSEUDONYM_KEY", raising=False)
+    f = tmp_path / "e.jsonl"
+    f.write_text("")
+    res = runner.invoke(app, ["replay", str(f), "--config", str(example_config)])
+    assert res.exit_code == 2
+    assert "DRIFTWATCH_PSEUDONYM_KEY" in res.output
+
+
+def test_replay_missing_file(example_config: Path, pseudonym_key: bytes) -> None:
+    """A missing input file exits 1 with the path in the message."""
+    res = runner.invoke(app, ["replay", "/nonexistent/e.jsonl", "--config", str(example_config)])
+    assert res.exit_code == 1
+    assert "/nonexistent/e.jsonl" in res.output
+
+
+def test_check_config_ok(example_config: Path) -> None:
+    """check-config accepts the example config (secrets skipped for CI)."""
+    res = runner.invoke(app, ["check-config", str(example_config), "--skip-secrets"])
+    assert res.exit_code == 0, res.output
+    assert "ok (2 models, 7 rules)" in res.output
+
+
+def test_check_config_lists_every_problem(tmp_path: Path) -> None:
+    """check-config names the file and key path of every problem at once, and exits 2."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        """
+attributes: {region: {}}
+protected: [age_band]
+models:
+  m: {favorable: [approve], reference: {learn_events: 500}}
+rules:
+  - {name: r1, metric: complaint_rate, threshold: 0.1, window: 7m}
+  - {name: r1, metric: nonsense, threshold: 1}
+"""
+    )
+    res = runner.invoke(app, ["check-config", str(bad)])
+    assert res.exit_code == 2
+    out = res.output
+    assert str(bad) in out
+    assert "protected[0]" in out
+    assert "rules[0] (r1).window" in out
+    assert "duplicate rule name" in out
+    assert "unknown metric 'nonsense'" in out
+
+
+def test_check_config_unknown_key(tmp_path: Path) -> None:
+    """An unknown key is an error with its key path (typos are never silently ignored)."""
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("attributes: {region: {max_value: 3}}\nmodels: {}\n")
+    res = runner.invoke(app, ["check-config", str(bad)])
+    assert res.exit_code == 2
+    assert "attributes.region.max_value" in res.output
+
+
+def test_baseline_build_from_csv(tmp_path: Path, example_config: Path) -> None:
+    """baseline build writes a profile with quantile bins for every feature, score and prediction."""
+    csv = tmp_path / "ref.csv"
+    rows = ["message_length,sentiment,account_age_days,topic,score,prediction"]
+    rows += [f"{100 + i},{(i % 20) / 10 - 1},{i * 3},{['billing', 'shipping'][i % 2]},{(i % 100) / 100},{'human' if i % 3 == 0 else 'ai'}" for i in range(1000)]
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "p.json"
+    res = runner.invoke(app, ["baseline", "build", str(csv), "--model", "support-router", "--config", str(example_config), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    prof = json.loads(out.read_text())
+    dists = prof["distributions"]
+    assert set(dists) == {"message_length", "sentiment", "account_age_days", "topic", "score", "prediction"}
+    assert len(dists["message_length"]["edges"]) == 9
+    assert abs(sum(dists["message_length"]["proportions"]) - 1) < 1e-9
+    assert dists["topic"]["categories"] == ["billing", "shipping"]
+    assert abs(prof["selection_rate"] - 334 / 1000) < 1e-9
+
+
+def test_baseline_build_unknown_model(tmp_path: Path, example_config: Path) -> None:
+    """Naming a model the config does not know is a usage error that lists the configured ones."""
+    res = runner.invoke(app, ["baseline", "build", "x.csv", "--model", "nope", "--config", str(example_config)])
+    assert res.exit_code == 2
+    assert "support-router" in res.output
+
+
+def test_schema_files_are_current(tmp_path: Path) -> None:
+    """The JSON Schema files shipped in schemas/ equal what the code generates."""
+    res = runner.invoke(app, ["schema", "--out-dir", str(tmp_path)])
+    assert res.exit_code == 0
+    shipped = Path(__file__).resolve().parents[2] / "schemas"
+    for name in ("prediction", "interaction"):
+        assert json.loads((tmp_path / f"{name}.schema.json").read_text()) == json.loads((shipped / f"{name}.schema.json").read_text())
+
+
+def test_help_lists_commands() -> None:
+    """--help names every command with a one-line purpose."""
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("replay", "check-config", "simulate", "baseline", "schema"):
+        assert cmd in res.output

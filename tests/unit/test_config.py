@@ -1,0 +1,259 @@
+"""Tests for configuration loading, cross-object checks and key loading in `driftwatch.config`."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from driftwatch.config import Config, PrivacyConfig, Rule, load_config, load_key
+from driftwatch.errors import ConfigError, SecretMissingError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "driftwatch.example.yaml"
+KEY_ENV = "DRIFTWATCH_TEST_PSEUDONYM_KEY"
+
+
+def write(tmp_path: Path, text: str, name: str = "driftwatch.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text), encoding="utf-8")
+    return p
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems
+
+
+def test_example_config_loads_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped example config validates and needs no pseudonymisation key to load."""
+    monkeypatch.delenv("DRIFTWATCH_PSEUDONYM_KEY", raising=False)
+    cfg = load_config(EXAMPLE)
+    assert set(cfg.models) == {"support-router", "refund-approval"}
+    assert cfg.attributes["age_band"].sensitive is True
+    assert cfg.protected == ("age_band", "language")
+    assert cfg.dimensions() == ("region", "language", "channel", "age_band", "age_band:language")
+    assert cfg.windows.tick == 10.0 and cfg.windows.windows == (300.0, 3600.0)
+    assert cfg.join.ttl == 86400.0
+    assert cfg.problems() == []
+    rule = {r.name: r for r in cfg.rules}["feature_drift_psi"]
+    assert (rule.for_, rule.window, rule.threshold, rule.resolve_threshold) == (60.0, 300.0, 0.25, 0.1)
+    assert {r.name for r in cfg.rules} >= {"selection_rate_disparity", "tpr_gap", "score_mean_change"}
+
+
+CROSS_OBJECT = """
+attributes:
+  region: {max_values: 5}
+  language: {}
+protected: [region, gender]
+intersections: [[region, nation]]
+models:
+  m1:
+    favorable: ["yes"]
+    reference: {learn_events: 1000}
+    features:
+      x: {kind: numeric}
+rules:
+  - name: r1
+    metric: no_such_metric
+    threshold: 1
+  - name: r1
+    metric: complaint_rate
+    window: 7m
+    threshold: 0.1
+  - name: r3
+    metric: psi
+    threshold: 0.2
+  - name: r4
+    metric: complaint_rate
+    op: ">"
+    threshold: 0.1
+    resolve_threshold: 0.2
+  - name: r5
+    metric: disparate_impact_ratio
+    attribute: language
+    op: "<"
+    threshold: 0.8
+    resolve_threshold: 0.7
+  - name: r6
+    metric: selection_rate
+    feature: x
+    threshold: 0.5
+  - name: r7
+    metric: psi
+    feature: y
+    model: nope
+    threshold: 0.2
+"""
+
+
+def test_cross_object_mistakes_are_all_reported_with_file_and_key_path(tmp_path: Path) -> None:
+    """A config with many cross-object mistakes lists every one, each prefixed by the file and its key path."""
+    path = write(tmp_path, CROSS_OBJECT)
+    probs = problems_of(path)
+    assert all(p.startswith(f"{path}: ") for p in probs), probs
+    body = [p[len(f"{path}: ") :] for p in probs]
+
+    def has(prefix: str, text: str) -> bool:
+        return any(b.startswith(prefix) and text in b for b in body)
+
+    assert has("protected[1]:", "'gender' is not a configured attribute")
+    assert has("intersections[0]:", "'nation' is not a configured attribute")
+    assert has("rules[0] (r1).metric:", "unknown metric 'no_such_metric'")
+    assert has("rules[1] (r1).name:", "duplicate rule name")
+    assert has("rules[1] (r1).window:", "420.0s is not a configured window")
+    assert has("rules[2] (r3).feature:", "drift needs a monitored feature")
+    assert has("rules[3] (r4).resolve_threshold:", "healthy side")
+    assert has("rules[4] (r5).attribute:", "protected attribute")
+    assert has("rules[4] (r5).resolve_threshold:", "healthy side")
+    assert has("rules[5] (r6).feature:", "only drift metrics take a feature")
+    assert has("rules[6] (r7).model:", "'nope' is not a configured model")
+    assert len(probs) == 11, probs
+
+
+def test_unknown_keys_anywhere_are_forbidden_and_all_listed(tmp_path: Path) -> None:
+    """Unknown keys at any depth are rejected ('extra' forbidden), each reported with its dotted key path."""
+    path = write(
+        tmp_path,
+        """
+        colour: red
+        attributes:
+          region: {max_valuez: 5}
+        models:
+          m1:
+            favorable: ["yes"]
+            reference: {learn_events: 1000, lern_seconds: 5}
+        windows: {tick: 10s, size: 5m}
+        rules:
+          - name: r1
+            metric: complaint_rate
+            threshold: 0.1
+            treshold: 0.2
+        """,
+    )
+    probs = problems_of(path)
+    assert all(p.startswith(f"{path}: ") for p in probs)
+    for key_path in ("colour", "attributes.region.max_valuez", "models.m1.reference.lern_seconds", "windows.size", "rules.0.treshold"):
+        assert any(p.startswith(f"{path}: {key_path}: ") and "Extra inputs are not permitted" in p for p in probs), (key_path, probs)
+
+
+def test_field_level_errors_name_their_key_path(tmp_path: Path) -> None:
+    """Invalid values (bad duration, out-of-range numbers, bad rule name) are reported with their key paths."""
+    path = write(
+        tmp_path,
+        """
+        attributes:
+          region: {max_values: 0}
+        models:
+          m1:
+            favorable: ["yes"]
+        windows: {tick: 10 seconds}
+        rules:
+          - name: Bad-Name
+            metric: complaint_rate
+            threshold: 0.1
+        """,
+    )
+    probs = problems_of(path)
+    for key_path in ("attributes.region.max_values", "windows.tick", "rules.0.name"):
+        assert any(p.startswith(f"{path}: {key_path}: ") for p in probs), (key_path, probs)
+
+
+def test_window_not_a_whole_number_of_ticks_is_reported(tmp_path: Path) -> None:
+    """A sliding window that is not a whole number of ticks is a problem of windows.windows."""
+    path = write(
+        tmp_path,
+        """
+        attributes: {region: {}}
+        models: {m1: {favorable: ["yes"]}}
+        windows: {tick: 10s, windows: [5m, 25s]}
+        """,
+    )
+    assert problems_of(path) == [f"{path}: windows.windows: 25.0s is not a whole number of ticks (10.0s)"]
+
+
+def test_reference_needs_exactly_one_source(tmp_path: Path) -> None:
+    """A model reference with two sources (learn_events and learn_seconds) is reported."""
+    path = write(
+        tmp_path,
+        """
+        attributes: {region: {}}
+        models: {m1: {favorable: ["yes"], reference: {learn_events: 500, learn_seconds: 1h}}}
+        """,
+    )
+    assert problems_of(path) == [f"{path}: models.m1.reference: give exactly one of profile, learn_events, learn_seconds"]
+
+
+def test_rule_files_are_merged_relative_to_the_config(tmp_path: Path) -> None:
+    """Rules from rule_files (relative to the config file) are added after the inline rules."""
+    write(tmp_path, "rules:\n  - {name: extra, metric: complaint_rate, threshold: 0.2}\n", "rules.yaml")
+    path = write(
+        tmp_path,
+        """
+        rule_files: [rules.yaml]
+        attributes: {region: {}}
+        models: {m1: {favorable: ["yes"]}}
+        rules:
+          - {name: inline, metric: escalation_rate, threshold: 0.1}
+        """,
+    )
+    cfg = load_config(path)
+    assert [r.name for r in cfg.rules] == ["inline", "extra"]
+
+
+def test_unreadable_and_non_mapping_files_raise_config_error(tmp_path: Path) -> None:
+    """A missing file, invalid YAML and a non-mapping top level all raise ConfigError naming the file."""
+    missing = tmp_path / "nope.yaml"
+    assert problems_of(missing)[0].startswith(f"{missing}: cannot read")
+    bad = write(tmp_path, "a: [1, 2\n", "bad.yaml")
+    assert "not valid YAML" in problems_of(bad)[0]
+    lst = write(tmp_path, "- 1\n- 2\n", "list.yaml")
+    assert problems_of(lst) == [f"{lst}: the top level must be a mapping"]
+
+
+def test_rule_for_alias_and_durations() -> None:
+    """Rule accepts 'for' as the alias of for_ and parses duration strings into seconds."""
+    r = Rule.model_validate({"name": "x", "metric": "complaint_rate", "threshold": 0.1, "for": "1m30s", "window": "5m", "keep_firing_for": "250ms"})
+    assert (r.for_, r.window, r.keep_firing_for) == (90.0, 300.0, 0.25)
+
+
+def test_load_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_key reads the key from the configured environment variable."""
+    monkeypatch.setenv(KEY_ENV, "k" * 32)
+    key = load_key(PrivacyConfig(key_env=KEY_ENV))
+    assert key.get_secret_value() == b"k" * 32
+    assert "k" * 32 not in repr(key)
+
+
+def test_load_key_missing_env_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the environment variable load_key raises SecretMissingError (never a default key)."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(SecretMissingError) as info:
+        load_key(PrivacyConfig(key_env=KEY_ENV))
+    assert KEY_ENV in info.value.problems[0]
+    assert isinstance(info.value, ConfigError)
+
+
+def test_load_key_short_key_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key shorter than 16 bytes is refused."""
+    monkeypatch.setenv(KEY_ENV, "x" * 15)
+    with pytest.raises(SecretMissingError):
+        load_key(PrivacyConfig(key_env=KEY_ENV))
+
+
+def test_load_key_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """key_file takes precedence over the env var and its content is stripped of surrounding whitespace."""
+    monkeypatch.setenv(KEY_ENV, "e" * 32)
+    kf = tmp_path / "key"
+    kf.write_bytes(b"  file-key-0123456789abcdef\n")
+    assert load_key(PrivacyConfig(key_env=KEY_ENV, key_file=kf)).get_secret_value() == b"file-key-0123456789abcdef"
+    with pytest.raises(SecretMissingError, match="cannot read"):
+        load_key(PrivacyConfig(key_env=KEY_ENV, key_file=tmp_path / "absent"))
+
+
+def test_config_model_is_frozen() -> None:
+    """A loaded Config cannot be mutated."""
+    cfg = Config.model_validate({"attributes": {}, "models": {"m": {"favorable": ["y"]}}})
+    with pytest.raises(Exception, match="frozen"):
+        cfg.min_samples = 5  # type: ignore[misc]
