@@ -202,6 +202,23 @@ class EventDecoder:
 
     def decode_batch(self, raws: Sequence[bytes], start: int = 0) -> Decoded:
         """Decode every raw event; errors carry ``start + position`` as their index."""
+        ptype = self.prediction_type
+        if raws and max(map(len, raws)) <= self.max_event_bytes:
+            # Fast path: a clean batch decodes in one comprehension; any error takes the careful path.
+            try:
+                evs = list(map(self._decoder.decode, raws))
+            except msgspec.MsgspecError:
+                pass
+            else:
+                preds = [e for e in evs if e.__class__ is ptype]
+                if len(preds) == len(evs):
+                    return Decoded(preds, [], [])  # type: ignore[arg-type]  # config-shaped structs (see _types)
+                inters = [e for e in evs if e.__class__ is not ptype]
+                if not any(e.kind == "label" and e.value is None for e in inters):  # type: ignore[attr-defined]
+                    return Decoded(preds, inters, [])  # type: ignore[arg-type]
+        return self._decode_carefully(raws, start)
+
+    def _decode_carefully(self, raws: Sequence[bytes], start: int) -> Decoded:
         preds: list[Prediction] = []
         inters: list[Interaction] = []
         errors: list[DecodeError] = []

@@ -219,14 +219,22 @@ class Pipeline:
         c.predictions += len(preds)
         ts = _seconds(preds)
         ticks = np.floor(ts / self.tick).astype(np.int64)
-        keep = np.ones(len(preds), dtype=bool) if closed is None else ticks >= closed
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, e in enumerate(preds):
-            if not keep[i]:
+        # Group by model x version: one int code per event, then a stable sort (no per-event appends).
+        codes: dict[tuple[str, str], int] = {}
+        code = np.array(
+            [codes.setdefault(k, len(codes)) for k in [(e.model_id, e.model_version) for e in preds]], np.int64
+        )
+        if closed is not None:
+            late = ticks < closed
+            c.late_dropped += int(late.sum())
+            code[late] = -1
+        order = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[order], np.arange(len(codes) + 1))
+        keys = list(codes)
+        for g, (mid, ver) in enumerate(keys):
+            idx = order[bounds[g] : bounds[g + 1]].tolist()
+            if not idx:
                 continue
-            groups.setdefault((e.model_id, e.model_version), []).append(i)
-        c.late_dropped += int((~keep).sum())
-        for (mid, ver), idx in groups.items():
             mc = self.config.models.get(mid)
             if mc is None:
                 c.rejected["unknown_model"] += len(idx)
@@ -332,14 +340,13 @@ class Pipeline:
         rows = self._rows(stream, evs)
         fav_set = layout.favorable
         preds = [e.prediction for e in evs]
-        fav = np.fromiter(
-            (e.favorable if e.favorable is not None else p in fav_set for e, p in zip(evs, preds, strict=True)),
+        fav = np.array(
+            [p in fav_set if f is None else f for f, p in zip([e.favorable for e in evs], preds, strict=True)],
             dtype=bool,
-            count=n,
         )
         score_list = [e.score for e in evs]
-        has_score = np.fromiter((s is not None for s in score_list), dtype=bool, count=n)
-        score = np.array([s if s is not None else np.nan for s in score_list], dtype=np.float64)
+        score = np.array(score_list, dtype=np.float64)  # None becomes NaN
+        has_score = ~np.isnan(score)
         cols = [np.full(n, S.N_PRED, np.int64), np.where(fav, S.N_FAV, -1), np.where(has_score, S.N_SCORE, -1)]
         feats = [e.features for e in evs]
         for b in layout.features:

@@ -58,7 +58,9 @@ def test_replay_json_lines(bias_file: Path, example_config: Path, pseudonym_key:
     assert {m["labels"]["window"] for m in sel} == {"since_start", "300s", "3600s"}
     assert all(0 <= m["value"] <= 1 for m in sel if m["value"] is not None)
     # Sensitive values never appear raw: age_band slices are tokens.
-    age = {m["labels"]["slice"] for m in metrics if m["labels"].get("attribute") == "age_band" and "slice" in m["labels"]}
+    age = {
+        m["labels"]["slice"] for m in metrics if m["labels"].get("attribute") == "age_band" and "slice" in m["labels"]
+    }
     assert age
     assert all(v.startswith("h:") or v == "__other__" for v in age)
     assert b"65+" not in proc.stdout
@@ -91,7 +93,9 @@ def test_replay_counts_bad_lines(tmp_path: Path, example_config: Path, pseudonym
     assert summary["rejected"] == {"invalid_json": 1, "not_an_object": 1, "unsupported_schema_version": 1}
 
 
-def test_replay_missing_key_is_a_startup_error(tmp_path: Path, example_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replay_missing_key_is_a_startup_error(
+    tmp_path: Path, example_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without the pseudonymisation key, replay refuses to start and says how to fix it."""
     monkeypatch.delenv("DRIFTWATCH_PSEUDONYM_KEY", raising=False)
     f = tmp_path / "e.jsonl"
@@ -152,10 +156,16 @@ def test_baseline_build_from_csv(tmp_path: Path, example_config: Path) -> None:
     """baseline build writes a profile with quantile bins for every feature, score and prediction."""
     csv = tmp_path / "ref.csv"
     rows = ["message_length,sentiment,account_age_days,topic,score,prediction"]
-    rows += [f"{100 + i},{(i % 20) / 10 - 1},{i * 3},{['billing', 'shipping'][i % 2]},{(i % 100) / 100},{'human' if i % 3 == 0 else 'ai'}" for i in range(1000)]
+    rows += [
+        f"{100 + i},{(i % 20) / 10 - 1},{i * 3},{['billing', 'shipping'][i % 2]},{(i % 100) / 100},{'human' if i % 3 == 0 else 'ai'}"
+        for i in range(1000)
+    ]
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "p.json"
-    res = runner.invoke(app, ["baseline", "build", str(csv), "--model", "support-router", "--config", str(example_config), "-o", str(out)])
+    res = runner.invoke(
+        app,
+        ["baseline", "build", str(csv), "--model", "support-router", "--config", str(example_config), "-o", str(out)],
+    )
     assert res.exit_code == 0, res.output
     prof = json.loads(out.read_text())
     dists = prof["distributions"]
@@ -179,7 +189,9 @@ def test_schema_files_are_current(tmp_path: Path) -> None:
     assert res.exit_code == 0
     shipped = Path(__file__).resolve().parents[2] / "schemas"
     for name in ("prediction", "interaction"):
-        assert json.loads((tmp_path / f"{name}.schema.json").read_text()) == json.loads((shipped / f"{name}.schema.json").read_text())
+        assert json.loads((tmp_path / f"{name}.schema.json").read_text()) == json.loads(
+            (shipped / f"{name}.schema.json").read_text()
+        )
 
 
 def test_help_lists_commands() -> None:

@@ -127,10 +127,9 @@ class Block:
         get = self.index.get
         start = self.start
         miss = self.missing
-        return np.fromiter(
-            (miss if v is None else start + get(v, self.bins - 1) if v.__class__ is str else unseen for v in values),
+        return np.array(
+            [miss if v is None else start + get(v, self.bins - 1) if v.__class__ is str else unseen for v in values],
             dtype=np.int64,
-            count=len(values),
         )
 
 

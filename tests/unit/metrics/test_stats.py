@@ -57,6 +57,16 @@ def test_wilson_empty_denominator_is_nan() -> None:
     assert 0 < lo[1] < 0.3 < hi[1] < 1
 
 
+def test_wilson_interval_contains_the_estimate_at_the_boundaries() -> None:
+    """For k = 0 the lower bound is exactly 0 and for k = n the upper bound is exactly 1, so [lo, hi] contains k/n."""
+    n = np.arange(1, 501)
+    lo0, hi0 = wilson_interval(np.zeros_like(n), n)
+    lo1, hi1 = wilson_interval(n, n)
+    assert n[lo0 > 0].tolist() == []  # e.g. n = 3 gives lo = 5.55e-17 > 0 = k/n
+    assert n[hi1 < 1].tolist() == []  # e.g. n = 10 gives hi = 0.9999999999999999 < 1 = k/n
+    assert np.all(hi0 > 0) and np.all(lo1 < 1)
+
+
 def test_safe_div_nan_where_denominator_zero() -> None:
     """safe_div divides elementwise and yields NaN where the denominator is 0."""
     out = safe_div(np.array([1, 2, 0]), np.array([4, 0, 0]))
