@@ -214,7 +214,7 @@ class EventDecoder:
                 if len(preds) == len(evs):
                     return Decoded(preds, [], [])  # type: ignore[arg-type]  # config-shaped structs (see _types)
                 inters = [e for e in evs if e.__class__ is not ptype]
-                if not any(e.kind == "label" and e.value is None for e in inters):  # type: ignore[attr-defined]
+                if not any(e.kind == "label" and e.value is None for e in inters):
                     return Decoded(preds, inters, [])  # type: ignore[arg-type]
         return self._decode_carefully(raws, start)
 
