@@ -229,19 +229,25 @@ def _print_transition(p: Pipeline, t: AlertTransition) -> None:
     low = t.evidence.get("low_group")
     if isinstance(low, str):
         extra = f" lowest group={p.display(t.labels.get('attribute', ''), low)}"
-    Console().print(
+    _console().print(
         f"{_iso(t.event_time)}  [{style}]{t.state:<8}[/] {t.rule:<28} {where}  value={value} n={t.n}{extra}",
         highlight=False,
         soft_wrap=True,
     )
 
 
+def _console() -> Console:
+    # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _print_summary(p: Pipeline) -> None:
-    console = Console()
+    console = _console()
     window = p.config.windows.windows[0] if p.config.windows.windows else 0.0
     rows: dict[tuple[str, str, str], dict[str, MetricRow]] = {}
     for r in p.metric_rows(0.0):
-        if "slice" not in r.labels or "feature" in r.labels:
+        # The table shows the whole model and single attributes; pairs are in --json.
+        if "slice" not in r.labels or "feature" in r.labels or ":" in r.labels["attribute"]:
             continue
         key = (r.labels["model"], r.labels["version"], _slice_name(p, r.labels))
         rows.setdefault(key, {})[r.name] = r
@@ -266,7 +272,7 @@ def _print_summary(p: Pipeline) -> None:
         "label cov.",
         "worst PSI",
     ):
-        table.add_column(col, justify="left" if col in ("model", "version", "slice") else "right")
+        table.add_column(col, justify="left" if col in ("model", "version", "slice") else "right", no_wrap=True)
 
     def fmt(d: dict[str, MetricRow], name: str) -> str:
         r = d.get(name)
