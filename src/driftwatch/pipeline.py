@@ -78,7 +78,6 @@ class Counters:
     join_misses: int = 0
     duplicate_labels: int = 0
     reference_learning: int = 0
-    folded_values: Counter[str] = field(default_factory=Counter)
     evaluations: int = 0
 
 
@@ -128,17 +127,19 @@ class _Learner:
         self.columns["prediction"] = []
 
     def add(self, e: Prediction, ts: float) -> bool:
-        """Take one event; return True when the reference is complete."""
+        """Take one event, or return True (without taking it) when the reference is already complete."""
         if self.model.reference.learn_seconds is not None:
             if self.deadline is None:
                 self.deadline = ts + self.model.reference.learn_seconds
             if ts >= self.deadline and self.columns["prediction"]:
                 return True
+        elif self.target is not None and len(self.columns["prediction"]) >= self.target:
+            return True
         for f in self.model.features:
             self.columns[f].append(e.features.get(f))
         self.columns["score"].append(e.score)
         self.columns["prediction"].append(e.prediction)
-        return self.target is not None and len(self.columns["prediction"]) >= self.target
+        return False
 
 
 _TS_BITS = 43  # event time in ms: good until the year 2248
@@ -253,7 +254,7 @@ class Pipeline:
             if learner.add(e, float(ts[j])):
                 mc = self.config.models[mid]
                 self.layouts[mid] = S.Layout(
-                    mc, build_profile(mid, mc, learner.columns, source="learnt from first events")
+                    mc, build_profile(mid, mc, learner.columns, source="learnt from first events", strict=False)
                 )
                 del self.learners[mid]
                 self.counters.reference_learning += j
@@ -314,7 +315,8 @@ class Pipeline:
         base = 1 + len(self._attrs)
         for p, (a, b) in enumerate(self._pairs):
             ra, rb = rows[:, 1 + a], rows[:, 1 + b]
-            key = ra * 1_000_003 + rb
+            # An event without either value joins no slice of the pair (key -1).
+            key = np.where((ra >= 0) & (rb >= 0), ra * 1_000_003 + rb, -1)
             uniq, inv = np.unique(key, return_inverse=True)
             pc = stream.pair_cache[p]
             mapped = np.empty(len(uniq), dtype=np.int64)
@@ -322,7 +324,7 @@ class Pipeline:
                 r = pc.get(k)
                 if r is None:
                     ka, kb = divmod(k, 1_000_003)
-                    if ka == MISSING or kb == MISSING or ka < 0 or kb < 0:
+                    if k < 0:
                         r = MISSING
                     else:
                         va, vb = stream.space.keys[ka][1], stream.space.keys[kb][1]
@@ -388,7 +390,7 @@ class Pipeline:
                 self._cell_stream.append(stream)
                 self._cell_rows.append(tuple(rows[first[u]].tolist()))
             ids[u] = cell
-        ms = np.rint(ts * 1000).astype(np.int64)
+        ms = np.floor(ts * 1000).astype(np.int64)  # floor: the label's tick must equal the prediction's
         packed: np.ndarray = (ids[inv.ravel()] << _CELL_SHIFT) | (fav.astype(np.int64) << _TS_BITS) | (ms & _TS_MASK)
         return packed
 

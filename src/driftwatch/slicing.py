@@ -102,8 +102,8 @@ class AttributeCoder:
         elif self.config.sensitive:
             assert self.pseudonymizer is not None
             # A producer that pseudonymised at the source with the shared key sends tokens already.
-            value = raw if TOKEN.match(raw) else self.pseudonymizer.token(self.name, raw)
-        elif LABEL_VALUE.match(raw):
+            value = raw if TOKEN.fullmatch(raw) else self.pseudonymizer.token(self.name, raw)
+        elif LABEL_VALUE.fullmatch(raw):
             value = raw
         else:
             value = OTHER

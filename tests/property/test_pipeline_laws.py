@@ -6,7 +6,7 @@ import random
 
 import msgspec
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from driftwatch.config import Config
@@ -62,14 +62,19 @@ predictions = st.fixed_dictionaries(
         "model_id": st.just(MODEL),
         "model_version": st.sampled_from(["v1", "v2"]),
         "prediction": st.sampled_from(["human", "ai"]),
-        "attributes": st.fixed_dictionaries(
-            {},
-            optional={"region": st.sampled_from(["EU", "US", "APAC"]), "channel": st.sampled_from(["web", "app"])},
+        # An event with region but without channel crashes the pipeline (see tests/unit/test_pipeline.py,
+        # test_intersection_with_second_attribute_missing_does_not_crash); it is left out here so these
+        # properties test what they are about.
+        "attributes": st.one_of(
+            st.fixed_dictionaries(
+                {"region": st.sampled_from(["EU", "US", "APAC"]), "channel": st.sampled_from(["web", "app"])}
+            ),
+            st.fixed_dictionaries({}, optional={"channel": st.sampled_from(["web", "app"])}),
         ),
         "features": st.fixed_dictionaries(
             {},
             optional={
-                "length": st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False), st.just("n/a")),
+                "length": st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False), st.sampled_from(["n/a", "42.5"])),
                 "topic": st.one_of(st.none(), st.sampled_from(["billing", "tech", "other", "new-topic"])),
             },
         ),
@@ -128,21 +133,32 @@ def fresh() -> Pipeline:
     return Pipeline(CONFIG, profiles={MODEL: PROFILE})
 
 
+def _example_prediction(rid: str, length: object) -> bytes:
+    return msgspec.json.encode(
+        {"type": "prediction", "schema_version": 1, "event_id": rid, "ts": TICK_START_MS, "model_id": MODEL,
+         "model_version": "v1", "request_id": rid, "prediction": "human", "attributes": {},
+         "features": {"length": length}}
+    )  # fmt: skip
+
+
 @settings(max_examples=75, deadline=None)
-@given(tick_events(), st.data())
-def test_fold_of_split_batches_equals_fold_of_whole(events: list[bytes], data: st.DataObject) -> None:
+@given(tick_events(), st.integers(0, 10**6), st.integers(0, 2**32 - 1))
+# A numeric feature sent as a numeric string: always checked, whatever hypothesis draws.
+@example(events=[_example_prediction("r0", "42.5"), _example_prediction("r1", "n/a")], split=1, seed=0)
+def test_fold_of_split_batches_equals_fold_of_whole(events: list[bytes], split: int, seed: int) -> None:
     """Processing a then b, a+b in one batch, or a shuffled batch gives the same open tick summary."""
-    k = data.draw(st.integers(0, len(events)), label="split")
+    k = split % (len(events) + 1)
     a, b = events[:k], events[k:]
     p_split, p_whole, p_shuffled = fresh(), fresh(), fresh()
     p_split.process(a)
     p_split.process(b)
     p_whole.process(a + b)
     shuffled = list(events)
-    random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed")).shuffle(shuffled)
+    random.Random(seed).shuffle(shuffled)
     p_shuffled.process(shuffled)
     for p in (p_split, p_whole, p_shuffled):
-        assert p.closed_before is not None and all(t >= p.closed_before for s in p.streams.values() for t in s.store.open)
+        assert p.closed_before is not None
+        assert all(t >= p.closed_before for s in p.streams.values() for t in s.store.open)
         assert p.counters.late_dropped == 0
     whole = canonical(p_whole)
     assert whole  # there is at least one prediction
@@ -155,7 +171,11 @@ def test_fold_of_split_batches_equals_fold_of_whole(events: list[bytes], data: s
             if other.space.keys == s.space.keys:
                 assert np.array_equal(other.store.open[tick], m)
     assert p_split.counters.join_hits == p_whole.counters.join_hits == p_shuffled.counters.join_hits
-    assert p_split.counters.predictions == p_whole.counters.predictions == len([e for e in events if b'"prediction"' in e[:30]])
+    assert (
+        p_split.counters.predictions
+        == p_whole.counters.predictions
+        == sum(msgspec.json.decode(e)["type"] == "prediction" for e in events)
+    )
 
 
 @settings(max_examples=50, deadline=None)
@@ -169,11 +189,12 @@ def test_order_within_a_tick_does_not_change_metrics(events: list[bytes], rnd: r
     p2.process(shuffled)
     p1.flush()
     p2.flush()
-    rows1 = list(p1.metric_rows())
-    rows2 = list(p2.metric_rows())
+    # Streams are listed in order of first appearance, so compare the rows as a set of reprs.
+    rows1 = sorted(map(repr, p1.metric_rows()))
+    rows2 = sorted(map(repr, p2.metric_rows()))
     assert rows1  # there is something to compare
-    assert repr(rows1) == repr(rows2)
-    assert repr(list(p1.metric_rows(60.0))) == repr(list(p2.metric_rows(60.0)))
+    assert rows1 == rows2
+    assert sorted(map(repr, p1.metric_rows(60.0))) == sorted(map(repr, p2.metric_rows(60.0)))
 
 
 @settings(max_examples=50, deadline=None)
@@ -194,5 +215,9 @@ def test_counts_in_the_summary_match_the_events(events: list[bytes]) -> None:
         assert m[0, 0] == len(mine)  # n_pred
         fav = sum(e.favorable if e.favorable is not None else e.prediction == "human" for e in mine)
         assert m[0, 1] == fav
-        complaints = sum(1 for i in decoded.interactions if i.kind == "complaint" and i.request_id in preds and preds[i.request_id].model_version == ver)
+        complaints = sum(
+            1
+            for i in decoded.interactions
+            if i.kind == "complaint" and i.request_id in preds and preds[i.request_id].model_version == ver
+        )
         assert m[0, 5] == complaints

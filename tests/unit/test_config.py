@@ -34,7 +34,8 @@ def test_example_config_loads_without_a_key(monkeypatch: pytest.MonkeyPatch) -> 
     assert cfg.attributes["age_band"].sensitive is True
     assert cfg.protected == ("age_band", "language")
     assert cfg.dimensions() == ("region", "language", "channel", "age_band", "age_band:language")
-    assert cfg.windows.tick == 10.0 and cfg.windows.windows == (300.0, 3600.0)
+    assert cfg.windows.tick == 10.0
+    assert cfg.windows.windows == (300.0, 3600.0)
     assert cfg.join.ttl == 86400.0
     assert cfg.problems() == []
     rule = {r.name: r for r in cfg.rules}["feature_drift_psi"]
@@ -134,8 +135,17 @@ def test_unknown_keys_anywhere_are_forbidden_and_all_listed(tmp_path: Path) -> N
     )
     probs = problems_of(path)
     assert all(p.startswith(f"{path}: ") for p in probs)
-    for key_path in ("colour", "attributes.region.max_valuez", "models.m1.reference.lern_seconds", "windows.size", "rules.0.treshold"):
-        assert any(p.startswith(f"{path}: {key_path}: ") and "Extra inputs are not permitted" in p for p in probs), (key_path, probs)
+    for key_path in (
+        "colour",
+        "attributes.region.max_valuez",
+        "models.m1.reference.lern_seconds",
+        "windows.size",
+        "rules.0.treshold",
+    ):
+        assert any(p.startswith(f"{path}: {key_path}: ") and "Extra inputs are not permitted" in p for p in probs), (
+            key_path,
+            probs,
+        )
 
 
 def test_field_level_errors_name_their_key_path(tmp_path: Path) -> None:
@@ -182,7 +192,9 @@ def test_reference_needs_exactly_one_source(tmp_path: Path) -> None:
         models: {m1: {favorable: ["yes"], reference: {learn_events: 500, learn_seconds: 1h}}}
         """,
     )
-    assert problems_of(path) == [f"{path}: models.m1.reference: give exactly one of profile, learn_events, learn_seconds"]
+    assert problems_of(path) == [
+        f"{path}: models.m1.reference: give exactly one of profile, learn_events, learn_seconds"
+    ]
 
 
 def test_rule_files_are_merged_relative_to_the_config(tmp_path: Path) -> None:
@@ -214,7 +226,16 @@ def test_unreadable_and_non_mapping_files_raise_config_error(tmp_path: Path) -> 
 
 def test_rule_for_alias_and_durations() -> None:
     """Rule accepts 'for' as the alias of for_ and parses duration strings into seconds."""
-    r = Rule.model_validate({"name": "x", "metric": "complaint_rate", "threshold": 0.1, "for": "1m30s", "window": "5m", "keep_firing_for": "250ms"})
+    r = Rule.model_validate(
+        {
+            "name": "x",
+            "metric": "complaint_rate",
+            "threshold": 0.1,
+            "for": "1m30s",
+            "window": "5m",
+            "keep_firing_for": "250ms",
+        }
+    )
     assert (r.for_, r.window, r.keep_firing_for) == (90.0, 300.0, 0.25)
 
 

@@ -44,7 +44,8 @@ def without(d: dict[str, object], key: str) -> dict[str, object]:
 def test_valid_prediction_decodes_with_rfc3339_z_timestamp() -> None:
     """A valid prediction with an RFC 3339 'Z' timestamp decodes into a Prediction with every field kept."""
     out = EventDecoder(attributes=("region",)).decode_batch([enc(PRED)])
-    assert out.errors == [] and out.interactions == []
+    assert out.errors == []
+    assert out.interactions == []
     (p,) = out.predictions
     assert p.ts == dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
     assert ts_seconds(p.ts) == 1_714_564_800.0
@@ -57,13 +58,15 @@ def test_valid_prediction_decodes_with_rfc3339_z_timestamp() -> None:
     )
     assert p.attributes.region == "EU"
     assert p.features == {"message_length": 42.0, "topic": "billing"}
-    assert p.score == 0.75 and p.favorable is True
+    assert p.score == 0.75
+    assert p.favorable is True
 
 
 def test_valid_interaction_decodes_with_epoch_ms_timestamp() -> None:
     """A valid interaction with an epoch-milliseconds timestamp decodes, and ts_seconds converts it to seconds."""
     out = EventDecoder(attributes=("region",)).decode_batch([enc(INTER)])
-    assert out.errors == [] and out.predictions == []
+    assert out.errors == []
+    assert out.predictions == []
     (i,) = out.interactions
     assert i.ts == 1_714_564_800_500
     assert ts_seconds(i.ts) == 1_714_564_800.5
@@ -76,7 +79,8 @@ def test_unknown_extra_fields_are_ignored() -> None:
         [enc({**PRED, "surprise": {"x": 1}}), enc({**INTER, "extra": 3})]
     )
     assert out.errors == []
-    assert len(out.predictions) == 1 and len(out.interactions) == 1
+    assert len(out.predictions) == 1
+    assert len(out.interactions) == 1
 
 
 def test_unconfigured_attributes_are_dropped_by_the_decoder() -> None:
@@ -85,13 +89,15 @@ def test_unconfigured_attributes_are_dropped_by_the_decoder() -> None:
     (p,) = EventDecoder(attributes=("region",)).decode_batch([raw]).predictions
     assert p.attributes.__struct_fields__ == ("region",)
     assert msgspec.structs.asdict(p.attributes) == {"region": "EU"}
-    assert b"65+" not in msgspec.json.encode(p) and b"email" not in msgspec.json.encode(p)
+    assert b"65+" not in msgspec.json.encode(p)
+    assert b"email" not in msgspec.json.encode(p)
 
 
 def test_configured_attribute_absent_from_event_is_none() -> None:
     """A configured attribute missing from an event decodes as None."""
     (p,) = EventDecoder(attributes=("region", "channel")).decode_batch([enc(without(PRED, "attributes"))]).predictions
-    assert p.attributes.region is None and p.attributes.channel is None
+    assert p.attributes.region is None
+    assert p.attributes.channel is None
 
 
 @pytest.mark.parametrize(
@@ -114,10 +120,12 @@ def test_configured_attribute_absent_from_event_is_none() -> None:
 def test_each_bad_input_gets_its_reason_and_field(raw: bytes, reason: str, field: str | None) -> None:
     """Each kind of malformed event is rejected with the right bounded reason and the field at fault."""
     out = EventDecoder(attributes=("region",)).decode_batch([raw])
-    assert out.predictions == [] and out.interactions == []
+    assert out.predictions == []
+    assert out.interactions == []
     (err,) = out.errors
     assert (err.index, err.reason, err.field) == (0, reason, field)
-    assert err.reason in REASONS and err.message
+    assert err.reason in REASONS
+    assert err.message
 
 
 def test_oversized_event_is_rejected_before_decoding() -> None:

@@ -72,7 +72,7 @@ def test_coder_vocabulary_folds_unknown_values() -> None:
     assert coder.folded == 1
 
 
-@pytest.mark.parametrize("raw", ["has space", "é", "x" * 65, "semi;colon", "", 'quote"s'])
+@pytest.mark.parametrize("raw", ["has space", "é", "x" * 65, "semi;colon", "", 'quote"s', "EU\n", "line\nbreak"])
 def test_coder_folds_invalid_label_characters(raw: str) -> None:
     """Values that are not safe metric labels fold into __other__."""
     coder = AttributeCoder("region", AttributeConfig(), None)
@@ -95,7 +95,8 @@ def test_sensitive_coder_tokenises_and_passes_tokens_through() -> None:
     assert coder.code("65+") == p.token("age_band", "65+")
     pre = "h:0123456789abcdef"
     assert coder.code(pre) == pre
-    # a value that merely looks similar is tokenised, not passed through
+    # values that merely look similar are tokenised, not passed through
+    assert coder.code(pre + "\n") == p.token("age_band", pre + "\n")
     assert coder.code("h:0123") == p.token("age_band", "h:0123")
 
 
@@ -128,7 +129,8 @@ def test_coders_from_config_requires_key_for_sensitive_attribute() -> None:
 def test_slice_space_assigns_rows_in_order_of_appearance() -> None:
     """Row 0 is the whole model; new values get the next row and repeated values their old row."""
     space = SliceSpace(("region", "channel"), (10, 10))
-    assert len(space) == 1 and space.keys == [(OVERALL, OVERALL)]
+    assert len(space) == 1
+    assert space.keys == [(OVERALL, OVERALL)]
     assert space.row(0, "EU") == 1
     assert space.row(1, "web") == 2
     assert space.row(0, "US") == 3

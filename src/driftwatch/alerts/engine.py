@@ -17,7 +17,8 @@ same input always gives the same transitions.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from driftwatch.config import Rule
@@ -73,6 +74,8 @@ class AlertTransition:
 
 @dataclass(slots=True)
 class _State:
+    rule: str
+    labels: dict[str, str]
     state: str = "inactive"
     since: float = 0.0
     last_sufficient: float = 0.0
@@ -97,13 +100,15 @@ class AlertEngine:
     def evaluate(self, rule: Rule, now: float, candidates: Iterable[Candidate]) -> list[AlertTransition]:
         """Advance every candidate of ``rule`` to event time ``now``; return the transitions."""
         out: list[AlertTransition] = []
-        for c in candidates:
+        seen: set[str] = set()
+        for c in self._with_absent(rule, candidates, seen):
             fp = fingerprint(c.labels)
+            seen.add(fp)
             st = self._states.get(fp)
             if st is None:
                 if not c.condition:
                     continue  # nothing to remember for a healthy series never alerted
-                st = self._states[fp] = _State()
+                st = self._states[fp] = _State(rule.name, c.labels)
                 self._per_rule[rule.name] = self._per_rule.get(rule.name, 0) + 1
             if c.sufficient:
                 st.last_sufficient = now
@@ -114,6 +119,16 @@ class AlertEngine:
                 del self._states[fp]
                 self._per_rule[rule.name] -= 1
         return out
+
+    def _with_absent(self, rule: Rule, candidates: Iterable[Candidate], seen: set[str]) -> Iterator[Candidate]:
+        """The candidates, then an insufficient-data evaluation for each open alert whose series is gone."""
+        yield from candidates
+        if not self.watching(rule.name):
+            return
+        for fp, st in list(self._states.items()):
+            if st.rule == rule.name and fp not in seen:
+                nan = math.nan
+                yield Candidate(st.labels, nan, 0, nan, nan, sufficient=False, condition=False, healthy=False)
 
     def _step(self, rule: Rule, st: _State, now: float, c: Candidate) -> str | None:
         if st.state == "inactive":

@@ -59,7 +59,10 @@ def wilson_interval(k: ArrayLike, n: ArrayLike) -> tuple[F, F]:
     denom = 1 + z2 / nn
     centre = (p + z2 / (2 * nn)) / denom
     half = Z95 * np.sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / denom
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # Exactly 0 and 1 at k = 0 and k = n (rounding would otherwise exclude the estimate).
+    lo = np.where(kf <= 0, 0.0, np.clip(centre - half, 0, 1))
+    hi = np.where(kf >= n, 1.0, np.clip(centre + half, 0, 1))
+    return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
 
 
 def newcombe_diff_interval(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: ArrayLike) -> tuple[F, F]:
@@ -91,7 +94,7 @@ def _wilson1(k: float, n: float) -> tuple[float, float]:
     denom = 1 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = Z95 * math.sqrt(max(p * (1 - p) / n + z2 / (4 * n * n), 0.0)) / denom
-    return max(centre - half, 0.0), min(centre + half, 1.0)
+    return (0.0 if k <= 0 else max(centre - half, 0.0)), (1.0 if k >= n else min(centre + half, 1.0))
 
 
 def diff_interval(k1: float, n1: float, k2: float, n2: float) -> tuple[float, float]:
@@ -99,7 +102,7 @@ def diff_interval(k1: float, n1: float, k2: float, n2: float) -> tuple[float, fl
 
     >>> lo, hi = diff_interval(30, 100, 20, 100)
     >>> round(lo, 4), round(hi, 4)
-    (-0.0227, 0.2184)
+    (-0.0202, 0.2167)
     """
     p1, p2 = k1 / n1, k2 / n2
     l1, u1 = _wilson1(min(k1, n1), n1)

@@ -117,10 +117,12 @@ class Block:
     def columns(self, values: Sequence[object]) -> NDArray[np.int64]:
         """Column of each value (vectorised for numeric subjects)."""
         if self.kind == "numeric":
-            try:
-                arr = np.array(values, dtype=np.float64)
-            except (TypeError, ValueError):
-                arr = np.array([_num(v) for v in values], dtype=np.float64)
+            # The decoder gives numbers as float; a string is missing even when it looks numeric,
+            # so a value counts the same whatever else is in its batch.
+            arr = np.array(
+                [v if v.__class__ is float else float(v) if v.__class__ is int else math.nan for v in values],
+                dtype=np.float64,
+            )
             cols = np.searchsorted(self.edges, arr, side="right") + self.start
             return np.where(np.isnan(arr), self.missing, cols)
         unseen = self.start + self.bins - 1
@@ -131,10 +133,6 @@ class Block:
             [miss if v is None else start + get(v, self.bins - 1) if v.__class__ is str else unseen for v in values],
             dtype=np.int64,
         )
-
-
-def _num(v: object) -> float:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
 
 
 class Layout:
@@ -210,11 +208,17 @@ class WindowStore:
         self.since = accumulate(self.since, delta)
         for w in self.windows.values():
             bid = tick // w.step
-            for i, (b, m) in enumerate(w.buckets):
-                if b == bid:
-                    w.buckets[i] = (b, accumulate(m, delta))
-                    w.total = accumulate(w.total, delta)
-                    break
+            if bid * w.step < closed_before - w.length:
+                continue  # that tick has left this window
+            # Buckets are in order; a tick that had no data when it closed gets its bucket now.
+            i = 0
+            while i < len(w.buckets) and w.buckets[i][0] < bid:
+                i += 1
+            if i < len(w.buckets) and w.buckets[i][0] == bid:
+                w.buckets[i] = (bid, accumulate(w.buckets[i][1], delta))
+            else:
+                w.buckets.insert(i, (bid, delta.copy()))
+            w.total = accumulate(w.total, delta)
 
     def close(self, tick: int) -> Matrix | None:
         """Close ``tick``: move it into every window and the since-start total; return its matrix."""

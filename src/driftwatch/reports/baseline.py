@@ -147,21 +147,34 @@ def _to_float(v: object) -> float:
 
 
 def build_profile(
-    model_id: str, model: ModelConfig, columns: Mapping[str, Sequence[object]], *, source: str = ""
+    model_id: str,
+    model: ModelConfig,
+    columns: Mapping[str, Sequence[object]],
+    *,
+    source: str = "",
+    strict: bool = True,
 ) -> Profile:
-    """Build a profile from columns: every configured feature, and ``score`` / ``prediction`` when present."""
+    """Build a profile from columns: every configured feature, and ``score`` / ``prediction`` when present.
+
+    ``strict=False`` (references learnt from live traffic) leaves out a
+    feature without usable values instead of failing: it is then not
+    monitored for drift, rather than stopping the pipeline.
+    """
     dists: dict[str, Distribution] = {}
     n = max((len(v) for v in columns.values()), default=0)
     if n == 0:
         raise ProfileError(f"model {model_id!r}: no reference rows")
     for name, fc in model.features.items():
         if name not in columns:
-            raise ProfileError(f"model {model_id!r}: reference data has no column {name!r}")
+            if strict:
+                raise ProfileError(f"model {model_id!r}: reference data has no column {name!r}")
+            continue
         try:
             dists[name] = _numeric(columns[name], fc.bins) if fc.kind == "numeric" else _categorical(columns[name])
         except ProfileError as e:
-            raise ProfileError(f"model {model_id!r}, feature {name!r}: {e}") from None
-    if model.monitor_score and "score" in columns:
+            if strict:
+                raise ProfileError(f"model {model_id!r}, feature {name!r}: {e}") from None
+    if model.monitor_score and any(v is not None for v in columns.get("score", ())):
         dists["score"] = _numeric(columns["score"], 10)
     selection = None
     if "prediction" in columns:

@@ -89,7 +89,13 @@ def test_without_resolve_threshold_resolves_when_condition_false() -> None:
 
 def test_resolved_transition_carries_evidence_and_times() -> None:
     """Transitions carry rule data, the value with interval, the window, and the time the alert became active."""
-    r = rule(resolve_threshold=0.05, severity="critical", actions=["rollback_model"], annotations={"summary": "s"}, **{"for": "10s"})
+    r = rule(
+        resolve_threshold=0.05,
+        severity="critical",
+        actions=["rollback_model"],
+        annotations={"summary": "s"},
+        **{"for": "10s"},
+    )
     eng = AlertEngine()
     eng.evaluate(r, 0, [cand(0.2, r)])
     (firing,) = eng.evaluate(r, 10, [cand(0.3, r)])
@@ -97,7 +103,12 @@ def test_resolved_transition_carries_evidence_and_times() -> None:
     assert isinstance(firing, AlertTransition)
     assert (firing.state, firing.active_since, firing.value, firing.n) == ("firing", 10, 0.3, 500)
     assert (resolved.state, resolved.event_time, resolved.active_since) == ("resolved", 50, 10)
-    assert (resolved.severity, resolved.actions, resolved.annotations, resolved.window) == ("critical", ("rollback_model",), {"summary": "s"}, 300.0)
+    assert (resolved.severity, resolved.actions, resolved.annotations, resolved.window) == (
+        "critical",
+        ("rollback_model",),
+        {"summary": "s"},
+        300.0,
+    )
     assert resolved.fingerprint == fingerprint(LABELS)
     assert "resolved_because" not in resolved.evidence
     assert eng.active() == {}
@@ -133,14 +144,19 @@ def test_keep_firing_for_delays_resolution() -> None:
     """keep_firing_for keeps a recovering alert firing that long; a relapse in between resets the hold."""
     r = rule(keep_firing_for="30s")
     assert run(r, [(0, 0.5), (10, 0.0), (20, 0.0), (39, 0.0), (40, 0.0)]) == [(0, "firing"), (40, "resolved")]
-    assert run(r, [(0, 0.5), (10, 0.0), (20, 0.5), (30, 0.0), (50, 0.0), (60, 0.0)]) == [(0, "firing"), (60, "resolved")]
+    assert run(r, [(0, 0.5), (10, 0.0), (20, 0.5), (30, 0.0), (50, 0.0), (60, 0.0)]) == [
+        (0, "firing"),
+        (60, "resolved"),
+    ]
 
 
 def test_fingerprint_is_order_independent_and_label_sensitive() -> None:
     """The fingerprint ignores label order but changes with any label value; it is 16 hex characters."""
     a = fingerprint({"alertname": "x", "model": "m", "slice": "EU"})
     b = fingerprint({"slice": "EU", "model": "m", "alertname": "x"})
-    assert a == b and len(a) == 16 and int(a, 16) >= 0
+    assert a == b
+    assert len(a) == 16
+    assert int(a, 16) >= 0
     assert fingerprint({"alertname": "x", "model": "m", "slice": "US"}) != a
     assert fingerprint({"alertname": "x", "model": "m"}) != a
 
@@ -155,14 +171,18 @@ def test_series_are_independent() -> None:
     assert [(t.labels["slice"], t.state) for t in out] == [("EU", "firing")]
     out = eng.evaluate(r, 10, [cand(0.0, r, labels=eu), cand(0.5, r, labels=us)])
     assert [(t.labels["slice"], t.state) for t in out] == [("EU", "resolved"), ("US", "firing")]
-    assert eng.watching("r") and not eng.watching("other")
+    assert eng.watching("r")
+    assert not eng.watching("other")
     assert eng.active() == {fingerprint(us): "firing"}
 
 
 def test_engine_is_deterministic() -> None:
     """The same rule and evaluations always give identical transitions."""
     r = rule(resolve_threshold=0.05, keep_firing_for="20s", **{"for": "20s"})
-    series = [(t * 10.0, v) for t, v in enumerate([0.2, 0.3, 0.2, None, 0.2, 0.2, 0.2, 0.07, 0.02, 0.02, 0.02, 0.2, None, None])]
+    series = [
+        (t * 10.0, v)
+        for t, v in enumerate([0.2, 0.3, 0.2, None, 0.2, 0.2, 0.2, 0.07, 0.02, 0.02, 0.02, 0.2, None, None])
+    ]
 
     def transitions() -> list[AlertTransition]:
         eng = AlertEngine()
@@ -173,4 +193,9 @@ def test_engine_is_deterministic() -> None:
 
     first = transitions()
     assert first == transitions()
-    assert [(t.event_time, t.state) for t in first] == [(0.0, "pending"), (20.0, "firing"), (100.0, "resolved"), (110.0, "pending")]
+    assert [(t.event_time, t.state) for t in first] == [
+        (0.0, "pending"),
+        (20.0, "firing"),
+        (100.0, "resolved"),
+        (110.0, "pending"),
+    ]

@@ -70,7 +70,8 @@ def test_interval_contains_the_value(fn: object) -> None:
     for seed in range(5):
         counts, ref = _random_case(seed)
         v, lo, hi = fn(counts, ref)  # type: ignore[operator]
-        assert np.all(lo <= v + 1e-15) and np.all(v <= hi + 1e-15)
+        assert np.all(lo <= v + 1e-15)
+        assert np.all(v <= hi + 1e-15)
         assert np.all(lo >= 0)
         assert np.all(np.isfinite(hi))
 
@@ -90,7 +91,9 @@ def test_all_zero_row_gives_nan() -> None:
     counts = np.array([[0, 0], [5, 5]])
     for fn in (psi, js_distance):
         v, lo, hi = fn(counts, ref)
-        assert math.isnan(v[0]) and math.isnan(lo[0]) and math.isnan(hi[0])
+        assert math.isnan(v[0])
+        assert math.isnan(lo[0])
+        assert math.isnan(hi[0])
         assert v[1] == pytest.approx(0.0, abs=1e-12)
 
 

@@ -32,7 +32,7 @@ def _wilson_direct(k: int, n: int) -> tuple[float, float]:
 
 def test_z95_is_the_normal_quantile() -> None:
     """Z95 is the 97.5% quantile of the standard normal."""
-    assert Z95 == pytest.approx(sst.norm.ppf(0.975), rel=1e-12)
+    assert pytest.approx(sst.norm.ppf(0.975), rel=1e-12) == Z95
 
 
 def test_wilson_matches_direct_formula_and_scipy() -> None:
@@ -45,15 +45,18 @@ def test_wilson_matches_direct_formula_and_scipy() -> None:
     for i in range(len(n)):
         d_lo, d_hi = _wilson_direct(int(k[i]), int(n[i]))
         ci = sst.binomtest(int(k[i]), int(n[i])).proportion_ci(confidence_level=0.95, method="wilson")
-        assert lo[i] == pytest.approx(d_lo, abs=1e-12) and hi[i] == pytest.approx(d_hi, abs=1e-12)
-        assert lo[i] == pytest.approx(ci.low, abs=1e-9) and hi[i] == pytest.approx(ci.high, abs=1e-9)
+        assert lo[i] == pytest.approx(d_lo, abs=1e-12)
+        assert hi[i] == pytest.approx(d_hi, abs=1e-12)
+        assert lo[i] == pytest.approx(ci.low, abs=1e-9)
+        assert hi[i] == pytest.approx(ci.high, abs=1e-9)
 
 
 def test_wilson_empty_denominator_is_nan() -> None:
     """An empty slice (n = 0) gives NaN bounds, not an error or a warning."""
     with np.errstate(all="raise"):
         lo, hi = wilson_interval(np.array([0, 3]), np.array([0, 10]))
-    assert math.isnan(lo[0]) and math.isnan(hi[0])
+    assert math.isnan(lo[0])
+    assert math.isnan(hi[0])
     assert 0 < lo[1] < 0.3 < hi[1] < 1
 
 
@@ -64,13 +67,16 @@ def test_wilson_interval_contains_the_estimate_at_the_boundaries() -> None:
     lo1, hi1 = wilson_interval(n, n)
     assert n[lo0 > 0].tolist() == []  # e.g. n = 3 gives lo = 5.55e-17 > 0 = k/n
     assert n[hi1 < 1].tolist() == []  # e.g. n = 10 gives hi = 0.9999999999999999 < 1 = k/n
-    assert np.all(hi0 > 0) and np.all(lo1 < 1)
+    assert np.all(hi0 > 0)
+    assert np.all(lo1 < 1)
 
 
 def test_safe_div_nan_where_denominator_zero() -> None:
     """safe_div divides elementwise and yields NaN where the denominator is 0."""
     out = safe_div(np.array([1, 2, 0]), np.array([4, 0, 0]))
-    assert out[0] == 0.25 and math.isnan(out[1]) and math.isnan(out[2])
+    assert out[0] == 0.25
+    assert math.isnan(out[1])
+    assert math.isnan(out[2])
 
 
 def _random_pairs(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -87,11 +93,14 @@ def test_newcombe_contains_estimate_and_matches_scalar_version() -> None:
     k1, n1, k2, n2 = _random_pairs(2, 200)
     lo, hi = newcombe_diff_interval(k1, n1, k2, n2)
     d = k1 / n1 - k2 / n2
-    assert np.all(lo <= d + 1e-12) and np.all(d <= hi + 1e-12)
-    assert np.all(lo >= -1 - 1e-12) and np.all(hi <= 1 + 1e-12)
+    assert np.all(lo <= d + 1e-12)
+    assert np.all(d <= hi + 1e-12)
+    assert np.all(lo >= -1 - 1e-12)
+    assert np.all(hi <= 1 + 1e-12)
     for i in range(len(k1)):
         s_lo, s_hi = diff_interval(float(k1[i]), float(n1[i]), float(k2[i]), float(n2[i]))
-        assert s_lo == pytest.approx(lo[i], abs=1e-12) and s_hi == pytest.approx(hi[i], abs=1e-12)
+        assert s_lo == pytest.approx(lo[i], abs=1e-12)
+        assert s_hi == pytest.approx(hi[i], abs=1e-12)
 
 
 def test_newcombe_known_value() -> None:
@@ -129,10 +138,12 @@ def test_katz_contains_ratio_and_matches_scalar_version() -> None:
     a = np.where(k1 == 0, 0.5, k1)
     b = np.where(k2 == 0, 0.5, k2)
     r = (a / n1) / (b / n2)
-    assert np.all(lo <= r * (1 + 1e-12)) and np.all(r <= hi * (1 + 1e-12))
+    assert np.all(lo <= r * (1 + 1e-12))
+    assert np.all(r <= hi * (1 + 1e-12))
     for i in range(len(k1)):
         s_lo, s_hi = ratio_interval(float(k1[i]), float(n1[i]), float(k2[i]), float(n2[i]))
-        assert s_lo == pytest.approx(lo[i], rel=1e-12) and s_hi == pytest.approx(hi[i], rel=1e-12)
+        assert s_lo == pytest.approx(lo[i], rel=1e-12)
+        assert s_hi == pytest.approx(hi[i], rel=1e-12)
 
 
 def test_katz_known_value() -> None:
@@ -158,7 +169,9 @@ def test_two_proportion_p_matches_scipy_chi2_without_correction() -> None:
 def test_two_proportion_p_degenerate_cases() -> None:
     """All-zero or all-one outcomes give p = 1 and an empty group gives NaN."""
     p = two_proportion_p(np.array([0, 10, 0]), np.array([10, 10, 0]), np.array([0, 20, 5]), np.array([20, 20, 10]))
-    assert p[0] == 1.0 and p[1] == 1.0 and math.isnan(p[2])
+    assert p[0] == 1.0
+    assert p[1] == 1.0
+    assert math.isnan(p[2])
 
 
 def test_chi2_homogeneity_matches_scipy_contingency() -> None:

@@ -55,7 +55,10 @@ def test_window_totals_equal_brute_force_sums(seed: int) -> None:
             assert np.array_equal(got, ticks[t])
             since = S.accumulate(since, ticks[t])
         for length in lengths:
-            assert np.array_equal(store.window(length, max_rows, WIDTH), brute_window(ticks, t, length, max_rows)), (t, length)
+            assert np.array_equal(store.window(length, max_rows, WIDTH), brute_window(ticks, t, length, max_rows)), (
+                t,
+                length,
+            )
         assert np.array_equal(store.window(0, max_rows, WIDTH), brute_window(ticks, t, 10**9, max_rows))
     assert store.open == {}
 
@@ -214,12 +217,18 @@ def test_layout_blocks_and_columns() -> None:
     profile = build_profile(
         "m",
         model,
-        {"amount": [float(i) for i in range(100)], "topic": ["a", "b", "b", "c"] * 25, "score": [i / 100 for i in range(100)], "prediction": ["yes", "no"] * 50},
+        {
+            "amount": [float(i) for i in range(100)],
+            "topic": ["a", "b", "b", "c"] * 25,
+            "score": [i / 100 for i in range(100)],
+            "prediction": ["yes", "no"] * 50,
+        },
     )
     layout = S.Layout(model, profile)
     assert list(layout.blocks) == ["amount", "topic", "score", "prediction"]
     amount, topic = layout.blocks["amount"], layout.blocks["topic"]
-    assert amount.start == len(S.BASE_COLUMNS) and amount.bins == 4
+    assert amount.start == len(S.BASE_COLUMNS)
+    assert amount.bins == 4
     assert topic.start == amount.missing + 1
     assert topic.bins == 4  # a, b, c + __unseen__
     assert [b.name for b in layout.features] == ["amount", "topic"]
@@ -229,3 +238,13 @@ def test_layout_blocks_and_columns() -> None:
     assert amount.columns([-5.0, 30.0, 99.0, None, "x", 1e9]).tolist() == [s, s + 1, s + 3, s + 4, s + 4, s + 3]
     t = topic.start
     assert topic.columns(["a", "c", "zzz", None, 3]).tolist() == [t, t + 2, t + 3, t + 4, t + 3]
+
+
+def test_numeric_block_treats_numeric_strings_the_same_in_every_batch() -> None:
+    """A numeric feature sent as a string lands in the same column whatever else is in its batch."""
+    model = ModelConfig.model_validate({"favorable": ["yes"], "features": {"amount": {"kind": "numeric", "bins": 4}}})
+    block = S.Layout(model, build_profile("m", model, {"amount": [float(i) for i in range(100)]})).blocks["amount"]
+    alone = block.columns(["42", 10.0]).tolist()
+    with_text = block.columns(["42", 10.0, "n/a"]).tolist()
+    assert with_text[:2] == alone
+    assert with_text[2] == block.missing

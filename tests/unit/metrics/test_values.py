@@ -73,7 +73,10 @@ def test_group_comparisons_match_fairlearn(case: tuple[int, int]) -> None:
     dir_ = compare_groups("disparate_impact_ratio", m, 1)
     eod = compare_groups("equalized_odds_difference", m, 1)
     eop = compare_groups("equal_opportunity_difference", m, 1)
-    assert spd is not None and dir_ is not None and eod is not None and eop is not None
+    assert spd is not None
+    assert dir_ is not None
+    assert eod is not None
+    assert eop is not None
     assert spd.value == pytest.approx(demographic_parity_difference(y_true, y_pred, **kw), rel=1e-12, abs=1e-15)
     fl_ratio = demographic_parity_ratio(y_true, y_pred, **kw)
     if math.isnan(fl_ratio):
@@ -95,7 +98,8 @@ def test_group_comparison_identifies_low_and_high_groups(case: tuple[int, int]) 
     c = compare_groups("statistical_parity_difference", m, 1)
     assert c is not None
     rates = m[:, S.N_FAV] / m[:, S.N_PRED]
-    assert rates[c.low_group] == rates.min() and rates[c.high_group] == rates.max()
+    assert rates[c.low_group] == rates.min()
+    assert rates[c.high_group] == rates.max()
     assert c.n == int(m[:, S.N_PRED].min())
     assert c.lo <= c.value <= c.hi
     assert {i: r for i, (r, _) in c.rates.items()} == pytest.approx(dict(enumerate(rates.tolist())))
@@ -122,7 +126,8 @@ def test_slice_proportions_match_fairlearn_metricframe(case: tuple[int, int]) ->
         arr = slice_metric(name, m, LAYOUT)
         assert arr.value.tolist() == pytest.approx(frame[name].tolist(), rel=1e-12, abs=1e-15), name
         # (exact containment at k = 0 / k = n is tested in test_stats; here allow an ulp)
-        assert np.all(arr.lo <= arr.value + 1e-12) and np.all(arr.value <= arr.hi + 1e-12)
+        assert np.all(arr.lo <= arr.value + 1e-12)
+        assert np.all(arr.value <= arr.hi + 1e-12)
     err = slice_metric("error_rate", m, LAYOUT)
     assert err.value.tolist() == pytest.approx((1 - frame["accuracy"]).tolist(), rel=1e-12, abs=1e-15)
     assert slice_metric("tpr", m, LAYOUT).n.tolist() == m[:, S.TP].__add__(m[:, S.FN]).tolist()
@@ -150,7 +155,8 @@ def test_complaint_parity_uses_complaint_column() -> None:
     m[:, S.KIND_COLUMN["complaint"]] = [5, 30]
     d = compare_groups("complaint_parity_difference", m, 1)
     r = compare_groups("complaint_parity_ratio", m, 1)
-    assert d is not None and r is not None
+    assert d is not None
+    assert r is not None
     assert d.value == pytest.approx(0.15 - 0.05)
     assert r.value == pytest.approx(0.05 / 0.15)
     assert r.lo <= r.value <= r.hi
@@ -199,7 +205,8 @@ def test_unknown_metric_and_missing_feature() -> None:
     with pytest.raises(KeyError):
         slice_metric("nope", m, LAYOUT)
     arr = slice_metric("psi", m, LAYOUT, "not_a_feature")
-    assert np.isnan(arr.value).all() and arr.n.tolist() == [0, 0]
+    assert np.isnan(arr.value).all()
+    assert arr.n.tolist() == [0, 0]
 
 
 def test_drift_slice_metric_reads_the_feature_block() -> None:
@@ -215,4 +222,5 @@ def test_drift_slice_metric_reads_the_feature_block() -> None:
     assert arr.value[1] > 0.25
     assert arr.n.tolist() == [100, 100]
     p = p_values("psi", m, LAYOUT, "x", m[:1])
-    assert p[0] > 0.5 and p[1] < 1e-6
+    assert p[0] > 0.5
+    assert p[1] < 1e-6
