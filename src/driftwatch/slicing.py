@@ -155,6 +155,13 @@ class SliceSpace:
         self.rows_by_dim[dim].append(r)
         return r
 
+    def row_of(self, key: SliceKey) -> int:
+        """Row of a slice named by key, assigned if new (``("*", "*")`` is row 0)."""
+        found = self._index.get(key)
+        if found is not None:
+            return found
+        return self.row(self.dimensions.index(key[0]), key[1])
+
     def find(self, key: SliceKey) -> int | None:
         """Row of a slice key, or None if never seen."""
         return self._index.get(key)

@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from driftwatch.config import ModelConfig
 from driftwatch.reports.baseline import Profile
+from driftwatch.slicing import SliceKey
 
 __all__ = [
     "BASE_COLUMNS",
@@ -36,6 +37,7 @@ __all__ = [
     "Block",
     "Layout",
     "Matrix",
+    "Partial",
     "WindowStore",
     "accumulate",
     "delay_bucket",
@@ -167,6 +169,40 @@ class Layout:
         self.features = tuple(b for b in self.blocks.values() if b.name not in ("score", "prediction"))
         self.delay_start = pos
         self.width = pos + DELAY_BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """A mergeable partial summary: counts of one model x version x tick, one row per named slice.
+
+    Rows are named, not numbered, so partials from different processes
+    merge: ``a.merge(b)`` is the summary of both batches of events.
+    """
+
+    model_id: str
+    version: str
+    tick: int
+    keys: tuple[SliceKey, ...]
+    counts: Matrix
+
+    def merge(self, other: Partial) -> Partial:
+        """The partial summary of both (same model, version and tick)."""
+        if (self.model_id, self.version, self.tick) != (other.model_id, other.version, other.tick):
+            raise ValueError("only partials of the same model, version and tick merge")
+        index = {k: i for i, k in enumerate(self.keys)}
+        keys = list(self.keys)
+        for k in other.keys:
+            if k not in index:
+                index[k] = len(keys)
+                keys.append(k)
+        counts = np.zeros((len(keys), self.counts.shape[1]), np.int64)
+        counts[: len(self.keys)] += self.counts
+        np.add.at(counts, [index[k] for k in other.keys], other.counts)
+        return Partial(self.model_id, self.version, self.tick, tuple(keys), counts)
+
+    def as_dict(self) -> dict[SliceKey, list[int]]:
+        """Counts by slice key (for comparisons that must not depend on row order)."""
+        return {k: self.counts[i].tolist() for i, k in enumerate(self.keys)}
 
 
 def accumulate(target: Matrix | None, delta: Matrix) -> Matrix:
