@@ -89,18 +89,20 @@ def slice_metric(name: str, m: S.Matrix, layout: S.Layout, feature: str | None =
 def p_values(name: str, m: S.Matrix, layout: S.Layout, feature: str | None, reference: S.Matrix) -> F:
     """p-value of each row against its reference, for false-discovery-rate control.
 
-    Proportions: the pooled two-proportion z-test of the slice against
-    ``reference`` (a one-row summary: the model's traffic outside the slice
-    in the same window). Drift metrics: Pearson's chi-square test of the
+    Proportions: an exact binomial test (two-sided by doubling the smaller
+    tail) of the slice against the pooled rate of ``reference`` (a one-row
+    summary: the model's traffic in the same window); exact because BH reads
+    p-values far in the tail, where the normal approximation is too
+    optimistic. Drift metrics: Pearson's chi-square test of the
     slice's bin counts against the reference profile, the profile treated as
     a sample of its own size. Other metrics: NaN (never a discovery).
     """
-    from driftwatch.metrics.stats import chi2_homogeneity_p, two_proportion_p
+    from driftwatch.metrics.stats import chi2_homogeneity_p, exact_two_proportion_p
 
     if name in _PROPORTIONS:
         k, n = _kn(m, name)
         rk, rn = _kn(reference, name)
-        return two_proportion_p(k, n, rk - k, rn - n)
+        return exact_two_proportion_p(k, n, rk - k, rn - n)
     if name in ("psi", "js_distance") and feature in layout.blocks:
         b = layout.blocks[feature]
         return chi2_homogeneity_p(m[:, b.start : b.start + b.bins], b.reference, b.ref_count)

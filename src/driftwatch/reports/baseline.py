@@ -80,34 +80,36 @@ class Profile:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> Profile:
+    def from_json(cls, data: object) -> Profile:
         """Inverse of :meth:`to_json`; raise :class:`ProfileError` naming what is wrong."""
+        if not isinstance(data, dict):
+            raise ProfileError(f"not a driftwatch profile: expected a JSON object, got {type(data).__name__}")
+        if data.get("profile_version") != PROFILE_VERSION:
+            raise ProfileError(f"profile_version {data.get('profile_version')!r} is not {PROFILE_VERSION}")
         try:
-            if data.get("profile_version") != PROFILE_VERSION:
-                raise ProfileError(f"profile_version {data.get('profile_version')!r} is not {PROFILE_VERSION}")
-            dists = {}
             raw = data["distributions"]
-            assert isinstance(raw, dict)
-            for k, d in raw.items():
-                dists[k] = Distribution(
+            if not isinstance(raw, dict):
+                raise TypeError("distributions must be an object")
+            dists = {
+                str(k): Distribution(
                     kind=d["kind"],
                     proportions=tuple(float(x) for x in d["proportions"]),
                     count=int(d["count"]),
                     edges=tuple(float(x) for x in d.get("edges", ())),
                     categories=tuple(str(x) for x in d.get("categories", ())),
                 )
+                for k, d in raw.items()
+            }
             sel = data.get("selection_rate")
             return cls(
                 model_id=str(data["model_id"]),
-                count=int(data["count"]),  # type: ignore[call-overload]
+                count=int(data["count"]),
                 distributions=dists,
                 selection_rate=float(sel) if isinstance(sel, int | float) else None,
                 source=str(data.get("source", "")),
             )
-        except (KeyError, TypeError, ValueError, AssertionError) as e:
-            if isinstance(e, ProfileError):
-                raise
-            raise ProfileError(f"not a driftwatch profile: {e!r}") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProfileError(f"not a driftwatch profile: missing or invalid {e}") from None
 
 
 def _numeric(values: Sequence[object], bins: int) -> Distribution:
@@ -225,13 +227,15 @@ def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
 
 
 def load_profile(path: Path) -> Profile:
-    """Read a profile JSON file."""
+    """Read a profile JSON file; every problem is a :class:`ProfileError` naming the file."""
     try:
-        return Profile.from_json(json.loads(path.read_text(encoding="utf-8")))
+        return Profile.from_json(json.loads(path.read_bytes().decode("utf-8")))
     except OSError as e:
         raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise ProfileError(f"{path}: not JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{path}: not a JSON profile: {e}") from e
+    except ProfileError as e:
+        raise ProfileError(f"{path}: {e}") from None
 
 
 def columns_from(values: Iterable[Mapping[str, object]]) -> dict[str, list[object]]:
