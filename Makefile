@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Demo-only pseudonymisation key: real deployments set their own secret.
 DEMO_KEY := demo-only-pseudonym-key-not-a-secret
 
-.PHONY: install lint format test bench demo schemas clean
+.PHONY: install system-deps lint format test bench demo schemas clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's promtool checks our /metrics in the tests; installed when missing (needs root, as on CI).
+system-deps:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus (promtool) for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -25,7 +31,7 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest
 
 demo: install

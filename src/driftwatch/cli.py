@@ -320,6 +320,17 @@ def check_config(
     typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.rules)} rules)")
 
 
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        help="Kafka bootstrap HOST:PORT (default: the config's kafka.bootstrap).",
+        envvar="DRIFTWATCH_BOOTSTRAP",
+        show_envvar=True,
+    ),
+]
+
+
 @app.command()
 def simulate(
     scenario: Annotated[
@@ -329,16 +340,68 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.", min=0)] = 1,
     rate: Annotated[float, typer.Option(help="Predictions per second of event time.")] = 20.0,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output JSON Lines file; FILE.truth.json says what was injected.")
-    ] = Path("events.jsonl"),
+        Path | None, typer.Option("--out", "-o", help="Output JSON Lines file; FILE.truth.json says what was injected.")
+    ] = None,
+    bootstrap: BootstrapOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="With --bootstrap: the config naming topics and sensitive attributes."),
+    ] = None,
+    realtime: Annotated[
+        bool,
+        typer.Option(
+            "--realtime/--as-fast-as-possible",
+            help="With --bootstrap: pace events at --rate in wall time, stamped now.",
+        ),
+    ] = True,
 ) -> None:
-    """Write seeded synthetic customer-service traffic for the demo domain, with a known injected problem."""
+    """Write seeded synthetic customer-service traffic (to a file, or to Kafka with --bootstrap), with a known injected problem."""
     from driftwatch.simulate import SCENARIOS, write_jsonl
 
     if scenario not in SCENARIOS:
         raise _fail(2, f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    truth = write_jsonl(scenario, out, events=events, seed=seed, rate=rate)
-    typer.echo(f"wrote {events} events to {out} and {out}.truth.json ({len(truth.injections)} injections)")
+    if bootstrap is None:
+        path = out or Path("events.jsonl")
+        truth = write_jsonl(scenario, path, events=events, seed=seed, rate=rate)
+        typer.echo(f"wrote {events} events to {path} and {path}.truth.json ({len(truth.injections)} injections)")
+        return
+    if config is None:
+        raise _fail(2, "--bootstrap needs --config (topic names and which attributes to pseudonymise)")
+    from driftwatch.streaming.produce import produce_simulation
+
+    cfg, key = _load(config)
+    try:
+        sent = produce_simulation(
+            cfg, key, bootstrap, scenario=scenario, events=events, seed=seed, rate=rate, realtime=realtime
+        )
+    except ConnectionError as e:
+        raise _fail(1, str(e)) from None
+    typer.echo(f"produced {sent} events to {bootstrap}")
+
+
+@app.command()
+def run(
+    config: ConfigOpt,
+    bootstrap: BootstrapOpt = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /metrics (default: the config's metrics.port; 0 = any free port).")
+    ] = None,
+) -> None:
+    """Start one streaming worker; workers with the same config form one consumer group and split partitions."""
+    import asyncio
+
+    from driftwatch.streaming.topics import StreamingError, ensure_topics
+    from driftwatch.streaming.worker import Worker
+
+    cfg, key = _load(config)
+    boot = bootstrap or cfg.kafka.bootstrap
+    if metrics_port is not None:
+        cfg = cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"port": metrics_port})})
+    try:
+        asyncio.run(ensure_topics(boot, cfg.kafka))
+    except StreamingError as e:
+        raise _fail(1, str(e)) from None
+    Worker(cfg, key, bootstrap=boot).run()
 
 
 @baseline_app.command("build")

@@ -27,10 +27,13 @@ __all__ = [
     "DetectorConfig",
     "FeatureConfig",
     "JoinConfig",
+    "KafkaConfig",
+    "MetricsConfig",
     "ModelConfig",
     "PrivacyConfig",
     "ReferenceConfig",
     "Rule",
+    "TopicConfig",
     "WindowConfig",
     "load_config",
     "load_key",
@@ -154,6 +157,44 @@ class Rule(_Model):
     )
 
 
+class TopicConfig(_Model):
+    """A Kafka topic: created with ``partitions`` if missing; an existing topic is never altered."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    partitions: int = Field(4, ge=1, le=1024)
+    replication: int = Field(1, ge=1, le=16)
+
+
+class KafkaConfig(_Model):
+    """The streaming daemon's Kafka side (``driftwatch run``); ``DRIFTWATCH_BOOTSTRAP`` overrides ``bootstrap``."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = Field("driftwatch", pattern=r"^[A-Za-z0-9._-]{1,100}$", description="Consumer group and app id.")
+    predictions: TopicConfig = TopicConfig(name="driftwatch-predictions")
+    interactions: TopicConfig = TopicConfig(name="driftwatch-interactions")
+    dead_letter: TopicConfig = TopicConfig(name="driftwatch-dead-letter", partitions=1)
+    summaries: TopicConfig = TopicConfig(name="driftwatch-summaries", partitions=1)
+    alerts: TopicConfig = TopicConfig(name="driftwatch-alerts", partitions=1)
+    batch_size: int = Field(2000, ge=1, description="Kafka messages taken per ingest batch.")
+    batch_wait: Duration = Field(0.2, description="Longest wait to fill an ingest batch.")
+    session_timeout: Duration = Field(
+        6.0, description="Consumer session timeout; the dev broker's first join waits about half of it."
+    )
+    heartbeat: Duration = Field(1.0, description="How often an ingest worker reports its watermark when idle.")
+    idle_timeout: Duration = Field(
+        30.0, description="An input partition without data this long stops holding event time back (wall time)."
+    )
+
+
+class MetricsConfig(_Model):
+    """Where ``/metrics`` is served and how many series it may hold."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    window: Duration | None = Field(None, description="Window exported as gauges (default: the first window).")
+    max_series: int = Field(2000, ge=10)
+
+
 class Config(_Model):
     """The whole driftwatch configuration."""
 
@@ -166,6 +207,8 @@ class Config(_Model):
     privacy: PrivacyConfig = PrivacyConfig()
     min_samples: int = Field(100, ge=1)
     max_event_bytes: int = Field(65536, ge=256)
+    kafka: KafkaConfig = KafkaConfig()
+    metrics: MetricsConfig = MetricsConfig()
     rules: tuple[Rule, ...] = ()
 
     def dimensions(self) -> tuple[str, ...]:

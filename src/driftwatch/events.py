@@ -28,6 +28,7 @@ __all__ = [
     "Interaction",
     "Prediction",
     "json_schemas",
+    "split_messages",
     "ts_seconds",
 ]
 
@@ -243,6 +244,37 @@ class EventDecoder:
                     continue
                 inters.append(ev)
         return Decoded(preds, inters, errors)
+
+
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def split_messages(values: Sequence[bytes]) -> tuple[list[bytes], list[int]]:
+    r"""Split Kafka message values into single events; return them and the message index of each.
+
+    A message is one JSON object, a JSON array of objects (an envelope), or
+    newline-delimited JSON objects. An envelope that is not valid JSON is
+    passed on whole, so it is rejected (and dead-lettered) as one event.
+
+    >>> split_messages([b'{"a":1}', b'[{"b":2}, {"c":3}]', b'{"d":4}\n{"e":5}\n'])
+    ([b'{"a":1}', b'{"b":2}', b'{"c":3}', b'{"d":4}', b'{"e":5}'], [0, 1, 1, 2, 2])
+    """
+    out: list[bytes] = []
+    origin: list[int] = []
+    for i, value in enumerate(values):
+        head = value.lstrip()[:1]
+        if head == b"[":
+            try:
+                parts = [bytes(r) for r in _RAW_LIST.decode(value)]
+            except msgspec.MsgspecError:
+                parts = [value]
+        elif b"\n" in value.strip():
+            parts = [line for line in (x.strip() for x in value.split(b"\n")) if line]
+        else:
+            parts = [value]
+        out.extend(parts)
+        origin.extend([i] * len(parts))
+    return out, origin
 
 
 def json_schemas() -> dict[str, dict[str, object]]:

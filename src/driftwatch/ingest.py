@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -131,33 +131,51 @@ class Ingestor:
         self._pending: dict[str, list[tuple[Interaction, float, int]]] = {}
         self._labeled: set[str] = set()
         self.max_ts = -math.inf
+        # Newest event time per source (a Kafka partition): the watermark follows the slowest source,
+        # so a partition read ahead of the others does not make their events late.
+        self._source_max: dict[str | None, float] = {}
         self._out: list[S.Partial] = []
 
     @property
     def watermark(self) -> float:
-        """Newest event time seen minus the allowed lateness (-inf before the first event)."""
-        return self.max_ts - self.config.windows.lateness
+        """The slowest source's newest event time minus the allowed lateness (-inf until every source has data)."""
+        if not self._source_max:
+            return -math.inf
+        return min(self._source_max.values()) - self.config.windows.lateness
+
+    def set_sources(self, sources: Iterable[str]) -> None:
+        """The sources (partitions) this ingestor waits for: new ones hold the watermark until they deliver."""
+        wanted = set(sources)
+        for src in wanted:
+            self._source_max.setdefault(src, -math.inf)
+        for src in [x for x in self._source_max if x is not None and x not in wanted]:
+            del self._source_max[src]
 
     def closed_before(self) -> int | None:
         """First tick still open to new events by this ingestor's watermark (None before any event)."""
-        return None if self.max_ts == -math.inf else math.floor(self.watermark / self.tick)
+        wm = self.watermark
+        return None if wm == -math.inf else math.floor(wm / self.tick)
 
-    def process(self, raws: Sequence[bytes]) -> Ingested:
-        """Decode and fold one batch of raw events."""
+    def process(self, raws: Sequence[bytes], source: str | None = None) -> Ingested:
+        """Decode and fold one batch of raw events from one ``source`` (e.g. ``topic:partition``)."""
         decoded = self.decoder.decode_batch(raws)
         for err in decoded.errors:
             self.counters.rejected[err.reason] += 1
-        return Ingested(decoded, self.ingest(decoded.predictions, decoded.interactions))
+        return Ingested(decoded, self.ingest(decoded.predictions, decoded.interactions, source))
 
-    def ingest(self, predictions: Sequence[Prediction], interactions: Sequence[Interaction]) -> list[S.Partial]:
+    def ingest(
+        self, predictions: Sequence[Prediction], interactions: Sequence[Interaction], source: str | None = None
+    ) -> list[S.Partial]:
         """Fold decoded events; lateness is judged by the watermark as it stood before the batch."""
         closed = self.closed_before()
-        batch_max = self.max_ts
+        batch_max = -math.inf
         self._out = []
         if predictions:
             batch_max = max(batch_max, self._ingest_predictions(predictions, closed))
         if interactions:
             batch_max = max(batch_max, self._ingest_interactions(interactions, closed))
+        if batch_max > self._source_max.get(source, -math.inf):
+            self._source_max[source] = batch_max
         if batch_max > self.max_ts:
             self.max_ts = batch_max
             self._expire(self.watermark)
@@ -459,7 +477,9 @@ class Ingestor:
     def _expire(self, watermark: float) -> None:
         grace = self.config.join.grace
         if self._pending:
-            for rid in [r for r, waiting in self._pending.items() if waiting[0][1] + grace < self.max_ts]:
+            # An early interaction waits until every source has moved `grace` past it.
+            slowest = watermark + self.config.windows.lateness
+            for rid in [r for r, waiting in self._pending.items() if waiting[0][1] + grace < slowest]:
                 self.counters.join_misses += len(self._pending.pop(rid))
         ttl_cut = watermark - self.config.join.ttl
         limit = self.config.join.max_entries

@@ -53,9 +53,9 @@ class Pipeline:
             config, self.ingestor.layouts, self.ingestor.limits, self.ingestor.coders, self.counters
         )
 
-    def process(self, raws: Sequence[bytes]) -> tuple[Decoded, list[AlertTransition]]:
-        """Decode and ingest one batch of raw events; return the decode result and alert transitions."""
-        decoded, partials = self.ingestor.process(raws)
+    def process(self, raws: Sequence[bytes], source: str | None = None) -> tuple[Decoded, list[AlertTransition]]:
+        """Decode and ingest one batch of raw events (from one ``source``); return the decode result and transitions."""
+        decoded, partials = self.ingestor.process(raws, source)
         self.evaluator.apply(partials)
         return decoded, self.evaluator.advance(self.ingestor.watermark)
 

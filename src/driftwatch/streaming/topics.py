@@ -1,0 +1,51 @@
+"""Topic set-up: create what is missing, never alter what exists, refuse mismatched co-partitioning."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from driftwatch.config import KafkaConfig, TopicConfig
+from driftwatch.errors import DriftwatchError
+
+__all__ = ["StreamingError", "ensure_topics"]
+
+
+class StreamingError(DriftwatchError, RuntimeError):
+    """The streaming daemon cannot start or run (broker, topics); the message says what to fix."""
+
+
+async def ensure_topics(bootstrap: str, kafka: KafkaConfig) -> dict[str, int]:
+    """Create missing topics; return partitions per topic; raise StreamingError if inputs are not co-partitioned."""
+    wanted: list[TopicConfig] = [
+        kafka.predictions,
+        kafka.interactions,
+        kafka.dead_letter,
+        kafka.summaries,
+        kafka.alerts,
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except Exception as e:  # aiokafka raises several unrelated types for an unreachable broker
+        raise StreamingError(
+            f"cannot reach the Kafka broker at {bootstrap}: {e}. Is it running? (--bootstrap / DRIFTWATCH_BOOTSTRAP)"
+        ) from e
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication) for t in missing]
+            )
+        described = await admin.describe_topics([t.name for t in wanted])
+        parts = {d["topic"]: len(d["partitions"]) for d in described}
+    finally:
+        await admin.close()
+    p, i = parts.get(kafka.predictions.name, 0), parts.get(kafka.interactions.name, 0)
+    if p != i:
+        raise StreamingError(
+            f"topics {kafka.predictions.name} ({p} partitions) and {kafka.interactions.name} ({i} partitions) "
+            "are not co-partitioned: interactions would not meet their predictions. Give both the same partition "
+            "count (and key both by request_id)."
+        )
+    return parts

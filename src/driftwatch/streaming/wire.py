@@ -1,0 +1,75 @@
+"""Wire formats of what crosses Kafka between driftwatch's stages (msgpack; never pickle).
+
+A summary message carries the partial summaries one ingest batch produced,
+the source offsets it covers (for idempotent re-delivery) and the ingest
+worker's watermark. An idle ingest worker sends the same message with no
+partials as a heartbeat, so evaluation time keeps moving.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from driftwatch.metrics.summary import Partial
+
+__all__ = ["PartialMsg", "SummaryMsg", "decode_summary", "encode_summary", "from_msg", "to_msg"]
+
+
+class PartialMsg(msgspec.Struct, array_like=True, frozen=True):
+    """One partial summary, sparse: flat indices (uint32) and values (int64) of its non-zero counts."""
+
+    model_id: str
+    version: str
+    tick: int
+    keys: list[tuple[str, str]]
+    width: int
+    index: bytes
+    values: bytes
+
+
+class SummaryMsg(msgspec.Struct, frozen=True):
+    """What one ingest batch sends to the evaluation stage."""
+
+    worker: str
+    watermark: float
+    sources: dict[str, tuple[int, int]]
+    partials: list[PartialMsg] = []
+
+
+def to_msg(p: Partial) -> PartialMsg:
+    """Partial -> wire (sparse: most cells of a tick's summary are zero)."""
+    flat = p.counts.ravel()
+    nz = np.flatnonzero(flat)
+    return PartialMsg(
+        p.model_id,
+        p.version,
+        p.tick,
+        list(p.keys),
+        int(p.counts.shape[1]),
+        nz.astype("<u4").tobytes(),
+        flat[nz].astype("<i8").tobytes(),
+    )
+
+
+def from_msg(m: PartialMsg) -> Partial:
+    """Wire -> Partial."""
+    counts = np.zeros(len(m.keys) * m.width, np.int64)
+    counts[np.frombuffer(m.index, dtype="<u4")] = np.frombuffer(m.values, dtype="<i8")
+    return Partial(
+        m.model_id, m.version, m.tick, tuple((a, b) for a, b in m.keys), counts.reshape(len(m.keys), m.width)
+    )
+
+
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder(SummaryMsg)
+
+
+def encode_summary(msg: SummaryMsg) -> bytes:
+    """SummaryMsg -> bytes."""
+    return _ENC.encode(msg)
+
+
+def decode_summary(data: bytes) -> SummaryMsg:
+    """bytes -> SummaryMsg (raises msgspec.DecodeError on garbage)."""
+    return _DEC.decode(data)

@@ -1,0 +1,213 @@
+"""`driftwatch run` against a real broker: metrics equal the pure replay, bad events are dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import msgspec
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+from driftwatch.client import Client
+from driftwatch.config import load_config
+from driftwatch.exporters.prometheus import SLICE_FAMILIES
+from driftwatch.pipeline import Pipeline
+from driftwatch.reports.baseline import build_profile, columns_from
+from driftwatch.simulate import generate
+
+from .conftest import WorkerProcess, samples, unique_config, wait_for
+
+PARTITIONS = 4
+
+
+def _config_with_profiles(tmp_path: Path, example: Path, name: str, events: list[dict[str, object]]) -> Path:
+    cfg_path = unique_config(tmp_path, example, name)
+    data = yaml.safe_load(cfg_path.read_text())
+    cfg = load_config(example)
+    for mid, mc in cfg.models.items():
+        rows = [
+            {**e.get("features", {}), "score": e.get("score"), "prediction": e["prediction"]}  # type: ignore[dict-item]
+            for e in events
+            if e["type"] == "prediction" and e["model_id"] == mid
+        ][:2000]
+        prof = tmp_path / f"{mid}.json"
+        prof.write_text(json.dumps(build_profile(mid, mc, columns_from(rows)).to_json()))
+        data["models"][mid]["reference"] = {"profile": str(prof)}
+    data["metrics"] = {"window": 0, "max_series": 100000}  # since start: every closed tick
+    cfg_path.write_text(json.dumps(data))
+    return cfg_path
+
+
+def _partition(request_id: str) -> int:
+    return (murmur2(request_id.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def _replay(cfg_path: Path, events: list[dict[str, object]], key: bytes) -> Pipeline:
+    """The pure replay, fed source by source as Kafka partitions deliver them (same watermark semantics)."""
+    enc = msgspec.json.Encoder()
+    cfg = load_config(cfg_path)
+    p = Pipeline(cfg, key)
+    topic = {"prediction": cfg.kafka.predictions.name, "interaction": cfg.kafka.interactions.name}
+    sources = [f"{t}:{i}" for t in topic.values() for i in range(PARTITIONS)]
+    p.ingestor.set_sources(sources)
+    for i in range(0, len(events), 5_000):
+        chunk: dict[str, list[bytes]] = {}
+        for e in events[i : i + 5_000]:
+            chunk.setdefault(f"{topic[str(e['type'])]}:{_partition(str(e['request_id']))}", []).append(enc.encode(e))
+        for src, raws in chunk.items():
+            p.process(raws, source=src)
+    return p
+
+
+def test_worker_metrics_equal_the_replay(
+    tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
+) -> None:
+    """Events produced to Kafka (single events and envelopes) end as /metrics gauges equal to the pure replay of the same events."""
+    events = list(generate("bias", events=30_000, seed=21)[0])
+    cfg_path = _config_with_profiles(tmp_path, example_config, "equal", events)
+    cfg = load_config(cfg_path)
+    expected = _replay(cfg_path, events, pseudonym_key)
+
+    async def produce_singles() -> None:
+        from driftwatch.streaming.topics import ensure_topics
+
+        await ensure_topics(kafka_bootstrap, cfg.kafka)
+
+    asyncio.run(produce_singles())
+    # First a third of the events one per message, then the rest in envelopes of 100 (in order: one producer at a time).
+    third = len(events) // 3
+    for envelope, part in ((1, events[:third]), (100, events[third:])):
+        client = Client(cfg, key=pseudonym_key, bootstrap=kafka_bootstrap, envelope_size=envelope)
+        client.start()
+        for e in part:
+            client.emit_event(e)
+        client.close()
+        assert client.dropped == client.errors == 0
+        assert client.sent == len(part)
+
+    worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "worker.log")
+    try:
+        evaluations = expected.counters.evaluations
+
+        expected_gauges = {}
+        for row in expected.metric_rows(0.0):
+            if row.value is None:
+                continue
+            family, quantile = SLICE_FAMILIES[row.name]
+            labels = dict(row.labels)
+            if quantile is not None:
+                labels["quantile"] = quantile
+            expected_gauges[(family, tuple(sorted(labels.items())))] = row.value
+
+        def mismatches() -> list[tuple[object, float | None, float]]:
+            s = samples(worker.scrape())
+            return [
+                (k, s.get(k), v)
+                for k, v in expected_gauges.items()
+                if s.get(k) is None or abs(s[k] - v) > 1e-12 * max(1.0, abs(v))
+            ]
+
+        def caught_up() -> bool:
+            """Every gauge equals the replay's value (the evaluator has merged every event)."""
+            return not mismatches()
+
+        try:
+            wait_for(caught_up, 90, "the worker's gauges to equal the replay", interval=0.5)
+        except AssertionError:
+            health = {
+                f"{k[0]}{dict(k[1])}": v for k, v in samples(worker.scrape()).items() if k[0].endswith("_total") and v
+            }
+            raise AssertionError(
+                f"{len(mismatches())} gauges differ, e.g. {mismatches()[:3]}; health {health}"
+            ) from None
+        got = samples(worker.scrape())
+    finally:
+        assert worker.stop() == 0, worker.log.read_text()[-3000:]
+
+    compared = len(expected_gauges)
+    assert compared > 500
+    assert got[("driftwatch_evaluations_total", ())] == evaluations
+    firing = {t.labels["alertname"] for t in expected.transitions if t.state == "firing"}
+    assert "selection_rate_disparity" in firing
+    for rule in firing:
+        assert got[("driftwatch_alerts", (("alertname", rule), ("state", "firing")))] >= 1
+
+
+def test_malformed_events_are_dead_lettered(
+    tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str]
+) -> None:
+    """Bad JSON, wrong types, missing fields, unknown schema versions and oversized events go to the dead-letter topic with reasons; the valid ones around them all count."""
+    cfg_path = unique_config(tmp_path, example_config, "dlq")
+    cfg = load_config(cfg_path)
+    good = {
+        "type": "interaction",
+        "schema_version": 1,
+        "event_id": "i",
+        "ts": 1_795_000_000_000,
+        "request_id": "r-1",
+        "kind": "complaint",
+    }
+    bad = {
+        b'{"type": "interaction", "schema_ver': "invalid_json",
+        json.dumps({**good, "ts": "yesterday"}).encode(): "invalid_field",
+        json.dumps({k: v for k, v in good.items() if k != "request_id"}).encode(): "missing_field",
+        json.dumps({**good, "schema_version": 2}).encode(): "unsupported_schema_version",
+        json.dumps({**good, "event_id": "x" * 70_000}).encode(): "oversized",
+    }
+
+    async def produce_and_read() -> list[tuple[bytes, dict[str, bytes]]]:
+        from driftwatch.streaming.topics import ensure_topics
+
+        await ensure_topics(kafka_bootstrap, cfg.kafka)
+        prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=1_000_000)
+        await prod.start()
+        for n, raw in enumerate(bad):
+            await prod.send_and_wait(
+                cfg.kafka.interactions.name, json.dumps({**good, "event_id": f"ok-{n}"}).encode(), key=b"r-1"
+            )
+            await prod.send_and_wait(cfg.kafka.interactions.name, raw, key=b"r-1")
+        await prod.stop()
+        return []
+
+    asyncio.run(produce_and_read())
+    worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "worker.log")
+    try:
+        wait_for(
+            lambda: (
+                samples(worker.scrape()).get(("driftwatch_events_total", (("kind", "interaction"),)), 0) >= len(bad)
+            ),
+            60,
+            "the valid interactions to be counted",
+            interval=0.3,
+        )
+        s = samples(worker.scrape())
+        for reason in bad.values():
+            assert s[("driftwatch_events_rejected_total", (("reason", reason),))] == 1
+    finally:
+        assert worker.stop() == 0, worker.log.read_text()[-3000:]
+
+    async def read_dlq() -> list[tuple[bytes, dict[str, bytes]]]:
+        cons = AIOKafkaConsumer(
+            cfg.kafka.dead_letter.name,
+            bootstrap_servers=kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await cons.start()
+        out = []
+        try:
+            batch = await cons.getmany(timeout_ms=5000)
+            for recs in batch.values():
+                out.extend((r.value, dict(r.headers)) for r in recs)
+        finally:
+            await cons.stop()
+        return out
+
+    dlq = asyncio.run(read_dlq())
+    assert {h["driftwatch-reason"].decode() for _, h in dlq} == set(bad.values())
+    for value, headers in dlq:
+        assert bad[value] == headers["driftwatch-reason"].decode()  # the original bytes, with the reason
+        assert headers["driftwatch-source"].decode().startswith(cfg.kafka.interactions.name + ":")
