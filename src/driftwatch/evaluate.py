@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -25,7 +26,10 @@ from driftwatch.metrics.stats import benjamini_hochberg
 from driftwatch.metrics.values import MetricArrays, compare_groups, p_values, slice_metric
 from driftwatch.slicing import OTHER, OVERALL, AttributeCoder, SliceSpace
 
-__all__ = ["REPORTED_SLICE_METRICS", "Evaluator", "MetricRow"]
+__all__ = ["MAX_TRANSITIONS", "REPORTED_SLICE_METRICS", "Evaluator", "MetricRow"]
+
+MAX_TRANSITIONS = 100_000
+"""Alert transitions kept in memory for reports; older ones are on the alerts topic."""
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _HEALTHY = {">": operator.le, ">=": operator.lt, "<": operator.ge, "<=": operator.gt}
@@ -98,7 +102,8 @@ class Evaluator:
         self.closed_before: int | None = None  # first tick not yet closed
         self._detectors: dict[tuple[str, str], object] = {}
         self._detected_at: dict[tuple[str, str], float] = {}
-        self.transitions: list[AlertTransition] = []
+        # The recent history (a long-running worker must not grow without bound).
+        self.transitions: deque[AlertTransition] = deque(maxlen=MAX_TRANSITIONS)
 
     def apply(self, partials: Iterable[S.Partial]) -> None:
         """Merge partial summaries: into open ticks, or (late joins and labels) into retained windows."""
@@ -474,7 +479,13 @@ class Evaluator:
                     if cmp is None or math.isnan(cmp.value):
                         yield MetricRow(name, labels, None, 0 if cmp is None else cmp.n, None, None, "insufficient")
                     else:
-                        yield MetricRow(name, labels, cmp.value, cmp.n, cmp.lo, cmp.hi, "ok")
+                        status = "ok"
+                        if name in LABEL_METRICS:
+                            tot = gm[keep].sum(axis=0)
+                            cov = tot[S.N_LABEL] / tot[S.N_PRED] if tot[S.N_PRED] else 0.0
+                            if cov < self.config.models[s.model_id].label_coverage_min:
+                                status = "provisional"
+                        yield MetricRow(name, labels, cmp.value, cmp.n, cmp.lo, cmp.hi, status)
 
     def _rows_of(
         self,

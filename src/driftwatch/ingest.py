@@ -295,7 +295,10 @@ class Ingestor:
                         r = MISSING
                     else:
                         va, vb = stream.space.keys[ka][1], stream.space.keys[kb][1]
-                        r = stream.space.row(len(self._attrs) + p, OTHER if OTHER in (va, vb) else f"{va}:{vb}")
+                        pair = f"{va}:{vb}"
+                        # A pair value must still be a valid label value (<= 64 chars).
+                        fold = OTHER in (va, vb) or len(pair) > 64
+                        r = stream.space.row(len(self._attrs) + p, OTHER if fold else pair)
                     pc[k] = r
                 mapped[u] = r
             rows[:, base + p] = mapped[inv]

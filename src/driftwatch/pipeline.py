@@ -27,6 +27,7 @@ seconds) uses those events for the reference only; its metrics start after.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 from driftwatch.alerts.engine import AlertEngine, AlertTransition
@@ -97,8 +98,8 @@ class Pipeline:
         return self.evaluator.engine
 
     @property
-    def transitions(self) -> list[AlertTransition]:
-        """Every alert transition so far, in order."""
+    def transitions(self) -> deque[AlertTransition]:
+        """The alert transitions so far (the latest 100,000), in order."""
         return self.evaluator.transitions
 
     @property

@@ -325,7 +325,7 @@ class DriftwatchCollector:
                 labels["feature"] = lb["feature"]
             if quantile is not None:
                 labels["quantile"] = quantile
-            if row.status == "provisional" and not group.provisional:
+            if row.status == "provisional" and "slice" in row.labels and not group.provisional:
                 group.provisional = True
                 _append(group, "driftwatch_label_metrics_provisional", base, 1.0, dropped)
             _append(group, family, labels, row.value, dropped)
