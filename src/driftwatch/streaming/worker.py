@@ -32,12 +32,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import faust
 import msgspec
 from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config
@@ -249,10 +250,12 @@ class Worker:
         from driftwatch.exporters.prometheus import registry_for
 
         m = self.config.metrics
+        registry = registry_for(self.core, window=m.window, max_series=m.max_series, lock=self.lock)
+        registry.register(_WorkerCollector(self))
         server, _ = start_http_server(
             m.port,
             addr=m.host,
-            registry=registry_for(self.core, window=m.window, max_series=m.max_series, lock=self.lock),
+            registry=registry,
         )
         return int(server.server_port)
 
@@ -263,3 +266,41 @@ class Worker:
         port = self.serve_metrics()
         print(json.dumps({"event": "metrics", "url": f"http://{self.config.metrics.host}:{port}/metrics"}), flush=True)
         FaustWorker(self.app, loglevel="warning", quiet=True, loop=asyncio.new_event_loop()).execute_from_commandline()
+
+
+class _WorkerCollector:
+    """The worker's own health: partitions owned, dead-lettered events, skipped redeliveries, watermark lag."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the worker's state at scrape time."""
+        w = self.worker
+        names = {w.config.kafka.predictions.name, w.config.kafka.interactions.name}
+        try:
+            assigned = sum(1 for tp in w.app.consumer.assignment() if tp.topic in names)
+        except Exception:  # the consumer is not started yet
+            assigned = 0
+        yield GaugeMetricFamily(
+            "driftwatch_input_partitions_assigned",
+            "Input partitions (both topics) this worker consumes.",
+            value=assigned,
+        )
+        yield CounterMetricFamily(
+            "driftwatch_dead_lettered", "Events this worker sent to the dead-letter topic.", value=w.dead_lettered
+        )
+        yield CounterMetricFamily(
+            "driftwatch_summaries_skipped_duplicate",
+            "Summary messages skipped because their source offsets were already applied (redelivery).",
+            value=w.duplicates_skipped,
+        )
+        yield CounterMetricFamily(
+            "driftwatch_summaries_rejected", "Summary messages that could not be decoded.", value=w.summaries_rejected
+        )
+        if w.last_evaluation_wall is not None:
+            yield GaugeMetricFamily(
+                "driftwatch_last_evaluation_age_seconds",
+                "Wall time since the evaluation stage last advanced.",
+                value=max(time.time() - w.last_evaluation_wall, 0.0),
+            )
