@@ -174,10 +174,11 @@ class Ingestor:
             batch_max = max(batch_max, self._ingest_predictions(predictions, closed))
         if interactions:
             batch_max = max(batch_max, self._ingest_interactions(interactions, closed))
+        before = self.watermark
         if batch_max > self._source_max.get(source, -math.inf):
             self._source_max[source] = batch_max
-        if batch_max > self.max_ts:
-            self.max_ts = batch_max
+        self.max_ts = max(self.max_ts, batch_max)
+        if self.watermark > before:  # time moved on for every source: waiting joins may expire
             self._expire(self.watermark)
         out, self._out = self._out, []
         return out
@@ -333,7 +334,7 @@ class Ingestor:
         rids = [e.request_id for e in evs]
         join = self._join
         join.update(zip(rids, self._pack(stream, rows, ts, fav).tolist(), strict=False))
-        self._join_order.append((float(ts.max()), rids))
+        self._remember_order(rids, ticks)
         if self._pending:
             released = [w for rid in self._pending.keys() & set(rids) for w in self._pending.pop(rid)]
             if released:
@@ -343,6 +344,15 @@ class Ingestor:
                     np.array([k for _, _, k in released], np.int64),
                     closed,
                 )
+
+    def _remember_order(self, rids: list[str], ticks: np.ndarray) -> None:
+        """Queue request ids for TTL eviction tick by tick (a batch may span a long stretch of event time)."""
+        order = np.argsort(ticks, kind="stable")
+        uticks, starts = np.unique(ticks[order], return_index=True)
+        ordered = [rids[i] for i in order.tolist()]
+        bounds = [*starts.tolist(), len(ordered)]
+        for k, t in enumerate(uticks.tolist()):
+            self._join_order.append(((t + 1) * self.tick, ordered[bounds[k] : bounds[k + 1]]))
 
     def _pack(self, stream: _Stream, rows: np.ndarray, ts: np.ndarray, fav: np.ndarray) -> np.ndarray:
         """Join entries of a batch: each event's cell (stream x slice rows), outcome and time in one int64."""
@@ -432,6 +442,11 @@ class Ingestor:
         learning = (cells == _LEARNING) & ~missing
         c.reference_learning += int(learning.sum())
         ok = ~missing & ~learning
+        # A prediction can be joined for `join.ttl` of event time, whatever order Kafka delivered them in.
+        expired = ok & (ts * 1000 - (packed & _TS_MASK) > self.config.join.ttl * 1000)
+        if expired.any():
+            c.join_misses += int(expired.sum())
+            ok &= ~expired
         c.join_hits += int(ok.sum())
         kinds = [e.kind for e in inters]
         col0 = np.array([_KIND_CODE[k] for k in kinds], np.int64)

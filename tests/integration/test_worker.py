@@ -276,3 +276,85 @@ def test_two_workers_in_one_group_equal_the_replay(
     assert codes == [0, 0]
     assert sum(per_worker) == len(events)
     assert all(n > 0 for n in per_worker), f"both workers should own input partitions: {per_worker}"
+
+
+def test_join_through_kafka(
+    tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
+) -> None:
+    """Interactions after their prediction and before it (within grace) join; after the TTL or without a prediction they are join misses."""
+    cfg_path = _config_with_profiles(
+        tmp_path, example_config, "join", list(generate("baseline", events=6_000, seed=3)[0])
+    )
+    data = yaml.safe_load(cfg_path.read_text())
+    data["join"] = {"ttl": "60s", "grace": "30s", "max_entries": 100_000}
+    for t in ("predictions", "interactions"):
+        data["kafka"][t]["partitions"] = 1  # one partition each: the order below is the order consumed
+    cfg_path.write_text(json.dumps(data))
+    cfg = load_config(cfg_path)
+    t0 = 1_795_000_000_000
+
+    def pred(rid: str, ms: int) -> dict[str, object]:
+        return {
+            "type": "prediction",
+            "schema_version": 1,
+            "event_id": f"p-{rid}",
+            "ts": ms,
+            "model_id": "support-router",
+            "model_version": "v7",
+            "request_id": rid,
+            "prediction": "ai",
+            "attributes": {"region": "EU"},
+        }
+
+    def inter(rid: str, ms: int) -> dict[str, object]:
+        return {
+            "type": "interaction",
+            "schema_version": 1,
+            "event_id": f"i-{rid}",
+            "ts": ms,
+            "request_id": rid,
+            "kind": "complaint",
+        }
+
+    preds = [pred("after", t0), pred("ttl", t0 + 1_000), pred("before", t0 + 8_000)]
+    preds += [pred(f"fill-{k}", t0 + 10_000 * k) for k in range(2, 40)]  # event time moves on to t0 + 390 s
+    inters = [
+        inter("after", t0 + 5_000),
+        inter("before", t0 + 6_000),
+        inter("ttl", t0 + 200_000),
+        inter("orphan", t0 + 210_000),
+    ]
+    inters += [inter(f"fill-{k}", t0 + 10_000 * k + 1) for k in range(25, 40)]
+
+    async def produce() -> None:
+        from driftwatch.streaming.topics import ensure_topics
+
+        await ensure_topics(kafka_bootstrap, cfg.kafka)
+        prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await prod.start()
+        # The early interaction is on Kafka before its prediction.
+        for e in inters:
+            await prod.send_and_wait(
+                cfg.kafka.interactions.name, json.dumps(e).encode(), key=str(e["request_id"]).encode()
+            )
+        for e in preds:
+            await prod.send_and_wait(
+                cfg.kafka.predictions.name, json.dumps(e).encode(), key=str(e["request_id"]).encode()
+            )
+        await prod.stop()
+
+    asyncio.run(produce())
+    worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "worker.log")
+    try:
+
+        def joined() -> tuple[float, float] | None:
+            s = samples(worker.scrape())
+            hit = s.get(("driftwatch_join_total", (("outcome", "hit"),)), 0)
+            miss = s.get(("driftwatch_join_total", (("outcome", "miss"),)), 0)
+            return (hit, miss) if hit + miss >= len(inters) else None
+
+        hit, miss = wait_for(joined, 60, "every interaction to be joined or missed", interval=0.3)
+    finally:
+        assert worker.stop() == 0, worker.log.read_text()[-3000:]
+    fills = len(inters) - 4
+    assert (hit, miss) == (2 + fills, 2)

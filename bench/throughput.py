@@ -1,0 +1,711 @@
+"""Benchmark: events/s through Kafka for a raw consumer, a bare Faust agent and a driftwatch worker.
+
+One run produces the same simulated events (``complaint-spike``) into two
+topic pairs (predictions + interactions, 4 co-partitioned partitions,
+murmur2 of ``request_id``): one event per message, and newline-delimited
+envelopes of 100 events. Then, for each layout and in a fresh process each:
+
+(a) raw ceiling      aiokafka reads every message of both topics from the
+                     start; envelopes are split (``split_messages``) and every
+                     event is msgspec-decoded (``EventDecoder.decode_batch``);
+(b) framework ceiling a bare Faust app (the worker's Faust settings) whose one
+                     agent over both topics counts messages and does nothing,
+                     with ``take_events(2000, within=0.2)`` as driftwatch's
+                     ingest agent does, and (b') with plain iteration;
+(c) driftwatch       a :class:`~driftwatch.streaming.worker.Worker` until its
+                     evaluation stage has applied every summary message its
+                     ingest stage sent, and every event was counted.
+
+Clocks start at the first message (or batch) received, so consumer-group
+joins and connection set-up are excluded; each rate is events/s (all N
+events, whatever the layout). Each process's peak RSS is its own
+``ru_maxrss`` (``os.wait4``). Last, a worker runs on a config whose slice
+space exceeds 1,000 slices (250 regions x 50 languages rewritten into the
+simulator's predictions) to show its peak RSS. Figures are printed, never
+asserted: the machine is shared and noisy, compare the ratios.
+
+    python bench/throughput.py                      # 1,000,000 events, own Tansu broker
+    python bench/throughput.py --events 200000 --profile
+    python bench/throughput.py --bootstrap 127.0.0.1:9092
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+# Bench-only pseudonymisation key (the example config pseudonymises age_band); never a real secret.
+os.environ.setdefault("DRIFTWATCH_PSEUDONYM_KEY", "driftwatch-bench-only-pseudonym-key")
+
+import argparse  # noqa: E402  (thread pools must be pinned before numpy loads)
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import msgspec  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka.partitioner import murmur2  # noqa: E402
+
+from _broker import tansu_broker  # noqa: E402
+from driftwatch.config import Config, TopicConfig, load_config, load_key  # noqa: E402
+from driftwatch.events import EventDecoder, split_messages  # noqa: E402
+from driftwatch.simulate import generate  # noqa: E402
+from driftwatch.slicing import coders_from_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "driftwatch.example.yaml"
+PARTITIONS = 4
+ENVELOPE = 100
+SCENARIO = "complaint-spike"
+RATE = 100.0
+SEED = 11
+SESSION_TIMEOUT = 2.0  # the dev broker's first group join waits about half of it
+BATCH_SIZE, BATCH_WAIT = 2000, 0.2  # driftwatch's ingest batching (kafka.batch_size / batch_wait defaults)
+PRODUCER_BATCH_BYTES = 64 * 1024
+WIDE_REGIONS, WIDE_LANGUAGES, WIDE_MAX_VALUES = 250, 50, 100
+RESULT_TAG = "@@bench-result "
+MODES = ("raw", "bare-take", "bare-iter", "driftwatch")
+MODE_TITLES = {
+    "raw": "(a) raw aiokafka + decode",
+    "bare-take": "(b) bare Faust, take_events",
+    "bare-iter": "(b') bare Faust, plain iteration",
+    "driftwatch": "(c) driftwatch worker",
+}
+# The Faust settings of driftwatch.streaming.worker.Worker, shared by the bare app (apples to apples).
+FAUST_SETTINGS: dict[str, Any] = {
+    "value_serializer": "raw",
+    "key_serializer": "raw",
+    "broker_session_timeout": SESSION_TIMEOUT,
+    "broker_heartbeat_interval": max(SESSION_TIMEOUT / 6, 0.5),
+    "store": "memory://",
+    "web_enabled": False,
+    "consumer_auto_offset_reset": "earliest",
+    "topic_allow_declare": False,
+    "topic_disable_leader": True,
+    "producer_linger": 0.005,
+    "producer_max_request_size": 8 * 1024 * 1024,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dataset:
+    """One produced topic pair: its layout, topic names and how many events and messages it holds."""
+
+    name: str
+    envelope: int
+    predictions: str
+    interactions: str
+    events: int
+    messages: int
+    wide: bool = False
+
+
+# ------------------------------------------------------------------ production
+
+
+class _PartitionWriter:
+    """Packs values into producer record batches for one topic partition; sends each when full."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, partition: int, futures: list[Any]) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.partition = partition
+        self.futures = futures
+        self.batch: Any = None
+        self.messages = 0
+
+    async def add(self, value: bytes) -> None:
+        """Append one message value, sending the current batch first if it is full."""
+        if self.batch is None:
+            self.batch = self.producer.create_batch()
+        if self.batch.append(key=None, value=value, timestamp=None) is None:
+            await self.flush()
+            self.batch = self.producer.create_batch()
+            self.batch.append(key=None, value=value, timestamp=None)
+        self.messages += 1
+
+    async def flush(self) -> None:
+        """Send the pending batch, if any."""
+        if self.batch is not None and self.batch.record_count():
+            self.futures.append(await self.producer.send_batch(self.batch, self.topic, partition=self.partition))
+        self.batch = None
+
+
+def _encoded_events(config: Config, key: bytes, events: int, *, wide: bool) -> Iterator[tuple[bool, bytes, bytes]]:
+    """(is prediction, request id, event JSON) of the simulated stream, pseudonymised as the Client does."""
+    stream, _ = generate(SCENARIO, events=events, seed=SEED, rate=RATE)
+    coders = coders_from_config(config, key)
+    sensitive = {a for a, ac in config.attributes.items() if ac.sensitive}
+    rng = random.Random(SEED)
+    enc = msgspec.json.Encoder()
+    for event in stream:
+        is_prediction = event["type"] == "prediction"
+        if is_prediction:
+            attrs: dict[str, str] = dict(event["attributes"])  # type: ignore[call-overload]
+            if wide:  # rewrite the simulator's attributes: many more distinct values, so many more slices
+                attrs["region"] = f"r{rng.randrange(WIDE_REGIONS):03d}"
+                attrs["language"] = f"l{rng.randrange(WIDE_LANGUAGES):02d}"
+            event["attributes"] = {
+                a: (coders[a].code(v) if a in sensitive else v) for a, v in attrs.items() if a in config.attributes
+            }
+        yield is_prediction, str(event["request_id"]).encode(), enc.encode(event)
+
+
+async def _create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def produce(
+    bootstrap: str, config: Config, key: bytes, run: str, events: int, layouts: dict[str, int], *, wide: bool = False
+) -> list[Dataset]:
+    """Produce ``events`` simulated events once into one fresh topic pair per layout (name -> envelope size)."""
+    pairs = {name: (f"dwbench-{run}-{name}-predictions", f"dwbench-{run}-{name}-interactions") for name in layouts}
+    await _create_topics(bootstrap, [t for pair in pairs.values() for t in pair])
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, max_batch_size=PRODUCER_BATCH_BYTES, max_request_size=8 * 1024 * 1024, linger_ms=5
+    )
+    await producer.start()
+    futures: list[Any] = []
+    writers = {
+        (name, is_pred, p): _PartitionWriter(producer, pairs[name][0 if is_pred else 1], p, futures)
+        for name in layouts
+        for is_pred in (True, False)
+        for p in range(PARTITIONS)
+    }
+    envelopes: dict[tuple[str, bool, int], list[bytes]] = {k: [] for k in writers}
+    step = max(events // 10, 1)
+    t0 = time.perf_counter()
+    n = 0
+    try:
+        for is_pred, rid, data in _encoded_events(config, key, events, wide=wide):
+            p = (murmur2(rid) & 0x7FFFFFFF) % PARTITIONS  # Kafka's default partitioner, as the Client
+            for name, size in layouts.items():
+                k = (name, is_pred, p)
+                if size == 1:
+                    await writers[k].add(data)
+                    continue
+                buf = envelopes[k]
+                buf.append(data)
+                if len(buf) == size:
+                    await writers[k].add(b"\n".join(buf))
+                    buf.clear()
+            n += 1
+            if n % step == 0:
+                el = time.perf_counter() - t0
+                print(f"  produced {n:>10,} / {events:,} events  ({n / el:,.0f} events/s)", flush=True)
+                await asyncio.gather(*futures)
+                futures.clear()
+        for k, buf in envelopes.items():
+            if buf:
+                await writers[k].add(b"\n".join(buf))
+        for w in writers.values():
+            await w.flush()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    out = []
+    for name, size in layouts.items():
+        msgs = sum(w.messages for (ln, _, _), w in writers.items() if ln == name)
+        out.append(Dataset(name, size, pairs[name][0], pairs[name][1], n, msgs, wide))
+    print(f"  produced {n:,} events into {len(layouts)} topic pairs in {time.perf_counter() - t0:.1f} s", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- measurement
+
+
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of every thread of this process, by native thread id (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class _Clock:
+    """Wall time and per-thread CPU from the first message received to the moment the work is complete."""
+
+    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
+        self.t0: float | None = None
+        self.t1: float | None = None
+        self.cpu0: dict[int, float] = {}
+        self.cpu1: dict[int, float] = {}
+        self.on_start = on_start
+
+    def start(self) -> None:
+        """Start the clock (only the first call counts)."""
+        if self.t0 is None:
+            self.cpu0 = _thread_cpu()
+            self.t0 = time.perf_counter()
+            if self.on_start is not None:
+                self.on_start()
+
+    def stop(self) -> None:
+        """Stop the clock (only the first call counts)."""
+        if self.t1 is None:
+            self.t1 = time.perf_counter()
+            self.cpu1 = _thread_cpu()
+
+    def report(self, events: int, messages: int) -> dict[str, Any]:
+        """Rates and CPU seconds per thread over the measured interval."""
+        if self.t0 is None or self.t1 is None:
+            raise RuntimeError("the clock was not started and stopped")
+        seconds = max(self.t1 - self.t0, 1e-9)
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        threads = {
+            names.get(tid, f"tid-{tid}"): round(cpu - self.cpu0.get(tid, 0.0), 2)
+            for tid, cpu in self.cpu1.items()
+            if cpu - self.cpu0.get(tid, 0.0) >= 0.01
+        }
+        return {
+            "seconds": seconds,
+            "events": events,
+            "messages": messages,
+            "events_per_s": events / seconds,
+            "messages_per_s": messages / seconds,
+            "thread_cpu_s": threads,
+        }
+
+
+def _emit(result: dict[str, Any]) -> None:
+    """Hand the result to the parent and leave at once (Faust's shutdown is not part of any figure)."""
+    result["self_maxrss_mb"] = _self_rss_mb()
+    sys.stdout.write(RESULT_TAG + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _self_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_config(ds: Dataset, run: str) -> Config:
+    """The example config on the dataset's topics, with a unique app id and unique output topics."""
+    base = load_config(EXAMPLE)
+    kafka = base.kafka.model_copy(
+        update={
+            "app_id": f"dwbench-{run}",
+            "predictions": TopicConfig(name=ds.predictions, partitions=PARTITIONS),
+            "interactions": TopicConfig(name=ds.interactions, partitions=PARTITIONS),
+            "summaries": TopicConfig(name=f"dwbench-{run}-summaries", partitions=1),
+            "alerts": TopicConfig(name=f"dwbench-{run}-alerts", partitions=1),
+            "dead_letter": TopicConfig(name=f"dwbench-{run}-dead-letter", partitions=1),
+            "session_timeout": SESSION_TIMEOUT,
+            "batch_size": BATCH_SIZE,
+            "batch_wait": BATCH_WAIT,
+        }
+    )
+    update: dict[str, Any] = {"kafka": kafka, "metrics": base.metrics.model_copy(update={"port": 0})}
+    if ds.wide:  # track enough values that 250 regions and 50 languages (x 5 age bands) all become slices
+        update["attributes"] = {
+            name: ac.model_copy(update={"max_values": WIDE_MAX_VALUES}) if name in ("region", "language") else ac
+            for name, ac in base.attributes.items()
+        }
+    return base.model_copy(update=update)
+
+
+async def measure_raw(ds: Dataset, bootstrap: str) -> dict[str, Any]:
+    """(a) aiokafka without a group: every message of both topics from offset 0, split and decoded."""
+    config = load_config(EXAMPLE)
+    decoder = EventDecoder(config.attributes, max_event_bytes=config.max_event_bytes)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    clock = _Clock()
+    messages = events = rejected = 0
+    try:
+        tps = [TopicPartition(t, p) for t in (ds.predictions, ds.interactions) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while messages < ds.messages:
+            batch = await consumer.getmany(timeout_ms=1000)
+            if batch:
+                clock.start()
+            for records in batch.values():
+                raws, _ = split_messages([r.value or b"" for r in records])
+                decoded = decoder.decode_batch(raws)
+                events += len(decoded.predictions) + len(decoded.interactions)
+                rejected += len(decoded.errors)
+                messages += len(records)
+        clock.stop()
+    finally:
+        await consumer.stop()
+    return {**clock.report(events + rejected, messages), "decoded": events, "rejected": rejected}
+
+
+def _run_faust(app: Any) -> None:
+    from faust.worker import Worker as FaustWorker
+
+    FaustWorker(app, loglevel="warning", quiet=True, loop=asyncio.new_event_loop()).execute_from_commandline()
+
+
+def measure_bare(ds: Dataset, bootstrap: str, *, iterate: bool) -> None:
+    """(b) a bare Faust agent over both topics that counts messages and does nothing else; exits when done."""
+    import faust
+
+    app = faust.App(f"dwbench-bare-{uuid.uuid4().hex[:12]}", broker=f"kafka://{bootstrap}", **FAUST_SETTINGS)
+    topic = app.topic(ds.predictions, ds.interactions, value_type=bytes, key_type=bytes)
+    clock = _Clock()
+    seen = 0
+
+    def done() -> None:
+        clock.stop()
+        _emit({**clock.report(ds.events, seen), "iteration": "plain" if iterate else "take_events(2000, 0.2)"})
+
+    async def count(stream: Any) -> None:
+        nonlocal seen
+        if iterate:
+            async for _ in stream:
+                clock.start()
+                seen += 1
+                if seen >= ds.messages:
+                    done()
+        else:
+            async for events in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+                clock.start()
+                seen += len(events)
+                if seen >= ds.messages:
+                    done()
+
+    app.agent(topic, name="count")(count)
+    _run_faust(app)
+
+
+class _CountingTopic:
+    """A stand-in for the worker's summaries topic that counts what is sent through it (data and heartbeats)."""
+
+    def __init__(self, topic: Any, on_send: Callable[[], None]) -> None:
+        self._topic = topic
+        self._on_send = on_send
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        """Count, then send (counted first: it may be evaluated before this returns)."""
+        self._on_send()
+        return await self._topic.send(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._topic, name)
+
+
+def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: bool) -> None:
+    """(c) a driftwatch Worker until every event is counted and every summary it sent was evaluated."""
+    from driftwatch.streaming.topics import ensure_topics
+    from driftwatch.streaming.worker import Worker
+
+    run = uuid.uuid4().hex[:12]
+    config = bench_config(ds, run)
+    asyncio.run(ensure_topics(bootstrap, config.kafka))
+    key = load_key(config.privacy).get_secret_value()
+
+    profiler: Any = None
+    if profile:
+        try:
+            from pyinstrument import Profiler
+        except ImportError:
+            print("note: pyinstrument is not installed (pip install pyinstrument); running without a profile")
+        else:
+            profiler = Profiler(interval=0.001, async_mode="disabled")
+
+    clock = _Clock(on_start=profiler.start if profiler is not None else None)
+
+    class BenchWorker(Worker):
+        """The worker with a finish line: counts summary messages sent and evaluated."""
+
+        def __init__(self) -> None:
+            super().__init__(config, key, bootstrap=bootstrap, worker_id=f"bench-{run}")
+            self.summaries_sent = 0
+            self.summaries_evaluated = 0
+            self.finished = False
+            self.summaries = _CountingTopic(self.summaries, self._sent)  # type: ignore[assignment]
+            self.app.timer(0.1)(self._poll)
+
+        def _sent(self) -> None:
+            self.summaries_sent += 1
+
+        async def ingest_batch(self, messages: Any) -> None:
+            clock.start()
+            await super().ingest_batch(messages)
+
+        def evaluate_message(self, data: bytes) -> None:
+            super().evaluate_message(data)
+            self.summaries_evaluated += 1
+            self._check()
+
+        async def _poll(self) -> None:
+            self._check()
+
+        def _check(self) -> None:
+            c = self.core.counters
+            counted = c.predictions + c.interactions + sum(c.rejected.values())
+            if not self.finished and counted >= ds.events and self.summaries_evaluated >= self.summaries_sent:
+                self.finished = True
+                clock.stop()
+                self._finish(counted)
+
+        def _finish(self, counted: int) -> None:
+            c = self.core.counters
+            result = clock.report(ds.events, ds.messages)
+            result.update(
+                counted=counted,
+                predictions=c.predictions,
+                interactions=c.interactions,
+                rejected=sum(c.rejected.values()),
+                late_dropped=c.late_dropped,
+                reference_learning=c.reference_learning,
+                evaluations=c.evaluations,
+                alert_transitions=len(self.core.transitions),
+                summaries=self.summaries_sent,
+                duplicates_skipped=self.duplicates_skipped,
+                dead_lettered=self.dead_lettered,
+                slices=sum(len(s.space) for s in self.core.evaluator.streams.values()),
+                streams=len(self.core.evaluator.streams),
+            )
+            if profiler is not None:
+                profiler.stop()
+                flat = profiler.output_text(unicode=False, color=False, flat=True).splitlines()
+                tree = profiler.output_text(unicode=False, color=False).splitlines()
+                result["profile"] = "\n".join(["-- flat, by self time:", *flat[:40], "-- call tree:", *tree[:90]])
+            _emit(result)
+
+    worker = BenchWorker()
+    _run_faust(worker.app)
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Run one measurement in this (fresh) process and print its result line."""
+    ds = Dataset(**json.loads(args.dataset))
+
+    def give_up() -> None:
+        print(f"timed out after {args.timeout:g}s", file=sys.stderr, flush=True)
+        os._exit(3)
+
+    watchdog = threading.Timer(args.timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    if args.measure == "raw":
+        _emit(asyncio.run(measure_raw(ds, args.bootstrap)))
+    elif args.measure in ("bare-take", "bare-iter"):
+        measure_bare(ds, args.bootstrap, iterate=args.measure == "bare-iter")
+    else:
+        measure_driftwatch(ds, args.bootstrap, profile=args.profile)
+    raise SystemExit("the measurement ended without a result")
+
+
+# --------------------------------------------------------------------- parent
+
+
+def run_measurement(mode: str, ds: Dataset, bootstrap: str, *, timeout: float, profile: bool = False) -> dict[str, Any]:
+    """Run one measurement in a fresh process of this script; add its peak RSS; {} on failure (tail printed)."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--measure",
+        mode,
+        "--dataset",
+        json.dumps(dataclasses.asdict(ds)),
+        "--bootstrap",
+        bootstrap,
+        "--timeout",
+        str(timeout),
+    ]
+    if profile:
+        cmd.append("--profile")
+    title = MODE_TITLES[mode] + (" [profiled]" if profile else "")
+    print(f"  {ds.name:<9} {title} ...", flush=True)
+    with tempfile.NamedTemporaryFile("w+b", prefix=f"dwbench-{mode}-", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        result: dict[str, Any] = {}
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(RESULT_TAG):
+                    result = json.loads(line[len(RESULT_TAG) :])
+                else:
+                    print("      " + line.rstrip(), flush=True)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+    path = Path(log.name)
+    if not result:
+        tail = path.read_text(errors="replace")[-3000:]
+        print(f"      FAILED (exit {proc.returncode}); log {path}:\n{tail}", flush=True)
+        return {}
+    path.unlink()
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    extra = f", {result['slices']:,} slices" if "slices" in result else ""
+    print(
+        f"      {result['events_per_s']:>12,.0f} events/s  {result['messages_per_s']:>10,.0f} msgs/s  "
+        f"{result['seconds']:.2f} s  peak RSS {result['peak_rss_mb']:.0f} MB{extra}  CPU s by thread "
+        f"{result['thread_cpu_s']}",
+        flush=True,
+    )
+    return result
+
+
+def _rate(r: dict[str, Any]) -> str:
+    return f"{r['events_per_s']:,.0f}" if r else "failed"
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    return a["events_per_s"] / b["events_per_s"] if a and b else None
+
+
+def _verdict(value: float | None, target: float, *, at_least: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    ok = value >= target if at_least else value <= target
+    return "PASS" if ok else "MISS"
+
+
+def print_report(results: dict[tuple[str, str], dict[str, Any]], datasets: list[Dataset]) -> None:
+    """The table of figures, ratios and targets."""
+    print()
+    iter_title, iter_ratio = "(b') Faust iter", "(c)/(b')"
+    hdr = (
+        f"{'layout':<10}{'messages':>11}{'(a) raw':>14}{'(b) Faust take':>16}{iter_title:>17}"
+        f"{'(c) driftwatch':>16}{'(c)/(b)':>9}{iter_ratio:>9}{'(c)/(a)':>9}"
+    )
+    print("events/s (first message received -> every event seen)")
+    print(hdr)
+    print("-" * len(hdr))
+
+    def fmt(x: float | None) -> str:
+        return f"{x:.2f}" if x is not None else "n/a"
+
+    for ds in datasets:
+        r = {m: results.get((ds.name, m), {}) for m in MODES}
+        print(
+            f"{ds.name:<10}{ds.messages:>11,}{_rate(r['raw']):>14}{_rate(r['bare-take']):>16}"
+            f"{_rate(r['bare-iter']):>17}{_rate(r['driftwatch']):>16}"
+            f"{fmt(_ratio(r['driftwatch'], r['bare-take'])):>9}{fmt(_ratio(r['driftwatch'], r['bare-iter'])):>9}"
+            f"{fmt(_ratio(r['driftwatch'], r['raw'])):>9}"
+        )
+    print()
+    print("peak RSS per process (MB)")
+    print(f"{'layout':<10}" + "".join(f"{m:>14}" for m in MODES))
+    for ds in datasets:
+        row = [results.get((ds.name, m), {}).get("peak_rss_mb") for m in MODES]
+        print(f"{ds.name:<10}" + "".join(f"{x:>14.0f}" if x is not None else f"{'n/a':>14}" for x in row))
+    print()
+    print("targets")
+    for ds in datasets:
+        r = {m: results.get((ds.name, m), {}) for m in MODES}
+        if ds.envelope == 1:
+            take, it = _ratio(r["driftwatch"], r["bare-take"]), _ratio(r["driftwatch"], r["bare-iter"])
+            print(
+                f"  single-event messages: driftwatch >= 85% of bare Faust (take_events): {fmt(take)}  "
+                f"{_verdict(take, 0.85)}   (vs plain iteration: {fmt(it)}  {_verdict(it, 0.85)})"
+            )
+        else:
+            raw = _ratio(r["driftwatch"], r["raw"])
+            print(f"  envelopes of {ds.envelope}: driftwatch >= 50% of raw: {fmt(raw)}  {_verdict(raw, 0.5)}")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    """Parse arguments; run the whole benchmark, or (``--measure``) one measurement in this process."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000, help="events produced per layout")
+    ap.add_argument("--bootstrap", help="an existing broker (default: start a Tansu broker for this run)")
+    ap.add_argument("--profile", action="store_true", help="also run (c) under pyinstrument, per layout")
+    ap.add_argument("--wide-events", type=int, default=200_000, help="events of the 1,000-slice run (0: skip it)")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds one measurement may take")
+    ap.add_argument("--measure", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--dataset", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        _child(args)
+        return
+    modes = [m for m in MODES if m in args.modes.split(",")]
+    signal.signal(signal.SIGTERM, _terminate)  # so the broker is stopped on `kill` too
+
+    with contextlib.ExitStack() as stack:
+        bootstrap = args.bootstrap or stack.enter_context(tansu_broker())
+        print(f"broker: {bootstrap}{'' if args.bootstrap else ' (Tansu, started for this run)'}", flush=True)
+        config = load_config(EXAMPLE)
+        key = load_key(config.privacy).get_secret_value()
+        run = f"{int(time.time())}-{os.getpid()}"
+
+        print(
+            f"producing {args.events:,} {SCENARIO} events (rate {RATE:g}/s of event time) as single events and "
+            f"envelopes of {ENVELOPE} ...",
+            flush=True,
+        )
+        datasets = asyncio.run(produce(bootstrap, config, key, run, args.events, {"single": 1, "envelope": ENVELOPE}))
+        wide: Dataset | None = None
+        if args.wide_events > 0 and "driftwatch" in modes:
+            print(
+                f"producing {args.wide_events:,} events with {WIDE_REGIONS} regions x {WIDE_LANGUAGES} languages "
+                f"(envelopes of {ENVELOPE}) for the 1,000-slice run ...",
+                flush=True,
+            )
+            (wide,) = asyncio.run(produce(bootstrap, config, key, run, args.wide_events, {"wide": ENVELOPE}, wide=True))
+
+        results: dict[tuple[str, str], dict[str, Any]] = {}
+        print("measuring (one fresh process each) ...", flush=True)
+        for ds in datasets:
+            for mode in modes:
+                results[(ds.name, mode)] = run_measurement(mode, ds, bootstrap, timeout=args.timeout)
+        profiles: dict[str, dict[str, Any]] = {}
+        if args.profile and "driftwatch" in modes:
+            for ds in datasets:
+                profiles[ds.name] = run_measurement("driftwatch", ds, bootstrap, timeout=args.timeout, profile=True)
+        wide_result: dict[str, Any] = {}
+        if wide is not None:
+            wide_result = run_measurement("driftwatch", wide, bootstrap, timeout=args.timeout)
+
+        print_report(results, datasets)
+        if wide is not None:
+            slices = wide_result.get("slices")
+            rss = wide_result.get("peak_rss_mb")
+            print(
+                f"  1,000 live slices ({wide.events:,} events, {WIDE_REGIONS} regions x {WIDE_LANGUAGES} languages, "
+                f"max_values {WIDE_MAX_VALUES}): slices {slices if slices is not None else 'n/a'} "
+                f"({_verdict(slices, 1000)} >= 1,000), peak RSS "
+                f"{f'{rss:.0f}' if rss is not None else 'n/a'} MB  {_verdict(rss, 300, at_least=False)} (<= 300 MB), "
+                f"{_rate(wide_result)} events/s"
+            )
+        for name, prof in profiles.items():
+            print()
+            print(f"profile of (c) driftwatch, {name} layout (main thread; pyinstrument):")
+            if prof:
+                print(f"  {_rate(prof)} events/s while profiled; CPU s by thread {prof['thread_cpu_s']}")
+                print(prof.get("profile", "  (no profile: pyinstrument missing)"))
+
+
+if __name__ == "__main__":
+    main()
