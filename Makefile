@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Demo-only pseudonymisation key: real deployments set their own secret.
 DEMO_KEY := demo-only-pseudonym-key-not-a-secret
 
-.PHONY: install system-deps lint format test bench demo schemas clean
+.PHONY: install system-deps lint format test bench demo live-demo schemas clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo: install
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch simulate --scenario bias --events 150000 --seed 7 --out out/demo-bias.jsonl
 	@echo "--- what was injected:"; cat out/demo-bias.jsonl.truth.json; echo
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch replay out/demo-bias.jsonl --config config/driftwatch.example.yaml
+
+# The live streaming demo (preview): local broker, worker, simulated traffic, terminal view. Ctrl-C stops.
+live-demo: install
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch demo
 
 bench: install
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/replay_throughput.py

@@ -44,6 +44,7 @@ import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -78,6 +79,7 @@ BATCH_SIZE, BATCH_WAIT = 2000, 0.2  # driftwatch's ingest batching (kafka.batch_
 PRODUCER_BATCH_BYTES = 64 * 1024
 WIDE_REGIONS, WIDE_LANGUAGES, WIDE_MAX_VALUES = 250, 50, 100
 RESULT_TAG = "@@bench-result "
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MODES = ("raw", "bare-take", "bare-iter", "driftwatch")
 MODE_TITLES = {
     "raw": "(a) raw aiokafka + decode",
@@ -263,6 +265,10 @@ class _Clock:
             if self.on_start is not None:
                 self.on_start()
 
+    def elapsed(self) -> float:
+        """Seconds since the clock started (0 before)."""
+        return 0.0 if self.t0 is None else time.perf_counter() - self.t0
+
     def stop(self) -> None:
         """Stop the clock (only the first call counts)."""
         if self.t1 is None:
@@ -293,10 +299,43 @@ class _Clock:
 def _emit(result: dict[str, Any]) -> None:
     """Hand the result to the parent and leave at once (Faust's shutdown is not part of any figure)."""
     result["self_maxrss_mb"] = _self_rss_mb()
-    sys.stdout.write(RESULT_TAG + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    data = (RESULT_TAG + json.dumps(result) + "\n").encode()
+    while data:  # straight to fd 1: Faust may have replaced sys.stdout by a logger
+        data = data[os.write(1, data) :]
     os._exit(0)
+
+
+def _profiler(enabled: bool) -> Any:
+    """A pyinstrument profiler of this (main) thread, or None if not wanted or not installed."""
+    if not enabled:
+        return None
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        print("note: pyinstrument is not installed (pip install pyinstrument); no profile", flush=True)
+        return None
+    return Profiler(interval=0.001, async_mode="disabled")
+
+
+def _profile_text(profiler: Any) -> str:
+    """Stop ``profiler``; the top of its flat (self time) view and of its call tree."""
+    profiler.stop()
+    flat = profiler.output_text(unicode=False, color=False, flat=True).splitlines()
+    tree = profiler.output_text(unicode=False, color=False).splitlines()
+    return "\n".join(["-- flat, by self time:", *flat[:40], "-- call tree:", *tree[:90]])
+
+
+def _first_message_sensor(clock: _Clock) -> Any:
+    """A Faust sensor that starts ``clock`` when the first message enters the app (after the group join)."""
+    from faust.sensors.base import Sensor
+
+    class FirstMessage(Sensor):
+        def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+            clock.start()
+
+    return FirstMessage()
 
 
 def _self_rss_mb() -> float:
@@ -363,38 +402,54 @@ async def measure_raw(ds: Dataset, bootstrap: str) -> dict[str, Any]:
 def _run_faust(app: Any) -> None:
     from faust.worker import Worker as FaustWorker
 
-    FaustWorker(app, loglevel="warning", quiet=True, loop=asyncio.new_event_loop()).execute_from_commandline()
+    FaustWorker(
+        app, loglevel="warning", quiet=True, redirect_stdouts=False, loop=asyncio.new_event_loop()
+    ).execute_from_commandline()
 
 
-def measure_bare(ds: Dataset, bootstrap: str, *, iterate: bool) -> None:
-    """(b) a bare Faust agent over both topics that counts messages and does nothing else; exits when done."""
+def measure_bare(ds: Dataset, bootstrap: str, *, iterate: bool, profile: float | None) -> None:
+    """(b) a bare Faust agent over both topics that counts messages and does nothing else; exits when done.
+
+    With ``profile`` (seconds), the run is profiled and ends after that long if it has not finished.
+    """
     import faust
 
     app = faust.App(f"dwbench-bare-{uuid.uuid4().hex[:12]}", broker=f"kafka://{bootstrap}", **FAUST_SETTINGS)
     topic = app.topic(ds.predictions, ds.interactions, value_type=bytes, key_type=bytes)
-    clock = _Clock()
+    profiler = _profiler(profile is not None)
+    clock = _Clock(on_start=profiler.start if profiler is not None else None)
+    app.sensors.add(_first_message_sensor(clock))
     seen = 0
 
     def done() -> None:
         clock.stop()
-        _emit({**clock.report(ds.events, seen), "iteration": "plain" if iterate else "take_events(2000, 0.2)"})
+        events = ds.events if seen >= ds.messages else round(seen * ds.events / ds.messages)
+        result = {**clock.report(events, seen), "iteration": "plain" if iterate else "take_events(2000, 0.2)"}
+        if profiler is not None:
+            result["profile"] = _profile_text(profiler)
+        result["complete"] = seen >= ds.messages
+        _emit(result)
+
+    async def profile_deadline() -> None:
+        if profile is not None and clock.elapsed() > profile and not clock.t1:
+            done()
 
     async def count(stream: Any) -> None:
         nonlocal seen
         if iterate:
             async for _ in stream:
-                clock.start()
                 seen += 1
                 if seen >= ds.messages:
                     done()
         else:
             async for events in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
-                clock.start()
                 seen += len(events)
                 if seen >= ds.messages:
                     done()
 
     app.agent(topic, name="count")(count)
+    if profile is not None:
+        app.timer(0.5)(profile_deadline)
     _run_faust(app)
 
 
@@ -414,8 +469,11 @@ class _CountingTopic:
         return getattr(self._topic, name)
 
 
-def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: bool) -> None:
-    """(c) a driftwatch Worker until every event is counted and every summary it sent was evaluated."""
+def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None) -> None:
+    """(c) a driftwatch Worker until every event is counted and every summary it sent was evaluated.
+
+    With ``profile`` (seconds), the run is profiled and ends after that long if it has not finished.
+    """
     from driftwatch.streaming.topics import ensure_topics
     from driftwatch.streaming.worker import Worker
 
@@ -424,15 +482,7 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: bool) -> None:
     asyncio.run(ensure_topics(bootstrap, config.kafka))
     key = load_key(config.privacy).get_secret_value()
 
-    profiler: Any = None
-    if profile:
-        try:
-            from pyinstrument import Profiler
-        except ImportError:
-            print("note: pyinstrument is not installed (pip install pyinstrument); running without a profile")
-        else:
-            profiler = Profiler(interval=0.001, async_mode="disabled")
-
+    profiler = _profiler(profile is not None)
     clock = _Clock(on_start=profiler.start if profiler is not None else None)
 
     class BenchWorker(Worker):
@@ -445,13 +495,10 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: bool) -> None:
             self.finished = False
             self.summaries = _CountingTopic(self.summaries, self._sent)  # type: ignore[assignment]
             self.app.timer(0.1)(self._poll)
+            self.app.sensors.add(_first_message_sensor(clock))
 
         def _sent(self) -> None:
             self.summaries_sent += 1
-
-        async def ingest_batch(self, messages: Any) -> None:
-            clock.start()
-            await super().ingest_batch(messages)
 
         def evaluate_message(self, data: bytes) -> None:
             super().evaluate_message(data)
@@ -460,6 +507,11 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: bool) -> None:
 
         async def _poll(self) -> None:
             self._check()
+            if profile is not None and not self.finished and clock.elapsed() > profile:
+                self.finished = True
+                clock.stop()
+                c = self.core.counters
+                self._finish(c.predictions + c.interactions + sum(c.rejected.values()))
 
         def _check(self) -> None:
             c = self.core.counters
@@ -471,8 +523,10 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: bool) -> None:
 
         def _finish(self, counted: int) -> None:
             c = self.core.counters
-            result = clock.report(ds.events, ds.messages)
+            complete = counted >= ds.events
+            result = clock.report(counted, ds.messages if complete else round(counted * ds.messages / ds.events))
             result.update(
+                complete=complete,
                 counted=counted,
                 predictions=c.predictions,
                 interactions=c.interactions,
@@ -486,15 +540,14 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: bool) -> None:
                 dead_lettered=self.dead_lettered,
                 slices=sum(len(s.space) for s in self.core.evaluator.streams.values()),
                 streams=len(self.core.evaluator.streams),
+                rss_before_data_mb=rss_before_data,
             )
             if profiler is not None:
-                profiler.stop()
-                flat = profiler.output_text(unicode=False, color=False, flat=True).splitlines()
-                tree = profiler.output_text(unicode=False, color=False).splitlines()
-                result["profile"] = "\n".join(["-- flat, by self time:", *flat[:40], "-- call tree:", *tree[:90]])
+                result["profile"] = _profile_text(profiler)
             _emit(result)
 
     worker = BenchWorker()
+    rss_before_data = _self_rss_mb()  # imports and an empty worker: the floor under every figure of RSS
     _run_faust(worker.app)
 
 
@@ -512,7 +565,7 @@ def _child(args: argparse.Namespace) -> None:
     if args.measure == "raw":
         _emit(asyncio.run(measure_raw(ds, args.bootstrap)))
     elif args.measure in ("bare-take", "bare-iter"):
-        measure_bare(ds, args.bootstrap, iterate=args.measure == "bare-iter")
+        measure_bare(ds, args.bootstrap, iterate=args.measure == "bare-iter", profile=args.profile)
     else:
         measure_driftwatch(ds, args.bootstrap, profile=args.profile)
     raise SystemExit("the measurement ended without a result")
@@ -521,7 +574,9 @@ def _child(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------- parent
 
 
-def run_measurement(mode: str, ds: Dataset, bootstrap: str, *, timeout: float, profile: bool = False) -> dict[str, Any]:
+def run_measurement(
+    mode: str, ds: Dataset, bootstrap: str, *, timeout: float, profile: float | None = None
+) -> dict[str, Any]:
     """Run one measurement in a fresh process of this script; add its peak RSS; {} on failure (tail printed)."""
     cmd = [
         sys.executable,
@@ -535,19 +590,20 @@ def run_measurement(mode: str, ds: Dataset, bootstrap: str, *, timeout: float, p
         "--timeout",
         str(timeout),
     ]
-    if profile:
-        cmd.append("--profile")
-    title = MODE_TITLES[mode] + (" [profiled]" if profile else "")
+    if profile is not None:
+        cmd += ["--profile", str(profile)]
+    title = MODE_TITLES[mode] + (f" [profiled, at most {profile:g} s]" if profile is not None else "")
     print(f"  {ds.name:<9} {title} ...", flush=True)
     with tempfile.NamedTemporaryFile("w+b", prefix=f"dwbench-{mode}-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
         result: dict[str, Any] = {}
         try:
             assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith(RESULT_TAG):
-                    result = json.loads(line[len(RESULT_TAG) :])
-                else:
+            for raw_line in proc.stdout:
+                line = _ANSI.sub("", raw_line)  # Faust's worker shows and hides the cursor
+                if RESULT_TAG in line:
+                    result = json.loads(line[line.index(RESULT_TAG) + len(RESULT_TAG) :])
+                elif line.strip():
                     print("      " + line.rstrip(), flush=True)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -563,6 +619,10 @@ def run_measurement(mode: str, ds: Dataset, bootstrap: str, *, timeout: float, p
     path.unlink()
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
     extra = f", {result['slices']:,} slices" if "slices" in result else ""
+    if "rss_before_data_mb" in result:
+        extra += f" (RSS {result['rss_before_data_mb']:.0f} MB before any data)"
+    if not result.get("complete", True):
+        extra += " [stopped early: profile time cap]"
     print(
         f"      {result['events_per_s']:>12,.0f} events/s  {result['messages_per_s']:>10,.0f} msgs/s  "
         f"{result['seconds']:.2f} s  peak RSS {result['peak_rss_mb']:.0f} MB{extra}  CPU s by thread "
@@ -640,7 +700,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000, help="events produced per layout")
     ap.add_argument("--bootstrap", help="an existing broker (default: start a Tansu broker for this run)")
-    ap.add_argument("--profile", action="store_true", help="also run (c) under pyinstrument, per layout")
+    ap.add_argument(
+        "--profile",
+        type=float,
+        nargs="?",
+        const=60.0,
+        help="also run (b) and (c) under pyinstrument per layout, each for at most PROFILE seconds (default 60)",
+    )
     ap.add_argument("--wide-events", type=int, default=200_000, help="events of the 1,000-slice run (0: skip it)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds one measurement may take")
@@ -681,9 +747,13 @@ def main() -> None:
             for mode in modes:
                 results[(ds.name, mode)] = run_measurement(mode, ds, bootstrap, timeout=args.timeout)
         profiles: dict[str, dict[str, Any]] = {}
-        if args.profile and "driftwatch" in modes:
+        if args.profile is not None:
             for ds in datasets:
-                profiles[ds.name] = run_measurement("driftwatch", ds, bootstrap, timeout=args.timeout, profile=True)
+                for mode in ("bare-take", "driftwatch"):
+                    if mode in modes:
+                        profiles[f"{MODE_TITLES[mode]}, {ds.name} layout"] = run_measurement(
+                            mode, ds, bootstrap, timeout=args.timeout, profile=args.profile
+                        )
         wide_result: dict[str, Any] = {}
         if wide is not None:
             wide_result = run_measurement("driftwatch", wide, bootstrap, timeout=args.timeout)
@@ -701,9 +771,12 @@ def main() -> None:
             )
         for name, prof in profiles.items():
             print()
-            print(f"profile of (c) driftwatch, {name} layout (main thread; pyinstrument):")
+            print(f"profile of {name} (main thread; pyinstrument):")
             if prof:
-                print(f"  {_rate(prof)} events/s while profiled; CPU s by thread {prof['thread_cpu_s']}")
+                print(
+                    f"  {_rate(prof)} events/s while profiled ({prof['events']:,} events in {prof['seconds']:.1f} s); "
+                    f"CPU s by thread {prof['thread_cpu_s']}"
+                )
                 print(prof.get("profile", "  (no profile: pyinstrument missing)"))
 
 

@@ -404,6 +404,36 @@ def run(
     Worker(cfg, key, bootstrap=boot).run()
 
 
+@app.command()
+def demo(
+    bootstrap: BootstrapOpt = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Config (default: the shipped example).")] = Path(
+        "config/driftwatch.example.yaml"
+    ),
+    scenario_schedule: Annotated[
+        str, typer.Option(help="SCENARIO@OFFSET,... after the start (empty: healthy traffic only).")
+    ] = "feature-drift@60s,bias@120s,complaint-spike@180s",
+    rate: Annotated[float, typer.Option(help="Predictions per second (wall time).", min=1)] = 40.0,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Print lines instead of the live terminal view (logs, CI).")
+    ] = False,
+) -> None:
+    """Live demo: a local broker, a worker, and simulated traffic that drifts, turns unfair and draws complaints."""
+    from driftwatch.streaming.demo import parse_schedule, run_demo
+
+    try:
+        schedule = parse_schedule(scenario_schedule)
+    except ValueError as e:
+        raise _fail(2, str(e)) from None
+    cfg, key = _load(config)
+    raise typer.Exit(
+        run_demo(cfg, key, bootstrap=bootstrap, schedule=schedule, rate=rate, duration=duration, plain=plain)
+    )
+
+
 @baseline_app.command("build")
 def baseline_build(
     data: Annotated[

@@ -11,7 +11,8 @@ from driftwatch.simulate._generator import (
     Scenario,
     Truth,
     generate,
+    generate_schedule,
     write_jsonl,
 )
 
-__all__ = ["SCENARIOS", "Injection", "Scenario", "Truth", "generate", "write_jsonl"]
+__all__ = ["SCENARIOS", "Injection", "Scenario", "Truth", "generate", "generate_schedule", "write_jsonl"]

