@@ -92,15 +92,7 @@ def test_worker_metrics_equal_the_replay(
     try:
         evaluations = expected.counters.evaluations
 
-        expected_gauges = {}
-        for row in expected.metric_rows(0.0):
-            if row.value is None:
-                continue
-            family, quantile = SLICE_FAMILIES[row.name]
-            labels = dict(row.labels)
-            if quantile is not None:
-                labels["quantile"] = quantile
-            expected_gauges[(family, tuple(sorted(labels.items())))] = row.value
+        expected_gauges = _expected_gauges(expected)
 
         def mismatches() -> list[tuple[object, float | None, float]]:
             s = samples(worker.scrape())

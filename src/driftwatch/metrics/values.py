@@ -148,42 +148,25 @@ def _range(k: NDArray[np.int64], n: NDArray[np.int64], kind: str) -> GroupCompar
     return GroupComparison(value, lo, hi, min(nl), lo_i, hi_i, rates)
 
 
-def compare_groups(name: str, groups: S.Matrix, min_samples: int) -> GroupComparison | None:
-    """Compare the rows of ``groups`` (one per group); None when fewer than two groups have ``min_samples``."""
-    if name == "equalized_odds_difference":
-        parts = []
-        for rate in ("tpr", "fpr"):
-            k, n = _kn(groups, rate)
-            ok = n >= min_samples
-            if ok.sum() < 2:
-                return None
-            c = _range(k[ok], n[ok], "difference")
-            idx = np.flatnonzero(ok)
-            parts.append(
-                GroupComparison(
-                    c.value,
-                    c.lo,
-                    c.hi,
-                    c.n,
-                    int(idx[c.low_group]),
-                    int(idx[c.high_group]),
-                    {int(idx[i]): v for i, v in c.rates.items()},
-                )
-            )
-        return max(parts, key=lambda c: c.value)
-    base, kind = _COMPARED[name]
-    k, n = _kn(groups, base)
+def _compare_rate(groups: S.Matrix, rate: str, kind: str, min_samples: int) -> GroupComparison | None:
+    """Range or ratio of one rate across the groups with ``min_samples``; indices refer to ``groups`` rows."""
+    k, n = _kn(groups, rate)
     ok = n >= min_samples
     if ok.sum() < 2:
         return None
     idx = np.flatnonzero(ok)
     c = _range(k[ok], n[ok], kind)
-    return GroupComparison(
-        c.value,
-        c.lo,
-        c.hi,
-        c.n,
-        int(idx[c.low_group]),
-        int(idx[c.high_group]),
-        {int(idx[i]): v for i, v in c.rates.items()},
-    )
+    rates = {int(idx[i]): v for i, v in c.rates.items()}
+    return GroupComparison(c.value, c.lo, c.hi, c.n, int(idx[c.low_group]), int(idx[c.high_group]), rates)
+
+
+def compare_groups(name: str, groups: S.Matrix, min_samples: int) -> GroupComparison | None:
+    """Compare the rows of ``groups`` (one per group); None when fewer than two groups have ``min_samples``."""
+    if name == "equalized_odds_difference":
+        tpr = _compare_rate(groups, "tpr", "difference", min_samples)
+        fpr = _compare_rate(groups, "fpr", "difference", min_samples)
+        if tpr is None or fpr is None:
+            return None
+        return max((tpr, fpr), key=lambda c: c.value)
+    base, kind = _COMPARED[name]
+    return _compare_rate(groups, base, kind, min_samples)
