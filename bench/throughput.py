@@ -16,7 +16,8 @@ envelopes of 100 events. Then, for each layout and in a fresh process each:
                      evaluation stage has applied every summary message its
                      ingest stage sent, and every event was counted.
 
-Clocks start at the first message (or batch) received, so consumer-group
+Clocks start at the first message received (the first non-empty ``getmany``
+for (a), a Faust sensor's ``on_message_in`` for (b) and (c)), so group
 joins and connection set-up are excluded; each rate is events/s (all N
 events, whatever the layout). Each process's peak RSS is its own
 ``ru_maxrss`` (``os.wait4``). Last, a worker runs on a config whose slice
@@ -25,8 +26,16 @@ simulator's predictions) to show its peak RSS. Figures are printed, never
 asserted: the machine is shared and noisy, compare the ratios.
 
     python bench/throughput.py                      # 1,000,000 events, own Tansu broker
-    python bench/throughput.py --events 200000 --profile
+    python bench/throughput.py --events 200000 --repeat 3       # medians of 3 interleaved rounds
+    python bench/throughput.py --events 200000 --profile 30     # + pyinstrument profiles of (b) and (c)
     python bench/throughput.py --bootstrap 127.0.0.1:9092
+    python bench/throughput.py --fetch-max-wait-ms 100          # diagnostic: Faust's 1.5 s fetch wait lowered
+
+Without ``--bootstrap`` a Tansu broker is started on a free loopback port
+and stopped at exit (also on Ctrl-C or an error). ``DRIFTWATCH_PSEUDONYM_KEY``
+is set to a bench-only constant if unset. The 2-core machines this runs on
+are shared: single runs vary by +-20 %, so use ``--repeat`` before reading a
+PASS or MISS.
 """
 
 from __future__ import annotations
@@ -76,6 +85,16 @@ RATE = 100.0
 SEED = 11
 SESSION_TIMEOUT = 2.0  # the dev broker's first group join waits about half of it
 BATCH_SIZE, BATCH_WAIT = 2000, 0.2  # driftwatch's ingest batching (kafka.batch_size / batch_wait defaults)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batching:
+    """How the ingest agent (and the bare agent) batch messages: ``take_events(size, within=wait)``."""
+
+    size: int = BATCH_SIZE
+    wait: float = BATCH_WAIT
+
+
 PRODUCER_BATCH_BYTES = 64 * 1024
 WIDE_REGIONS, WIDE_LANGUAGES, WIDE_MAX_VALUES = 250, 50, 100
 RESULT_TAG = "@@bench-result "
@@ -344,7 +363,7 @@ def _self_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_config(ds: Dataset, run: str) -> Config:
+def bench_config(ds: Dataset, run: str, batching: Batching = Batching()) -> Config:
     """The example config on the dataset's topics, with a unique app id and unique output topics."""
     base = load_config(EXAMPLE)
     kafka = base.kafka.model_copy(
@@ -356,8 +375,8 @@ def bench_config(ds: Dataset, run: str) -> Config:
             "alerts": TopicConfig(name=f"dwbench-{run}-alerts", partitions=1),
             "dead_letter": TopicConfig(name=f"dwbench-{run}-dead-letter", partitions=1),
             "session_timeout": SESSION_TIMEOUT,
-            "batch_size": BATCH_SIZE,
-            "batch_wait": BATCH_WAIT,
+            "batch_size": batching.size,
+            "batch_wait": batching.wait,
         }
     )
     update: dict[str, Any] = {"kafka": kafka, "metrics": base.metrics.model_copy(update={"port": 0})}
@@ -407,7 +426,9 @@ def _run_faust(app: Any) -> None:
     ).execute_from_commandline()
 
 
-def measure_bare(ds: Dataset, bootstrap: str, *, iterate: bool, profile: float | None) -> None:
+def measure_bare(
+    ds: Dataset, bootstrap: str, *, iterate: bool, profile: float | None, batching: Batching = Batching()
+) -> None:
     """(b) a bare Faust agent over both topics that counts messages and does nothing else; exits when done.
 
     With ``profile`` (seconds), the run is profiled and ends after that long if it has not finished.
@@ -424,7 +445,10 @@ def measure_bare(ds: Dataset, bootstrap: str, *, iterate: bool, profile: float |
     def done() -> None:
         clock.stop()
         events = ds.events if seen >= ds.messages else round(seen * ds.events / ds.messages)
-        result = {**clock.report(events, seen), "iteration": "plain" if iterate else "take_events(2000, 0.2)"}
+        result = {
+            **clock.report(events, seen),
+            "iteration": "plain" if iterate else f"take_events({batching.size}, {batching.wait:g})",
+        }
         if profiler is not None:
             result["profile"] = _profile_text(profiler)
         result["complete"] = seen >= ds.messages
@@ -442,7 +466,7 @@ def measure_bare(ds: Dataset, bootstrap: str, *, iterate: bool, profile: float |
                 if seen >= ds.messages:
                     done()
         else:
-            async for events in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+            async for events in stream.take_events(batching.size, within=batching.wait):
                 seen += len(events)
                 if seen >= ds.messages:
                     done()
@@ -451,6 +475,18 @@ def measure_bare(ds: Dataset, bootstrap: str, *, iterate: bool, profile: float |
     if profile is not None:
         app.timer(0.5)(profile_deadline)
     _run_faust(app)
+
+
+def _state_bytes(evaluator: Any) -> int:
+    """Bytes of the count matrices the evaluator keeps (open ticks, window buckets and totals, since start)."""
+    total = 0
+    for stream in evaluator.streams.values():
+        store = stream.store
+        matrices = [*store.open.values(), store.since]
+        for w in store.windows.values():
+            matrices += [m for _, m in w.buckets] + [w.total]
+        total += sum(m.nbytes for m in matrices if m is not None)
+    return total
 
 
 class _CountingTopic:
@@ -469,7 +505,7 @@ class _CountingTopic:
         return getattr(self._topic, name)
 
 
-def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None) -> None:
+def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, batching: Batching = Batching()) -> None:
     """(c) a driftwatch Worker until every event is counted and every summary it sent was evaluated.
 
     With ``profile`` (seconds), the run is profiled and ends after that long if it has not finished.
@@ -478,7 +514,7 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None) ->
     from driftwatch.streaming.worker import Worker
 
     run = uuid.uuid4().hex[:12]
-    config = bench_config(ds, run)
+    config = bench_config(ds, run, batching)
     asyncio.run(ensure_topics(bootstrap, config.kafka))
     key = load_key(config.privacy).get_secret_value()
 
@@ -493,12 +529,22 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None) ->
             self.summaries_sent = 0
             self.summaries_evaluated = 0
             self.finished = False
+            self.ingested_at: float | None = None
             self.summaries = _CountingTopic(self.summaries, self._sent)  # type: ignore[assignment]
             self.app.timer(0.1)(self._poll)
             self.app.sensors.add(_first_message_sensor(clock))
 
         def _sent(self) -> None:
             self.summaries_sent += 1
+
+        async def ingest_batch(self, messages: Any) -> None:
+            await super().ingest_batch(messages)
+            if self.ingested_at is None and self._counted() >= ds.events:
+                self.ingested_at = time.perf_counter()  # the ingest stage is done; evaluation may still lag
+
+        def _counted(self) -> int:
+            c = self.core.counters
+            return c.predictions + c.interactions + sum(c.rejected.values())
 
         def evaluate_message(self, data: bytes) -> None:
             super().evaluate_message(data)
@@ -510,12 +556,10 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None) ->
             if profile is not None and not self.finished and clock.elapsed() > profile:
                 self.finished = True
                 clock.stop()
-                c = self.core.counters
-                self._finish(c.predictions + c.interactions + sum(c.rejected.values()))
+                self._finish(self._counted())
 
         def _check(self) -> None:
-            c = self.core.counters
-            counted = c.predictions + c.interactions + sum(c.rejected.values())
+            counted = self._counted()
             if not self.finished and counted >= ds.events and self.summaries_evaluated >= self.summaries_sent:
                 self.finished = True
                 clock.stop()
@@ -541,6 +585,9 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None) ->
                 slices=sum(len(s.space) for s in self.core.evaluator.streams.values()),
                 streams=len(self.core.evaluator.streams),
                 rss_before_data_mb=rss_before_data,
+                evaluator_state_mb=_state_bytes(self.core.evaluator) / 2**20,
+                join_entries=len(self.core.ingestor._join),
+                ingest_seconds=None if self.ingested_at is None or clock.t0 is None else self.ingested_at - clock.t0,
             )
             if profiler is not None:
                 result["profile"] = _profile_text(profiler)
@@ -551,9 +598,30 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None) ->
     _run_faust(worker.app)
 
 
+def _override_fetch_max_wait(ms: int) -> None:
+    """Make every aiokafka consumer of this process use ``fetch_max_wait_ms=ms`` (Faust hard-codes 1500).
+
+    aiokafka keeps one fetch in flight per broker; while a fetch for partitions with no new data waits
+    for ``fetch_max_wait_ms``, partitions that do have data (the summaries topic, the rest of a backlog)
+    are not fetched. A diagnostic: the figures without it are driftwatch as shipped.
+    """
+    import aiokafka
+
+    init = aiokafka.AIOKafkaConsumer.__init__
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["fetch_max_wait_ms"] = ms
+        init(self, *args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer.__init__ = patched
+
+
 def _child(args: argparse.Namespace) -> None:
     """Run one measurement in this (fresh) process and print its result line."""
     ds = Dataset(**json.loads(args.dataset))
+    batching = Batching(args.batch_size, args.batch_wait)
+    if args.fetch_max_wait_ms is not None:
+        _override_fetch_max_wait(args.fetch_max_wait_ms)
 
     def give_up() -> None:
         print(f"timed out after {args.timeout:g}s", file=sys.stderr, flush=True)
@@ -565,9 +633,9 @@ def _child(args: argparse.Namespace) -> None:
     if args.measure == "raw":
         _emit(asyncio.run(measure_raw(ds, args.bootstrap)))
     elif args.measure in ("bare-take", "bare-iter"):
-        measure_bare(ds, args.bootstrap, iterate=args.measure == "bare-iter", profile=args.profile)
+        measure_bare(ds, args.bootstrap, iterate=args.measure == "bare-iter", profile=args.profile, batching=batching)
     else:
-        measure_driftwatch(ds, args.bootstrap, profile=args.profile)
+        measure_driftwatch(ds, args.bootstrap, profile=args.profile, batching=batching)
     raise SystemExit("the measurement ended without a result")
 
 
@@ -575,7 +643,14 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def run_measurement(
-    mode: str, ds: Dataset, bootstrap: str, *, timeout: float, profile: float | None = None
+    mode: str,
+    ds: Dataset,
+    bootstrap: str,
+    *,
+    timeout: float,
+    profile: float | None = None,
+    batching: Batching = Batching(),
+    fetch_max_wait_ms: int | None = None,
 ) -> dict[str, Any]:
     """Run one measurement in a fresh process of this script; add its peak RSS; {} on failure (tail printed)."""
     cmd = [
@@ -589,9 +664,15 @@ def run_measurement(
         bootstrap,
         "--timeout",
         str(timeout),
+        "--batch-size",
+        str(batching.size),
+        "--batch-wait",
+        str(batching.wait),
     ]
     if profile is not None:
         cmd += ["--profile", str(profile)]
+    if fetch_max_wait_ms is not None:
+        cmd += ["--fetch-max-wait-ms", str(fetch_max_wait_ms)]
     title = MODE_TITLES[mode] + (f" [profiled, at most {profile:g} s]" if profile is not None else "")
     print(f"  {ds.name:<9} {title} ...", flush=True)
     with tempfile.NamedTemporaryFile("w+b", prefix=f"dwbench-{mode}-", suffix=".log", delete=False) as log:
@@ -620,7 +701,15 @@ def run_measurement(
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
     extra = f", {result['slices']:,} slices" if "slices" in result else ""
     if "rss_before_data_mb" in result:
-        extra += f" (RSS {result['rss_before_data_mb']:.0f} MB before any data)"
+        extra += (
+            f" (RSS {result['rss_before_data_mb']:.0f} MB before any data, "
+            f"evaluator matrices {result['evaluator_state_mb']:.0f} MB, {result['join_entries']:,} join entries)"
+        )
+    if result.get("ingest_seconds"):
+        extra += (
+            f"; ingest stage done after {result['ingest_seconds']:.2f} s "
+            f"({result['events'] / result['ingest_seconds']:,.0f} events/s)"
+        )
     if not result.get("complete", True):
         extra += " [stopped early: profile time cap]"
     print(
@@ -632,11 +721,20 @@ def run_measurement(
     return result
 
 
-def _rate(r: dict[str, Any]) -> str:
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median events/s (the lower middle for an even count); {} if every run failed."""
+    ok = sorted((r for r in results if r), key=lambda r: float(r["events_per_s"]))
+    return ok[(len(ok) - 1) // 2] if ok else {}
+
+
+def _rate(r: dict[str, Any] | None) -> str:
+    """events/s of a result; "-" if not run, "failed" if it produced no result."""
+    if r is None:
+        return "-"
     return f"{r['events_per_s']:,.0f}" if r else "failed"
 
 
-def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     return a["events_per_s"] / b["events_per_s"] if a and b else None
 
 
@@ -663,7 +761,7 @@ def print_report(results: dict[tuple[str, str], dict[str, Any]], datasets: list[
         return f"{x:.2f}" if x is not None else "n/a"
 
     for ds in datasets:
-        r = {m: results.get((ds.name, m), {}) for m in MODES}
+        r = {m: results.get((ds.name, m)) for m in MODES}
         print(
             f"{ds.name:<10}{ds.messages:>11,}{_rate(r['raw']):>14}{_rate(r['bare-take']):>16}"
             f"{_rate(r['bare-iter']):>17}{_rate(r['driftwatch']):>16}"
@@ -674,12 +772,12 @@ def print_report(results: dict[tuple[str, str], dict[str, Any]], datasets: list[
     print("peak RSS per process (MB)")
     print(f"{'layout':<10}" + "".join(f"{m:>14}" for m in MODES))
     for ds in datasets:
-        row = [results.get((ds.name, m), {}).get("peak_rss_mb") for m in MODES]
+        row = [(results.get((ds.name, m)) or {}).get("peak_rss_mb") for m in MODES]
         print(f"{ds.name:<10}" + "".join(f"{x:>14.0f}" if x is not None else f"{'n/a':>14}" for x in row))
     print()
     print("targets")
     for ds in datasets:
-        r = {m: results.get((ds.name, m), {}) for m in MODES}
+        r = {m: results.get((ds.name, m)) for m in MODES}
         if ds.envelope == 1:
             take, it = _ratio(r["driftwatch"], r["bare-take"]), _ratio(r["driftwatch"], r["bare-iter"])
             print(
@@ -710,6 +808,20 @@ def main() -> None:
     ap.add_argument("--wide-events", type=int, default=200_000, help="events of the 1,000-slice run (0: skip it)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds one measurement may take")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="rounds of (a)-(c); the table shows each figure's median (noisy machines)"
+    )
+    ap.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help="messages per ingest batch (kafka.batch_size, default 2000)"
+    )
+    ap.add_argument(
+        "--batch-wait", type=float, default=BATCH_WAIT, help="longest wait to fill a batch (kafka.batch_wait, 0.2 s)"
+    )
+    ap.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        help="diagnostic: override the consumers' fetch_max_wait_ms (Faust hard-codes 1500) in every measurement",
+    )
     ap.add_argument("--measure", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--dataset", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -717,7 +829,9 @@ def main() -> None:
         _child(args)
         return
     modes = [m for m in MODES if m in args.modes.split(",")]
+    batching = Batching(args.batch_size, args.batch_wait)
     signal.signal(signal.SIGTERM, _terminate)  # so the broker is stopped on `kill` too
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
 
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap or stack.enter_context(tansu_broker())
@@ -741,24 +855,48 @@ def main() -> None:
             )
             (wide,) = asyncio.run(produce(bootstrap, config, key, run, args.wide_events, {"wide": ENVELOPE}, wide=True))
 
+        def measure(mode: str, ds: Dataset, profile: float | None = None) -> dict[str, Any]:
+            return run_measurement(
+                mode,
+                ds,
+                bootstrap,
+                timeout=args.timeout,
+                profile=profile,
+                batching=batching,
+                fetch_max_wait_ms=args.fetch_max_wait_ms,
+            )
+
         results: dict[tuple[str, str], dict[str, Any]] = {}
-        print("measuring (one fresh process each) ...", flush=True)
-        for ds in datasets:
-            for mode in modes:
-                results[(ds.name, mode)] = run_measurement(mode, ds, bootstrap, timeout=args.timeout)
+        fetch_note = "" if args.fetch_max_wait_ms is None else f"; fetch_max_wait_ms={args.fetch_max_wait_ms}"
+        print(
+            f"measuring (one fresh process each; ingest batches take_events({batching.size}, "
+            f"within={batching.wait:g}){fetch_note}) ...",
+            flush=True,
+        )
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for i in range(args.repeat):  # rounds interleave the modes, so drift on a shared machine hits all alike
+            if args.repeat > 1:
+                print(f" round {i + 1} of {args.repeat}", flush=True)
+            for ds in datasets:
+                for mode in modes:
+                    runs.setdefault((ds.name, mode), []).append(measure(mode, ds))
+        results = {k: _median(v) for k, v in runs.items()}
         profiles: dict[str, dict[str, Any]] = {}
         if args.profile is not None:
             for ds in datasets:
                 for mode in ("bare-take", "driftwatch"):
                     if mode in modes:
-                        profiles[f"{MODE_TITLES[mode]}, {ds.name} layout"] = run_measurement(
-                            mode, ds, bootstrap, timeout=args.timeout, profile=args.profile
-                        )
+                        profiles[f"{MODE_TITLES[mode]}, {ds.name} layout"] = measure(mode, ds, profile=args.profile)
         wide_result: dict[str, Any] = {}
         if wide is not None:
-            wide_result = run_measurement("driftwatch", wide, bootstrap, timeout=args.timeout)
+            wide_result = measure("driftwatch", wide)
 
         print_report(results, datasets)
+        if args.repeat > 1:
+            print()
+            print(f"spread over {args.repeat} rounds (events/s, each round's figure; the table shows the median)")
+            for (name, mode), rs in runs.items():
+                print(f"  {name:<9} {MODE_TITLES[mode]:<34} " + "  ".join(_rate(r) for r in rs))
         if wide is not None:
             slices = wide_result.get("slices")
             rss = wide_result.get("peak_rss_mb")
@@ -781,4 +919,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: the broker and the measurement in progress were stopped", file=sys.stderr)
+        sys.exit(130)
