@@ -86,15 +86,6 @@ SEED = 11
 SESSION_TIMEOUT = 2.0  # the dev broker's first group join waits about half of it
 BATCH_SIZE, BATCH_WAIT = 2000, 0.2  # driftwatch's ingest batching (kafka.batch_size / batch_wait defaults)
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Batching:
-    """How the ingest agent (and the bare agent) batch messages: ``take_events(size, within=wait)``."""
-
-    size: int = BATCH_SIZE
-    wait: float = BATCH_WAIT
-
-
 PRODUCER_BATCH_BYTES = 64 * 1024
 WIDE_REGIONS, WIDE_LANGUAGES, WIDE_MAX_VALUES = 250, 50, 100
 RESULT_TAG = "@@bench-result "
@@ -120,6 +111,14 @@ FAUST_SETTINGS: dict[str, Any] = {
     "producer_linger": 0.005,
     "producer_max_request_size": 8 * 1024 * 1024,
 }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batching:
+    """How the ingest agent (and the bare agent) batch messages: ``take_events(size, within=wait)``."""
+
+    size: int = BATCH_SIZE
+    wait: float = BATCH_WAIT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -351,6 +350,8 @@ def _first_message_sensor(clock: _Clock) -> Any:
     from faust.sensors.base import Sensor
 
     class FirstMessage(Sensor):
+        """Starts the clock on the first message in."""
+
         def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
             clock.start()
 
@@ -358,6 +359,7 @@ def _first_message_sensor(clock: _Clock) -> Any:
 
 
 def _self_rss_mb() -> float:
+    """This process's peak RSS so far, in MB."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
