@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from river import drift as river_drift
 
 from driftwatch.alerts.engine import AlertEngine, AlertTransition, Candidate
 from driftwatch.config import Config, Rule
@@ -527,6 +526,9 @@ def _tested(rule: Rule, value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np
 
 
 def _make_detector(kind: str, delta: float | None, threshold: float | None) -> object:
+    # Imported here: `river.drift` pulls in ~170 MB (sklearn, pandas, pyarrow) that a worker without detector rules never needs.
+    from river import drift as river_drift
+
     if kind == "adwin":
         return river_drift.ADWIN(delta=delta or 0.002)  # type: ignore[no-untyped-call]  # river leaves __init__ unannotated
     # River's defaults: delta=0.005, threshold=50.
