@@ -84,21 +84,7 @@ def _finite(x: float | None) -> float | None:
 
 
 def _alert_json(t: AlertTransition) -> dict[str, object]:
-    return {
-        "type": "alert",
-        "rule": t.rule,
-        "state": t.state,
-        "labels": t.labels,
-        "value": _finite(t.value),
-        "n": t.n,
-        "interval": [_finite(t.lo), _finite(t.hi)],
-        "window_seconds": t.window,
-        "event_time": _iso(t.event_time),
-        "active_since": _iso(t.active_since),
-        "severity": t.severity,
-        "fingerprint": t.fingerprint,
-        "evidence": t.evidence,
-    }
+    return {"type": "alert", **t.to_record()}
 
 
 def _metric_json(r: MetricRow) -> dict[str, object]:

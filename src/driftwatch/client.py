@@ -105,11 +105,6 @@ class Client:
         event_id: str | None = None,
     ) -> None:
         """Validate, pseudonymise and queue one prediction (raises ValueError on a contract violation)."""
-        attrs = {}
-        for name, value in (attributes or {}).items():
-            if name not in self.config.attributes:
-                continue  # minimisation at the source too
-            attrs[name] = self._coders[name].code(value) if name in self._sensitive else value
         event = {
             "type": "prediction",
             "schema_version": 1,
@@ -119,7 +114,7 @@ class Client:
             "model_version": model_version,
             "request_id": request_id,
             "prediction": prediction,
-            "attributes": attrs,
+            "attributes": self._minimised(attributes or {}),
             "features": dict(features or {}),
             "score": score,
             "favorable": favorable,
@@ -151,15 +146,8 @@ class Client:
         """Queue an already-formed event dict (the simulator's); sensitive attributes are still pseudonymised."""
         if event.get("type") == "prediction":
             attrs = event.get("attributes")
-            if isinstance(attrs, dict) and self._sensitive:
-                event = {
-                    **event,
-                    "attributes": {
-                        a: (self._coders[a].code(v) if a in self._sensitive and isinstance(v, str) else v)
-                        for a, v in attrs.items()
-                        if a in self.config.attributes
-                    },
-                }
+            if isinstance(attrs, dict):
+                event = {**event, "attributes": self._minimised(attrs)}
             topic, typ = self.config.kafka.predictions.name, Prediction
         else:
             topic, typ = self.config.kafka.interactions.name, Interaction  # type: ignore[assignment]
@@ -171,6 +159,14 @@ class Client:
         return len(self._buffer)
 
     # ---------------------------------------------------------------- private
+
+    def _minimised(self, attributes: Mapping[str, object]) -> dict[str, object]:
+        """Only configured attributes, sensitive ones as keyed tokens: raw values never leave the model server."""
+        return {
+            a: self._coders[a].code(v) if a in self._sensitive and isinstance(v, str) else v
+            for a, v in attributes.items()
+            if a in self.config.attributes
+        }
 
     def _queue(self, topic: str, request_id: str, event: Mapping[str, object], typ: type[msgspec.Struct]) -> None:
         data = _ENC.encode(event)

@@ -108,7 +108,6 @@ class Ingestor:
         self._attr_get = operator.attrgetter(*self._attrs) if self._attrs else None
         self._pairs = tuple((self._attrs.index(a), self._attrs.index(b)) for a, b in config.intersections)
         self.limits = slice_limits(config)
-        self._limits = self.limits
         self.layouts: dict[str, S.Layout] = {}
         self.learners: dict[str, _Learner] = {}
         profiles = dict(profiles or {})
@@ -250,7 +249,7 @@ class Ingestor:
                 if s is not None:
                     return s
             versions.append(ver)
-        s = _Stream(mid, ver, self.layouts[mid], SliceSpace(self.dimensions, self._limits))
+        s = _Stream(mid, ver, self.layouts[mid], SliceSpace(self.dimensions, self.limits))
         s.caches = [{None: MISSING} for _ in self._attrs]
         s.cells = {}
         s.pair_cache = [{} for _ in self._pairs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import yaml
@@ -12,11 +13,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from driftwatch.client import Client
-from driftwatch.config import load_config
+from driftwatch.config import Config, load_config
 from driftwatch.exporters.prometheus import SLICE_FAMILIES
 from driftwatch.pipeline import Pipeline
-from driftwatch.reports.baseline import build_profile, columns_from
+from driftwatch.reports.baseline import build_profile, prediction_columns
 from driftwatch.simulate import generate
+from driftwatch.streaming.topics import ensure_topics
 
 from .conftest import WorkerProcess, samples, unique_config, wait_for
 
@@ -28,17 +30,28 @@ def _config_with_profiles(tmp_path: Path, example: Path, name: str, events: list
     data = yaml.safe_load(cfg_path.read_text())
     cfg = load_config(example)
     for mid, mc in cfg.models.items():
-        rows = [
-            {**e.get("features", {}), "score": e.get("score"), "prediction": e["prediction"]}  # type: ignore[dict-item]
-            for e in events
-            if e["type"] == "prediction" and e["model_id"] == mid
-        ][:2000]
+        cols = prediction_columns(events, mid, limit=2000)
         prof = tmp_path / f"{mid}.json"
-        prof.write_text(json.dumps(build_profile(mid, mc, columns_from(rows)).to_json()))
+        prof.write_text(json.dumps(build_profile(mid, mc, cols).to_json()))
         data["models"][mid]["reference"] = {"profile": str(prof)}
     data["metrics"] = {"window": 0, "max_series": 100000}  # since start: every closed tick
     cfg_path.write_text(json.dumps(data))
     return cfg_path
+
+
+def _create_topics(bootstrap: str, cfg: Config) -> None:
+    asyncio.run(ensure_topics(bootstrap, cfg.kafka))
+
+
+def _produce(cfg: Config, key: bytes, bootstrap: str, events: list[dict[str, object]], envelope: int) -> None:
+    """Send events through the producer client; every one must be acknowledged."""
+    client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=envelope)
+    client.start()
+    for e in events:
+        client.emit_event(e)
+    client.close()
+    assert client.dropped == client.errors == 0
+    assert client.sent == len(events)
 
 
 def _partition(request_id: str) -> int:
@@ -71,22 +84,11 @@ def test_worker_metrics_equal_the_replay(
     cfg = load_config(cfg_path)
     expected = _replay(cfg_path, events, pseudonym_key)
 
-    async def produce_singles() -> None:
-        from driftwatch.streaming.topics import ensure_topics
-
-        await ensure_topics(kafka_bootstrap, cfg.kafka)
-
-    asyncio.run(produce_singles())
+    _create_topics(kafka_bootstrap, cfg)
     # First a third of the events one per message, then the rest in envelopes of 100 (in order: one producer at a time).
     third = len(events) // 3
     for envelope, part in ((1, events[:third]), (100, events[third:])):
-        client = Client(cfg, key=pseudonym_key, bootstrap=kafka_bootstrap, envelope_size=envelope)
-        client.start()
-        for e in part:
-            client.emit_event(e)
-        client.close()
-        assert client.dropped == client.errors == 0
-        assert client.sent == len(part)
+        _produce(cfg, pseudonym_key, kafka_bootstrap, part, envelope)
 
     worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "worker.log")
     try:
@@ -95,12 +97,7 @@ def test_worker_metrics_equal_the_replay(
         expected_gauges = _expected_gauges(expected)
 
         def mismatches() -> list[tuple[object, float | None, float]]:
-            s = samples(worker.scrape())
-            return [
-                (k, s.get(k), v)
-                for k, v in expected_gauges.items()
-                if s.get(k) is None or abs(s[k] - v) > 1e-12 * max(1.0, abs(v))
-            ]
+            return _mismatches(worker, expected_gauges)
 
         def caught_up() -> bool:
             """Every gauge equals the replay's value (the evaluator has merged every event)."""
@@ -151,8 +148,6 @@ def test_malformed_events_are_dead_lettered(
     }
 
     async def produce_and_read() -> list[tuple[bytes, dict[str, bytes]]]:
-        from driftwatch.streaming.topics import ensure_topics
-
         await ensure_topics(kafka_bootstrap, cfg.kafka)
         prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=1_000_000)
         await prod.start()
@@ -205,6 +200,12 @@ def test_malformed_events_are_dead_lettered(
         assert headers["driftwatch-source"].decode().startswith(cfg.kafka.interactions.name + ":")
 
 
+def _mismatches(worker: WorkerProcess, want: dict[Any, float]) -> list[tuple[object, float | None, float]]:
+    """Gauges of ``worker`` that are missing or differ from ``want`` (relative 1e-12)."""
+    s = samples(worker.scrape())
+    return [(k, s.get(k), v) for k, v in want.items() if s.get(k) is None or abs(s[k] - v) > 1e-12 * max(1.0, abs(v))]
+
+
 def _expected_gauges(expected: Pipeline) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
     for row in expected.metric_rows(0.0):
@@ -228,12 +229,7 @@ def test_two_workers_in_one_group_equal_the_replay(
     expected = _replay(cfg_path, events, pseudonym_key)
     want = _expected_gauges(expected)
 
-    async def topics() -> None:
-        from driftwatch.streaming.topics import ensure_topics
-
-        await ensure_topics(kafka_bootstrap, cfg.kafka)
-
-    asyncio.run(topics())
+    _create_topics(kafka_bootstrap, cfg)
     workers = [WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / f"w{i}.log") for i in range(2)]
     try:
         # Produce only once the group has settled with both members, so no partition moves mid-stream.
@@ -242,17 +238,11 @@ def test_two_workers_in_one_group_equal_the_replay(
             return all(n > 0 for n in owned) and sum(owned) == 2 * PARTITIONS
 
         wait_for(split, 60, "both workers to own input partitions", interval=0.5)
-        client = Client(cfg, key=pseudonym_key, bootstrap=kafka_bootstrap, envelope_size=50)
-        client.start()
-        for e in events:
-            client.emit_event(e)
-        client.close()
-        assert client.sent == len(events)
+        _produce(cfg, pseudonym_key, kafka_bootstrap, events, 50)
 
         def matching_worker() -> int | None:
             for i, w in enumerate(workers):
-                s = samples(w.scrape())
-                if all(s.get(k) is not None and abs(s[k] - v) <= 1e-12 * max(1.0, abs(v)) for k, v in want.items()):
+                if not _mismatches(w, want):
                     return i + 1
             return None
 
@@ -319,8 +309,6 @@ def test_join_through_kafka(
     inters += [inter(f"fill-{k}", t0 + 10_000 * k + 1) for k in range(25, 40)]
 
     async def produce() -> None:
-        from driftwatch.streaming.topics import ensure_topics
-
         await ensure_topics(kafka_bootstrap, cfg.kafka)
         prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
         await prod.start()

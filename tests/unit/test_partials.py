@@ -14,7 +14,7 @@ from driftwatch.evaluate import Evaluator
 from driftwatch.ingest import Ingestor
 from driftwatch.metrics import summary as S
 from driftwatch.pipeline import Pipeline
-from driftwatch.reports.baseline import Profile, build_profile, columns_from
+from driftwatch.reports.baseline import Profile, build_profile, prediction_columns
 from driftwatch.simulate import generate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "driftwatch.example.yaml"
@@ -28,12 +28,8 @@ def _profiles(events: list[dict[str, object]]) -> dict[str, Profile]:
     cfg = load_config(EXAMPLE)
     out = {}
     for mid, mc in cfg.models.items():
-        rows = [
-            {**e["features"], "score": e.get("score"), "prediction": e["prediction"]}  # type: ignore[dict-item]
-            for e in events
-            if e["type"] == "prediction" and e["model_id"] == mid
-        ][:3000]
-        out[mid] = build_profile(mid, mc, columns_from(rows))
+        cols = prediction_columns(events, mid, limit=3000)
+        out[mid] = build_profile(mid, mc, cols)
     return out
 
 

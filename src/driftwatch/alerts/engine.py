@@ -16,6 +16,7 @@ same input always gives the same transitions.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -70,6 +71,32 @@ class AlertTransition:
     severity: str
     actions: tuple[str, ...]
     evidence: dict[str, object]
+
+    def to_record(self) -> dict[str, object]:
+        """The JSON record of this transition (``replay --json`` and the alerts topic): RFC 3339 times, NaN as null."""
+
+        def fin(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        def iso(seconds: float) -> str:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+        return {
+            "rule": self.rule,
+            "state": self.state,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "value": fin(self.value),
+            "n": self.n,
+            "interval": [fin(self.lo), fin(self.hi)],
+            "window_seconds": self.window,
+            "event_time": iso(self.event_time),
+            "active_since": iso(self.active_since),
+            "severity": self.severity,
+            "fingerprint": self.fingerprint,
+            "actions": list(self.actions),
+            "evidence": self.evidence,
+        }
 
 
 @dataclass(slots=True)

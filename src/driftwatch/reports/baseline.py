@@ -25,7 +25,16 @@ import numpy as np
 from driftwatch.config import ModelConfig
 from driftwatch.errors import InputError, ProfileError
 
-__all__ = ["MAX_CATEGORIES", "Distribution", "Profile", "build_profile", "load_profile", "read_table"]
+__all__ = [
+    "MAX_CATEGORIES",
+    "Distribution",
+    "Profile",
+    "build_profile",
+    "columns_from",
+    "load_profile",
+    "prediction_columns",
+    "read_table",
+]
 
 MAX_CATEGORIES = 50
 """Categories beyond the 50 most frequent share the ``__unseen__`` bin (bounded columns per slice)."""
@@ -204,23 +213,8 @@ def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
 
             return {k: list(v) for k, v in pq.read_table(path).to_pydict().items()}
         if suffix in (".jsonl", ".ndjson", ".json"):
-            rows_out: list[dict[str, object]] = []
             with path.open("rb") as fh:
-                for line in fh:
-                    if not line.strip():
-                        continue
-                    ev = msgspec.json.decode(line)
-                    if (
-                        not isinstance(ev, dict)
-                        or ev.get("type", "prediction") != "prediction"
-                        or ev.get("model_id") != model_id
-                    ):
-                        continue
-                    row: dict[str, object] = dict(ev.get("features") or {})
-                    row["score"] = ev.get("score")
-                    row["prediction"] = ev.get("prediction")
-                    rows_out.append(row)
-            return columns_from(rows_out)
+                return prediction_columns((msgspec.json.decode(line) for line in fh if line.strip()), model_id)
     except (OSError, msgspec.DecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read reference data: {e}") from e
     raise InputError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
@@ -236,6 +230,18 @@ def load_profile(path: Path) -> Profile:
         raise ProfileError(f"{path}: not a JSON profile: {e}") from e
     except ProfileError as e:
         raise ProfileError(f"{path}: {e}") from None
+
+
+def prediction_columns(events: Iterable[object], model_id: str, limit: int | None = None) -> dict[str, list[object]]:
+    """Reference columns (features, ``score``, ``prediction``) from the prediction events of ``model_id``."""
+    rows: list[dict[str, object]] = []
+    for ev in events:
+        if not isinstance(ev, dict) or ev.get("type", "prediction") != "prediction" or ev.get("model_id") != model_id:
+            continue
+        rows.append({**(ev.get("features") or {}), "score": ev.get("score"), "prediction": ev.get("prediction")})
+        if limit is not None and len(rows) >= limit:
+            break
+    return columns_from(rows)
 
 
 def columns_from(values: Iterable[Mapping[str, object]]) -> dict[str, list[object]]:

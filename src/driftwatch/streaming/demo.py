@@ -35,8 +35,9 @@ from rich.text import Text
 
 from driftwatch.client import Client
 from driftwatch.config import Config
-from driftwatch.reports.baseline import build_profile, columns_from
+from driftwatch.reports.baseline import build_profile, prediction_columns
 from driftwatch.simulate import generate, generate_schedule
+from driftwatch.streaming.produce import paced
 from driftwatch.streaming.worker import Worker
 
 __all__ = ["DEFAULT_SCHEDULE", "parse_schedule", "run_demo"]
@@ -92,13 +93,9 @@ def _demo_config(config: Config, profiles_dir: Path, run_id: str) -> Config:
     events = list(generate("baseline", events=30_000, seed=0)[0])
     models = {}
     for mid, mc in config.models.items():
-        rows = [
-            {**e.get("features", {}), "score": e.get("score"), "prediction": e["prediction"]}  # type: ignore[dict-item]
-            for e in events
-            if e["type"] == "prediction" and e["model_id"] == mid
-        ]
+        cols = prediction_columns(events, mid)
         path = profiles_dir / f"{mid}.json"
-        path.write_text(json.dumps(build_profile(mid, mc, columns_from(rows), source="demo baseline").to_json()))
+        path.write_text(json.dumps(build_profile(mid, mc, cols, source="demo baseline").to_json()))
         models[mid] = mc.model_copy(
             update={
                 "reference": mc.reference.model_copy(
@@ -242,13 +239,8 @@ def run_demo(
         at = {name: t0_ms + int(sec * 1000) for name, sec in schedule.items()}
 
         def produce() -> None:
-            for e in generate_schedule(at, events=10**9, seed=int(time.time()) % 10_000, rate=rate, start_ms=t0_ms):
-                ts = e["ts"]
-                ms = ts if isinstance(ts, int) else _ms(str(ts))
-                while not stop.is_set() and ms > time.time() * 1000:
-                    stop.wait(min((ms - time.time() * 1000) / 1000, 0.2))
-                if stop.is_set():
-                    return
+            stream = generate_schedule(at, events=10**9, seed=int(time.time()) % 10_000, rate=rate, start_ms=t0_ms)
+            for e in paced(stream, t0_ms, stop):
                 client.emit_event(e)
 
         view = _View(worker, started, plain)
@@ -294,9 +286,3 @@ def run_demo(
             f"demo stopped; first metrics after {view.first_metrics:.1f} s" if view.first_metrics else "demo stopped"
         )
     return 0
-
-
-def _ms(rfc3339: str) -> int:
-    import datetime as dt
-
-    return int(dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)

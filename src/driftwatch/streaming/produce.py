@@ -1,14 +1,42 @@
-"""Producing the simulator's traffic to Kafka through the producer client (``driftwatch simulate --bootstrap``)."""
+"""Producing simulated traffic to Kafka through the producer client (``simulate --bootstrap`` and the demo)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
 import time
+from collections.abc import Iterable, Iterator
 
 from driftwatch.client import Client
 from driftwatch.config import Config
 from driftwatch.simulate import generate
 
-__all__ = ["produce_simulation"]
+__all__ = ["event_ms", "paced", "produce_simulation"]
+
+
+def event_ms(event: dict[str, object]) -> int:
+    """An event's time in epoch milliseconds (``ts`` is RFC 3339 or epoch ms)."""
+    ts = event["ts"]
+    if isinstance(ts, int):
+        return ts
+    return int(dt.datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def paced(
+    events: Iterable[dict[str, object]], start_ms: int, stop: threading.Event | None = None
+) -> Iterator[dict[str, object]]:
+    """Yield each event when wall time reaches its event time (relative to ``start_ms``); end early on ``stop``."""
+    stop = stop or threading.Event()
+    t0 = time.monotonic()
+    for event in events:
+        while not stop.is_set():
+            wait = (event_ms(event) - start_ms) / 1000 - (time.monotonic() - t0)
+            if wait <= 0:
+                break
+            stop.wait(min(wait, 0.2))
+        if stop.is_set():
+            return
+        yield event
 
 
 def produce_simulation(
@@ -27,24 +55,11 @@ def produce_simulation(
     stream, _ = generate(scenario, events=events, seed=seed, rate=rate, start_ms=start_ms)
     client = Client(config, key=key, bootstrap=bootstrap)
     client.start()
-    t0 = time.monotonic()
     n = 0
     try:
-        for event in stream:
-            if realtime:
-                ts = event["ts"]
-                ms = ts if isinstance(ts, int) else _ms(str(ts))
-                wait = (ms - start_ms) / 1000 - (time.monotonic() - t0)
-                if wait > 0:
-                    time.sleep(wait)
+        for event in paced(stream, start_ms) if realtime else stream:
             client.emit_event(event)
             n += 1
     finally:
         client.close()
     return n
-
-
-def _ms(rfc3339: str) -> int:
-    import datetime as dt
-
-    return int(dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)

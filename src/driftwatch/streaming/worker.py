@@ -46,33 +46,9 @@ from driftwatch.events import split_messages
 from driftwatch.pipeline import Pipeline
 from driftwatch.streaming.wire import SummaryMsg, decode_summary, encode_summary, from_msg, to_msg
 
-__all__ = ["Worker", "alert_record"]
+__all__ = ["Worker"]
 
 _PARTIALS_PER_MESSAGE = 16
-
-
-def alert_record(t: AlertTransition) -> dict[str, object]:
-    """The JSON record of an alert transition on the alerts topic."""
-
-    def fin(x: float) -> float | None:
-        return x if math.isfinite(x) else None
-
-    return {
-        "rule": t.rule,
-        "state": t.state,
-        "fingerprint": t.fingerprint,
-        "labels": t.labels,
-        "annotations": t.annotations,
-        "value": fin(t.value),
-        "n": t.n,
-        "interval": [fin(t.lo), fin(t.hi)],
-        "window_seconds": t.window,
-        "event_time": t.event_time,
-        "active_since": t.active_since,
-        "severity": t.severity,
-        "actions": list(t.actions),
-        "evidence": t.evidence,
-    }
 
 
 class Worker:
@@ -108,7 +84,6 @@ class Worker:
         self.duplicates_skipped = 0
         self.summaries_rejected = 0
         self.dead_lettered = 0
-        self.consumed: dict[str, int] = {}  # events consumed per input topic
         self._last_data: dict[str, float] = {}  # input partition -> wall time it last delivered (or was assigned)
         self.last_evaluation_wall: float | None = None
         self._enc = msgspec.json.Encoder()
@@ -140,7 +115,6 @@ class Worker:
 
     async def _ingest_partition(self, tp: str, messages: list[Any]) -> None:
         raws, origin = split_messages([m.value or b"" for m in messages])
-        self.consumed[tp.rsplit(":", 1)[0]] = self.consumed.get(tp.rsplit(":", 1)[0], 0) + len(raws)
         with self.lock:  # /metrics is served from another thread
             decoded, partials = self.core.ingestor.process(raws, source=tp)
         for err in decoded.errors:
@@ -208,7 +182,7 @@ class Worker:
                 self.evaluate_message(e.message.value or b"")
             transitions = self.advance()
             for t in transitions:
-                await self.alerts.send(key=t.fingerprint.encode(), value=self._enc.encode(alert_record(t)))
+                await self.alerts.send(key=t.fingerprint.encode(), value=self._enc.encode(t.to_record()))
 
     def evaluate_message(self, data: bytes) -> None:
         """Merge one summary message (idempotent per source offsets) and note its worker's watermark."""
