@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's promtool checks our /metrics in the tests; installed when missing (needs root, as on CI).
+# Debian's promtool checks our /metrics and a real Alertmanager receives our alerts in the tests;
+# installed when missing (needs root, as on CI).
 system-deps:
-	@command -v promtool >/dev/null 2>&1 || { \
-		echo "installing Debian's prometheus (promtool) for the tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus (promtool) and prometheus-alertmanager for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			prometheus prometheus-alertmanager >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -22,7 +22,11 @@ from driftwatch.errors import ConfigError, SecretMissingError
 from driftwatch.metrics.catalog import ATTRIBUTE_METRICS, DETECTOR_SERIES, DRIFT_METRICS, METRICS
 
 __all__ = [
+    "ActionConfig",
+    "AlertingConfig",
+    "ApiConfig",
     "AttributeConfig",
+    "AuditConfig",
     "Config",
     "DetectorConfig",
     "FeatureConfig",
@@ -30,9 +34,12 @@ __all__ = [
     "KafkaConfig",
     "MetricsConfig",
     "ModelConfig",
+    "NotifyConfig",
     "PrivacyConfig",
+    "ReceiverConfig",
     "ReferenceConfig",
     "Rule",
+    "SecretRef",
     "TopicConfig",
     "WindowConfig",
     "load_config",
@@ -195,6 +202,142 @@ class MetricsConfig(_Model):
     max_series: int = Field(2000, ge=10)
 
 
+class SecretRef(_Model):
+    """Where a secret lives: an environment variable or a file, never the config text itself."""
+
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    file: Path | None = None
+
+    def read(self) -> bytes:
+        """The secret's bytes (surrounding whitespace stripped); :class:`SecretMissingError` says what to set."""
+        if self.file is not None:
+            try:
+                data = self.file.read_bytes().strip()
+            except OSError as e:
+                raise SecretMissingError([f"secret file {self.file}: cannot read: {e.strerror}"]) from e
+            where = f"file {self.file}"
+        else:
+            data = os.environ.get(self.env or "", "").encode().strip()
+            where = f"${self.env}"
+        if not data:
+            raise SecretMissingError([f"secret {where} is empty or missing"])
+        return data
+
+    def __repr__(self) -> str:
+        return f"SecretRef(env={self.env!r}, file={str(self.file) if self.file else None!r})"
+
+
+def _http_url(v: str) -> str:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if u.username or u.password:
+        raise ValueError("must not carry credentials; use a secret (bearer_token) instead")
+    return v
+
+
+class ReceiverConfig(_Model):
+    """Who hears about alerts: an Alertmanager-compatible webhook or an Alertmanager to push to."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    kind: Literal["webhook", "alertmanager"] = "webhook"
+    url: str = Field(description="webhook: the POST target; alertmanager: its base URL (…/api/v2/alerts is added).")
+    secret: SecretRef | None = Field(
+        None, description="Standard Webhooks signing secret (whsec_<base64>, 24-64 bytes); webhook receivers only."
+    )
+    bearer_token: SecretRef | None = Field(None, description="Sent as Authorization: Bearer …")
+    send_resolved: bool = True
+    rules: tuple[str, ...] = Field((), description="Rules routed here; empty = every rule.")
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    timeout: Duration = Field(10.0, description="Per attempt.")
+    max_age: Duration = Field(3600.0, description="Give up (dead-letter) a notification this old.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+class NotifyConfig(_Model):
+    """Grouping and delivery, with Alertmanager's meaning for the timings."""
+
+    receivers: tuple[ReceiverConfig, ...] = ()
+    group_by: tuple[str, ...] = ("rule", "model")
+    group_wait: Duration = 30.0
+    group_interval: Duration = 300.0
+    repeat_interval: Duration = 14400.0
+    resend_interval: Duration = Field(60.0, description="alertmanager receivers: re-push firing alerts this often.")
+    external_url: str = Field("http://127.0.0.1:9464", description="Where people reach this driftwatch.")
+    report_url: str | None = Field(
+        None,
+        description="Link to a slice's report; {model}, {version}, {rule}, {attribute}, {value} are filled in.",
+    )
+    deny_private_targets: bool = Field(
+        False, description="SSRF guard: only global addresses, checked after one resolution; no redirects."
+    )
+    dead_letter: TopicConfig = TopicConfig(name="driftwatch-notify-dead-letter", partitions=1)
+    group_id: str = Field("driftwatch-notifier", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+
+
+class ActionConfig(_Model):
+    """A runbook step bound to rules by name (``rules[].actions``)."""
+
+    kind: Literal["http", "kafka", "toggle_safety_filter", "rollback_model", "route_to_human"]
+    transport: Literal["http", "kafka"] | None = Field(
+        None, description="For built-ins; http and kafka kinds imply it."
+    )
+    url: str | None = None
+    topic: str | None = Field(None, description="Control topic for the kafka transport.")
+    body: dict[str, object] = Field(default_factory=dict, description="JSON template; {labels.x}, {value}, … filled.")
+    bearer_token: SecretRef | None = None
+    secret: SecretRef | None = Field(None, description="Standard Webhooks secret to sign http calls.")
+    params: dict[str, str] = Field(default_factory=dict, description="Built-in parameters, e.g. to_version, state.")
+    dry_run: bool = False
+    requires_approval: bool = False
+    approval_ttl: Duration = 1800.0
+    undo_on_resolve: bool = False
+    cooldown: Duration = Field(600.0, description="At most one run per target (model, slice) in this long.")
+    max_per_hour: int = Field(6, ge=1)
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
+
+
+class ApiConfig(_Model):
+    """The HTTP API (alerts, actions, approvals, silences, health)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9465, ge=0, le=65535)
+    token: SecretRef | None = Field(None, description="Bearer token; required unless bound to loopback explicitly.")
+    allow_unauthenticated_loopback: bool = False
+    max_body_bytes: int = Field(65536, ge=1024)
+
+
+class AuditConfig(_Model):
+    """The append-only, hash-chained audit trail (file and topic)."""
+
+    path: Path = Path("driftwatch-audit.jsonl")
+    topic: TopicConfig = TopicConfig(name="driftwatch-audit", partitions=1)
+
+
+class AlertingConfig(_Model):
+    """Notification, runbook actions, their guardrails, the API and the audit trail."""
+
+    notify: NotifyConfig = NotifyConfig()
+    actions: dict[str, ActionConfig] = Field(default_factory=dict)
+    dry_run: bool = Field(False, description="Every action only logs and audits what it would do.")
+    kill_switch: bool = Field(False, description="No action runs at all (audited as suppressed).")
+    api: ApiConfig = ApiConfig()
+    audit: AuditConfig = AuditConfig()
+    control_topic: TopicConfig = TopicConfig(name="driftwatch-control", partitions=1)
+
+
 class Config(_Model):
     """The whole driftwatch configuration."""
 
@@ -209,6 +352,7 @@ class Config(_Model):
     max_event_bytes: int = Field(65536, ge=256)
     kafka: KafkaConfig = KafkaConfig()
     metrics: MetricsConfig = MetricsConfig()
+    alerting: AlertingConfig = AlertingConfig()
     rules: tuple[Rule, ...] = ()
 
     def dimensions(self) -> tuple[str, ...]:
@@ -283,6 +427,37 @@ class Config(_Model):
                 wrong = r.resolve_threshold > r.threshold if r.op in (">", ">=") else r.resolve_threshold < r.threshold
                 if wrong:
                     out.append(f"{where}.resolve_threshold: must lie on the healthy side of threshold")
+        out += self._alerting_problems()
+        return out
+
+    def _alerting_problems(self) -> list[str]:
+        out: list[str] = []
+        al = self.alerting
+        rule_names = {r.name for r in self.rules}
+        seen: set[str] = set()
+        for i, rc in enumerate(al.notify.receivers):
+            where = f"alerting.notify.receivers[{i}] ({rc.name})"
+            if rc.name in seen:
+                out.append(f"{where}.name: duplicate receiver name")
+            seen.add(rc.name)
+            for rn in rc.rules:
+                if rn not in rule_names:
+                    out.append(f"{where}.rules: {rn!r} is not a configured rule")
+            if rc.kind == "alertmanager" and rc.secret is not None:
+                out.append(f"{where}.secret: Alertmanager's API does not verify signatures; use bearer_token")
+        for i, r in enumerate(self.rules):
+            for a in r.actions:
+                if a not in al.actions:
+                    out.append(f"rules[{i}] ({r.name}).actions: {a!r} is not in alerting.actions")
+        for name, ac in al.actions.items():
+            where = f"alerting.actions.{name}"
+            if not re.match(r"^[a-z][a-z0-9_-]{0,63}$", name):
+                out.append(f"{where}: name must match ^[a-z][a-z0-9_-]{{0,63}}$")
+            transport = ac.transport or ("kafka" if ac.kind == "kafka" else "http" if ac.kind == "http" else None)
+            if transport is None:
+                out.append(f"{where}.transport: built-in {ac.kind} needs transport http or kafka")
+            elif transport == "http" and ac.url is None:
+                out.append(f"{where}.url: the http transport needs a url")
         return out
 
 
