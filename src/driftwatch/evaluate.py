@@ -17,6 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from driftwatch.alerts.engine import AlertEngine, AlertTransition, Candidate
+from driftwatch.checkpoint import (
+    DETECTOR_HISTORY,
+    DetectorState,
+    ModelsState,
+    StreamState,
+    WindowState,
+    matrix_from,
+    matrix_to,
+)
 from driftwatch.config import Config, Rule
 from driftwatch.counters import Counters
 from driftwatch.metrics import summary as S
@@ -101,6 +110,8 @@ class Evaluator:
         self.closed_before: int | None = None  # first tick not yet closed
         self._detectors: dict[tuple[str, str], object] = {}
         self._detected_at: dict[tuple[str, str], float] = {}
+        # Each detector's recent inputs and labels: a checkpoint rebuilds the detector from them.
+        self._series: dict[tuple[str, str], tuple[dict[str, str], deque[float]]] = {}
         # The recent history (a long-running worker must not grow without bound).
         self.transitions: deque[AlertTransition] = deque(maxlen=MAX_TRANSITIONS)
 
@@ -125,6 +136,100 @@ class Evaluator:
                 counts = np.zeros((len(s.space), part.counts.shape[1]), np.int64)
                 np.add.at(counts, rows, part.counts)
             s.store.add(part.tick, counts, closed)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def snapshot(self, models: Iterable[str]) -> ModelsState:
+        """The state of ``models`` (streams, open alerts, detectors) as plain data for a checkpoint."""
+        wanted = set(models)
+
+        def mine(labels: Mapping[str, str]) -> bool:
+            return labels.get("model") in wanted
+
+        streams = []
+        for (mid, ver), s in self.streams.items():
+            if mid not in wanted:
+                continue
+            st = s.store
+            streams.append(
+                StreamState(
+                    mid,
+                    ver,
+                    list(s.space.keys),
+                    [(t, matrix_to(m)) for t, m in sorted(st.open.items())],
+                    [
+                        WindowState(
+                            w.length,
+                            [(b, matrix_to(m)) for b, m in w.buckets],
+                            None if w.total is None else matrix_to(w.total),
+                        )
+                        for w in st.windows.values()
+                    ],
+                    None if st.since is None else matrix_to(st.since),
+                )
+            )
+        detectors = [
+            DetectorState(key[0], labels, list(series), self._detected_at.get(key))
+            for key, (labels, series) in self._series.items()
+            if mine(labels)
+        ]
+        return ModelsState(self.closed_before, streams, self.engine.export(mine), detectors)
+
+    def restore(self, state: ModelsState) -> list[str]:
+        """Load a :meth:`snapshot` (replacing what is held for its models); return models skipped for want of a layout."""
+        if self.closed_before is None:
+            self.closed_before = state.closed_before
+        skipped: set[str] = set()
+        self.drop({s.model_id for s in state.streams})
+        for ss in state.streams:
+            layout = self.layouts.get(ss.model_id)
+            if layout is None:
+                skipped.add(ss.model_id)  # a reference still being learnt is not checkpointed
+                continue
+            stream = _Stream(
+                ss.model_id, ss.version, layout, SliceSpace(self.dimensions, self._limits), self.window_ticks
+            )
+            for key in ss.keys[1:]:
+                stream.space.row_of((key[0], key[1]))
+            stream.store.open = {t: matrix_from(m) for t, m in ss.open}
+            for ws in ss.windows:
+                w = stream.store.windows.get(ws.length)
+                if w is None:
+                    continue  # a window no longer configured
+                w.buckets = deque((b, matrix_from(m)) for b, m in ws.buckets)
+                w.total = None if ws.total is None else matrix_from(ws.total)
+            stream.store.since = None if ss.since is None else matrix_from(ss.since)
+            self.streams[(ss.model_id, ss.version)] = stream
+        self.engine.load(state.alerts)
+        rules = {r.name: r for r in self.config.rules}
+        for d in state.detectors:
+            rule = rules.get(d.rule)
+            if rule is None or rule.detector is None:
+                continue
+            key = (d.rule, "\x1f".join(f"{k}={v}" for k, v in sorted(d.labels.items())))
+            det = _make_detector(rule.detector.kind, rule.detector.delta, rule.detector.threshold)
+            for x in d.series:
+                det.update(x)  # type: ignore[attr-defined]
+            self._detectors[key] = det
+            self._series[key] = (dict(d.labels), deque(d.series, maxlen=DETECTOR_HISTORY))
+            if d.detected_at is not None:
+                self._detected_at[key] = d.detected_at
+        return sorted(skipped)
+
+    def drop(self, models: Iterable[str]) -> None:
+        """Forget ``models`` (their summary partition moved to another worker)."""
+        gone = set(models)
+
+        def mine(labels: Mapping[str, str]) -> bool:
+            return labels.get("model") in gone
+
+        for key in [k for k in self.streams if k[0] in gone]:
+            del self.streams[key]
+        self.engine.drop(mine)
+        for key in [k for k, (labels, _) in self._series.items() if mine(labels)]:
+            del self._series[key]
+            self._detectors.pop(key, None)
+            self._detected_at.pop(key, None)
 
     def advance(self, watermark: float) -> list[AlertTransition]:
         """Close every tick that ends at or before ``watermark`` and evaluate the rules at each."""
@@ -376,6 +481,8 @@ class Evaluator:
                 det = self._detectors.get(key)
                 if det is None:
                     det = self._detectors[key] = _make_detector(det_cfg.kind, det_cfg.delta, det_cfg.threshold)
+                    self._series[key] = (labels, deque(maxlen=DETECTOR_HISTORY))
+                self._series[key][1].append(x)
                 det.update(x)  # type: ignore[attr-defined]
                 if det.drift_detected:  # type: ignore[attr-defined]
                     self._detected_at[key] = now

@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 
 from driftwatch.config import Rule
 
@@ -115,6 +115,29 @@ class AlertEngine:
     def __init__(self) -> None:
         self._states: dict[str, _State] = {}
         self._per_rule: dict[str, int] = {}
+
+    def export(self, keep: Callable[[Mapping[str, str]], bool]) -> list[dict[str, object]]:
+        """Plain records of the open alerts whose labels ``keep`` selects (for a checkpoint)."""
+        return [
+            {"fp": fp, **asdict(st)} for fp, st in self._states.items() if st.state != "inactive" and keep(st.labels)
+        ]
+
+    def load(self, records: Iterable[Mapping[str, object]]) -> None:
+        """Add open alerts from :meth:`export` records (replacing those with the same fingerprint)."""
+        for r in records:
+            fields = {k: v for k, v in r.items() if k != "fp"}
+            st = _State(**fields)  # type: ignore[arg-type]
+            fp = str(r["fp"])
+            if fp not in self._states:
+                self._per_rule[st.rule] = self._per_rule.get(st.rule, 0) + 1
+            self._states[fp] = st
+
+    def drop(self, keep: Callable[[Mapping[str, str]], bool]) -> None:
+        """Forget the alerts whose labels ``keep`` selects (their partition moved to another worker)."""
+        for fp, st in list(self._states.items()):
+            if keep(st.labels):
+                del self._states[fp]
+                self._per_rule[st.rule] -= 1
 
     def watching(self, rule: str) -> bool:
         """Whether ``rule`` has a pending or firing alert (else healthy candidates need not be built)."""
