@@ -182,6 +182,19 @@ class KafkaConfig(_Model):
     dead_letter: TopicConfig = TopicConfig(name="driftwatch-dead-letter", partitions=1)
     summaries: TopicConfig = TopicConfig(name="driftwatch-summaries", partitions=1)
     alerts: TopicConfig = TopicConfig(name="driftwatch-alerts", partitions=1)
+    ingest_state: str = Field(
+        "driftwatch-ingest-state",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Ingest progress per input partition (created with the input topics' partition count).",
+    )
+    eval_state: str = Field(
+        "driftwatch-eval-state",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Evaluation checkpoints per summary partition (created with the summary topic's partition count).",
+    )
+    checkpoint_interval: Duration = Field(
+        10.0, description="How often the evaluation state is checkpointed; a restart replays at most this much."
+    )
     batch_size: int = Field(2000, ge=1, description="Kafka messages taken per ingest batch.")
     batch_wait: Duration = Field(0.2, description="Longest wait to fill an ingest batch.")
     session_timeout: Duration = Field(

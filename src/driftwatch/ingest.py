@@ -10,6 +10,7 @@ summaries keyed by slice names, which any evaluator can merge.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections import deque
@@ -161,6 +162,22 @@ class Ingestor:
         for err in decoded.errors:
             self.counters.rejected[err.reason] += 1
         return Ingested(decoded, self.ingest(decoded.predictions, decoded.interactions, source))
+
+    def rebuild(self, raws: Sequence[bytes]) -> int:
+        """Rebuild join state from events counted before a restart: nothing counts and event time stays put.
+
+        Predictions re-enter the join table; interactions whose prediction is not there wait again as pending
+        (those that found it were counted before). Rebuild predictions before interactions, and every partition
+        before re-sending any batch. Returns how many events were read.
+        """
+        sources, max_ts = dict(self._source_max), self.max_ts
+        counters = dataclasses.replace(self.counters, rejected=self.counters.rejected.copy())
+        decoded = self.decoder.decode_batch(raws)
+        self.ingest(decoded.predictions, decoded.interactions, None)  # output dropped: sent before the restart
+        self._source_max, self.max_ts = sources, max_ts
+        for f in dataclasses.fields(counters):
+            setattr(self.counters, f.name, getattr(counters, f.name))
+        return len(decoded.predictions) + len(decoded.interactions)
 
     def ingest(
         self, predictions: Sequence[Prediction], interactions: Sequence[Interaction], source: str | None = None

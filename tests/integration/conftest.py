@@ -175,6 +175,8 @@ def unique_config(tmp_path: Path, base: Path, name: str, **kafka: object) -> Pat
         "dead_letter": {"name": f"{name}-dead-letter", "partitions": 1},
         "summaries": {"name": f"{name}-summaries", "partitions": 1},
         "alerts": {"name": f"{name}-alerts", "partitions": 1},
+        "ingest_state": f"{name}-ingest-state",
+        "eval_state": f"{name}-eval-state",
         "session_timeout": "4s",
     }
     topics.update(kafka)

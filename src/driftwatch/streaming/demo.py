@@ -111,6 +111,8 @@ def _demo_config(config: Config, profiles_dir: Path, run_id: str) -> Config:
                 t: getattr(k, t).model_copy(update={"name": f"demo-{run_id}-{t.replace('_', '-')}"})
                 for t in ("predictions", "interactions", "dead_letter", "summaries", "alerts")
             },
+            "ingest_state": f"demo-{run_id}-ingest-state",
+            "eval_state": f"demo-{run_id}-eval-state",
             "session_timeout": 3.0,
             "batch_wait": 0.1,
         }

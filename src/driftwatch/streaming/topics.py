@@ -32,6 +32,17 @@ async def ensure_topics(bootstrap: str, kafka: KafkaConfig) -> dict[str, int]:
         ) from e
     try:
         existing = set(await admin.list_topics())
+        # State topics follow the partitioning of what they checkpoint: one state partition per input / summary partition.
+        wanted += [
+            TopicConfig(
+                name=kafka.ingest_state,
+                partitions=kafka.predictions.partitions,
+                replication=kafka.predictions.replication,
+            ),
+            TopicConfig(
+                name=kafka.eval_state, partitions=kafka.summaries.partitions, replication=kafka.summaries.replication
+            ),
+        ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             await admin.create_topics(
@@ -48,4 +59,11 @@ async def ensure_topics(bootstrap: str, kafka: KafkaConfig) -> dict[str, int]:
             "are not co-partitioned: interactions would not meet their predictions. Give both the same partition "
             "count (and key both by request_id)."
         )
+    for state, source in ((kafka.ingest_state, kafka.predictions.name), (kafka.eval_state, kafka.summaries.name)):
+        if parts.get(state, 0) < parts.get(source, 0):
+            raise StreamingError(
+                f"state topic {state} has {parts.get(state, 0)} partitions but {source} has {parts.get(source, 0)}: "
+                f"it needs at least as many (one per partition it checkpoints). Recreate {state} with "
+                f"{parts.get(source, 0)} partitions, or name a new one in kafka.{'ingest_state' if state == kafka.ingest_state else 'eval_state'}."
+            )
     return parts

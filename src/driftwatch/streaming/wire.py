@@ -35,6 +35,7 @@ class SummaryMsg(msgspec.Struct, frozen=True):
     watermark: float
     sources: dict[str, tuple[int, int]]
     partials: list[PartialMsg] = []
+    final: bool = True  # a batch's partials for one model may span messages; the last is final
 
 
 def to_msg(p: Partial) -> PartialMsg:
