@@ -1,0 +1,38 @@
+"""Runbook actions with guardrails, and the hash-chained audit trail they write ahead of every call.
+
+The pure :class:`ActionPlanner` decides (time passed in); :class:`ActionRunner`
+consumes the alerts topic, calls the targets and audits every outcome.
+"""
+
+from __future__ import annotations
+
+from driftwatch.actions.audit import AuditError, AuditLog, AuditReport, verify
+from driftwatch.actions.runner import (
+    ActionConflictError,
+    ActionError,
+    ActionNotFoundError,
+    ActionPlanner,
+    ActionRunner,
+    Alert,
+    Execution,
+    Outcome,
+    Request,
+    action_id,
+)
+
+__all__ = [
+    "ActionConflictError",
+    "ActionError",
+    "ActionNotFoundError",
+    "ActionPlanner",
+    "ActionRunner",
+    "Alert",
+    "AuditError",
+    "AuditLog",
+    "AuditReport",
+    "Execution",
+    "Outcome",
+    "Request",
+    "action_id",
+    "verify",
+]
