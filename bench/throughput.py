@@ -480,11 +480,14 @@ def measure_bare(
 
 
 def _state_bytes(evaluator: Any) -> int:
-    """Bytes of the count matrices the evaluator keeps (open ticks, window buckets and totals, since start)."""
+    """Bytes of the count matrices the evaluator keeps (open ticks, window buckets and totals, since start).
+
+    Open ticks and window buckets are sparse (``Sparse.nbytes``), totals dense.
+    """
     total = 0
     for stream in evaluator.streams.values():
         store = stream.store
-        matrices = [*store.open.values(), store.since]
+        matrices = [*store.open_cells.values(), store.since]
         for w in store.windows.values():
             matrices += [m for _, m in w.buckets] + [w.total]
         total += sum(m.nbytes for m in matrices if m is not None)
@@ -548,8 +551,8 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
             c = self.core.counters
             return c.predictions + c.interactions + sum(c.rejected.values())
 
-        def evaluate_message(self, data: bytes) -> None:
-            super().evaluate_message(data)
+        def evaluate_message(self, data: bytes, partition: int = 0, offset: int = -1, live: bool = True) -> None:
+            super().evaluate_message(data, partition=partition, offset=offset, live=live)
             self.summaries_evaluated += 1
             self._check()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from driftwatch.metrics.summary import Matrix
+from driftwatch.metrics.summary import Matrix, Sparse
 
 __all__ = [
     "DETECTOR_HISTORY",
@@ -29,6 +29,8 @@ __all__ = [
     "encode_state",
     "matrix_from",
     "matrix_to",
+    "sparse_from",
+    "sparse_to",
 ]
 
 DETECTOR_HISTORY = 2000
@@ -99,6 +101,16 @@ def matrix_from(s: MatrixState) -> Matrix:
     out = np.zeros(s.rows * s.width, np.int64)
     out[np.frombuffer(s.index, dtype="<u4")] = np.frombuffer(s.values, dtype="<i8")
     return out.reshape(s.rows, s.width)
+
+
+def sparse_to(m: Sparse) -> MatrixState:
+    """Sparse matrix -> state (the same bytes as :func:`matrix_to` of its dense form)."""
+    return MatrixState(m.rows, m.width, m.index.astype("<u4").tobytes(), m.values.astype("<i8").tobytes())
+
+
+def sparse_from(s: MatrixState) -> Sparse:
+    """State -> sparse matrix (never densified)."""
+    return Sparse(s.rows, s.width, np.frombuffer(s.index, dtype="<u4"), np.frombuffer(s.values, dtype="<i8").copy())
 
 
 _ENC = msgspec.msgpack.Encoder()

@@ -8,11 +8,15 @@ given passes them, and evaluates every rule at the end of each closed tick.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import operator
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -25,6 +29,8 @@ from driftwatch.checkpoint import (
     WindowState,
     matrix_from,
     matrix_to,
+    sparse_from,
+    sparse_to,
 )
 from driftwatch.config import Config, Rule
 from driftwatch.counters import Counters
@@ -129,13 +135,17 @@ class Evaluator:
                     self.window_ticks,
                 )
             n = len(part.keys)
-            if n <= len(s.space) and tuple(s.space.keys[:n]) == part.keys:
-                counts = part.counts  # same slice order as ours: the common, single-process case
-            else:
-                rows = [s.space.row_of(k) for k in part.keys]
-                counts = np.zeros((len(s.space), part.counts.shape[1]), np.int64)
-                np.add.at(counts, rows, part.counts)
-            s.store.add(part.tick, counts, closed)
+            cells = part.cells
+            if not (n <= len(s.space) and tuple(s.space.keys[:n]) == part.keys):
+                # Another slice order (another ingest process): move each cell to our row of its slice key.
+                rows = np.array([s.space.row_of(k) for k in part.keys], np.int64)
+                idx = cells.index.astype(np.int64)
+                width = cells.width
+                moved = rows[idx // width] * width + idx % width
+                cells = S.Sparse(len(s.space), width, np.zeros(0, np.int64), np.zeros(0, np.int64)).merge(
+                    S.Sparse(len(s.space), width, moved, cells.values)
+                )  # merge: sorts, and sums cells whose keys share a row
+            s.store.add(part.tick, cells, closed)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -156,11 +166,11 @@ class Evaluator:
                     mid,
                     ver,
                     list(s.space.keys),
-                    [(t, matrix_to(m)) for t, m in sorted(st.open.items())],
+                    [(t, sparse_to(m)) for t, m in sorted(st.open_cells.items())],
                     [
                         WindowState(
                             w.length,
-                            [(b, matrix_to(m)) for b, m in w.buckets],
+                            [(b, sparse_to(m)) for b, m in w.buckets],
                             None if w.total is None else matrix_to(w.total),
                         )
                         for w in st.windows.values()
@@ -191,12 +201,12 @@ class Evaluator:
             )
             for key in ss.keys[1:]:
                 stream.space.row_of((key[0], key[1]))
-            stream.store.open = {t: matrix_from(m) for t, m in ss.open}
+            stream.store.open_cells = {t: sparse_from(m) for t, m in ss.open}
             for ws in ss.windows:
                 w = stream.store.windows.get(ws.length)
                 if w is None:
                     continue  # a window no longer configured
-                w.buckets = deque((b, matrix_from(m)) for b, m in ws.buckets)
+                w.buckets = deque((b, sparse_from(m)) for b, m in ws.buckets)
                 w.total = None if ws.total is None else matrix_from(ws.total)
             stream.store.since = None if ss.since is None else matrix_from(ss.since)
             self.streams[(ss.model_id, ss.version)] = stream
@@ -237,7 +247,7 @@ class Evaluator:
             return []
         target = math.floor(watermark / self.tick)
         if self.closed_before is None:
-            first = min((t for s in self.streams.values() for t in s.store.open), default=target)
+            first = min((t for s in self.streams.values() for t in s.store.open_cells), default=target)
             self.closed_before = min(first, target)
         return self._close_until(target)
 
@@ -247,7 +257,7 @@ class Evaluator:
         while self.closed_before < target:
             t = self.closed_before
             # Skip idle stretches quickly, but still evaluate once so alerts can resolve as stale.
-            if t + 1 < target and not any(s.store.open for s in self.streams.values()):
+            if t + 1 < target and not any(s.store.open_cells for s in self.streams.values()):
                 t = target - 1  # closing the last tick of the stretch evicts everything older
             closed = {id(s): s.store.close(t) for s in self.streams.values()}
             self.closed_before = t + 1
@@ -257,7 +267,7 @@ class Evaluator:
 
     def flush(self) -> list[AlertTransition]:
         """Close every open tick (end of a replay): all events now count in the windows."""
-        open_ticks = [t for s in self.streams.values() for t in s.store.open]
+        open_ticks = [t for s in self.streams.values() for t in s.store.open_cells]
         if not open_ticks:
             return []
         return self._close_until(max(open_ticks) + 1)
@@ -633,12 +643,39 @@ def _tested(rule: Rule, value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np
 
 
 def _make_detector(kind: str, delta: float | None, threshold: float | None) -> object:
-    # Imported here: `river.drift` pulls in ~170 MB (sklearn, pandas, pyarrow) that a worker without detector rules never needs.
-    from river import drift as river_drift
-
     if kind == "adwin":
-        return river_drift.ADWIN(delta=delta or 0.002)  # type: ignore[no-untyped-call]  # river leaves __init__ unannotated
+        adwin = _river_drift_module("adwin")
+        return adwin.ADWIN(delta=delta or 0.002)
     # River's defaults: delta=0.005, threshold=50.
-    return river_drift.PageHinkley(
-        delta=0.005 if delta is None else delta, threshold=50.0 if threshold is None else threshold
-    )
+    ph = _river_drift_module("page_hinkley")
+    return ph.PageHinkley(delta=0.005 if delta is None else delta, threshold=50.0 if threshold is None else threshold)
+
+
+def _river_drift_module(name: str) -> ModuleType:
+    """``river.drift.<name>``, loaded without running ``river/drift/__init__.py``.
+
+    That ``__init__`` imports ``river.drift.datasets`` and so sklearn, pandas and
+    pyarrow: ~120 MB of RSS and ~1.2 s that a worker never uses. The detector
+    modules themselves import only ``river.base``, ``river.stats`` and river's
+    compiled core (absolute imports), so each is loaded from its file under its
+    own name: a later ``import river.drift`` finds it in ``sys.modules`` and
+    reuses it, so there is only ever one ``ADWIN`` class.
+    """
+    full = f"river.drift.{name}"
+    mod = sys.modules.get(full)
+    if mod is not None:
+        return mod
+    river_spec = importlib.util.find_spec("river")
+    assert river_spec is not None
+    assert river_spec.origin is not None
+    spec = importlib.util.spec_from_file_location(full, Path(river_spec.origin).parent / "drift" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[full] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[full]
+        raise
+    return mod

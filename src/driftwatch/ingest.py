@@ -399,15 +399,33 @@ class Ingestor:
         closed: int | None,
         score: np.ndarray | None = None,
     ) -> None:
-        """Add one count per (event, slice row, column) into the tick matrices; negative rows/cols are skipped."""
+        """Add one count per (event, slice row, column) into sparse tick partials; negative rows/cols are skipped.
+
+        Never builds the dense ``(ticks, slices, columns)`` block: a backlog batch spans many ticks of a
+        wide slice space, and that block (hundreds of MB with 1,000+ slices) was the worker's peak RSS.
+        """
         width = stream.layout.width
         nrows = len(stream.space)
         uticks, tick_idx = np.unique(ticks, return_inverse=True)
-        base = tick_idx[:, None] * nrows + rows  # (n, slices)
-        flat = base[:, :, None] * width + cols[:, None, :]
-        valid = (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
-        size = len(uticks) * nrows * width
-        counts = np.bincount(flat[valid], minlength=size).reshape(len(uticks), nrows, width)
+        tick_idx = tick_idx.reshape(-1)
+        base = tick_idx[:, None] * nrows + rows  # (n, slices): the (tick, row) pair of each count
+        row_ok = rows >= 0
+        pairs = base[row_ok]
+        # Cells of the (tick, row) pairs actually present: a compact id per pair, then one bincount.
+        used = np.zeros(len(uticks) * nrows, bool)
+        used[pairs] = True
+        pair_ids = np.flatnonzero(used)
+        compact = np.cumsum(used) - 1
+        cell = compact[base][:, :, None] * width + cols[:, None, :]
+        valid = row_ok[:, :, None] & (cols >= 0)[:, None, :]
+        live = cell[valid]
+        if len(pair_ids) * width <= _DENSE_CELLS:
+            counts = np.bincount(live, minlength=len(pair_ids) * width)
+            keys = np.flatnonzero(counts)
+            vals = counts[keys]
+        else:  # too many cells to count densely: sort instead (same result)
+            keys, cnt = np.unique(live, return_counts=True)
+            vals = cnt.astype(np.int64)
         if score is not None:
             ok = ~np.isnan(score)
             if ok.any():
@@ -419,11 +437,24 @@ class Ingestor:
                 sq = np.rint(sv * sv * S.SCORE_SCALE)
                 tot = np.bincount(sb[good], weights=micro[good], minlength=len(uticks) * nrows)
                 tot2 = np.bincount(sb[good], weights=sq[good], minlength=len(uticks) * nrows)
-                counts[:, :, S.SCORE_MICRO] += np.rint(tot).astype(np.int64).reshape(len(uticks), nrows)
-                counts[:, :, S.SCORE_SQ_MICRO] += np.rint(tot2).astype(np.int64).reshape(len(uticks), nrows)
-        keys = tuple(stream.space.keys[:nrows])
+                t1 = np.rint(tot[pair_ids]).astype(np.int64)
+                t2 = np.rint(tot2[pair_ids]).astype(np.int64)
+                pk = np.arange(len(pair_ids), dtype=np.int64) * width
+                keys = np.concatenate([keys, pk + S.SCORE_MICRO, pk + S.SCORE_SQ_MICRO])
+                vals = np.concatenate([vals, t1, t2])
+                nz = vals != 0
+                order = np.argsort(keys[nz], kind="stable")
+                keys, vals = keys[nz][order], vals[nz][order]
+        # Back from compact cells to (tick, row, column), then one sparse partial per tick.
+        pair = pair_ids[keys // width]
+        tick_of = pair // nrows
+        flat = (pair % nrows) * width + keys % width
+        bounds = np.searchsorted(tick_of, np.arange(len(uticks) + 1))
+        skeys = tuple(stream.space.keys[:nrows])
         for i, t in enumerate(uticks.tolist()):
-            self._out.append(S.Partial(stream.model_id, stream.version, t, keys, counts[i]))
+            lo, hi = bounds[i], bounds[i + 1]
+            cells = S.Sparse(nrows, width, flat[lo:hi], vals[lo:hi])
+            self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells))
 
     def _ingest_interactions(self, inters: Sequence[Interaction], closed: int | None) -> float:
         c = self.counters
@@ -537,6 +568,8 @@ def slice_limits(config: Config) -> tuple[int, ...]:
 
 
 _KIND_CODE = {**S.KIND_COLUMN, "label": S.N_LABEL}
+_DENSE_CELLS = 1 << 21
+"""Largest count block (cells of the (tick, slice) pairs of one batch) counted densely: 16 MB of int64."""
 
 
 def _seconds(evs: Sequence[Prediction] | Sequence[Interaction]) -> np.ndarray:

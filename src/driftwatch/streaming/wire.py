@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from driftwatch.metrics.summary import Partial
+from driftwatch.metrics.summary import Partial, Sparse
 
 __all__ = ["PartialMsg", "SummaryMsg", "decode_summary", "encode_summary", "from_msg", "to_msg"]
 
@@ -40,26 +40,27 @@ class SummaryMsg(msgspec.Struct, frozen=True):
 
 def to_msg(p: Partial) -> PartialMsg:
     """Partial -> wire (sparse: most cells of a tick's summary are zero)."""
-    flat = p.counts.ravel()
-    nz = np.flatnonzero(flat)
+    c = p.cells
     return PartialMsg(
         p.model_id,
         p.version,
         p.tick,
         list(p.keys),
-        int(p.counts.shape[1]),
-        nz.astype("<u4").tobytes(),
-        flat[nz].astype("<i8").tobytes(),
+        c.width,
+        c.index.astype("<u4").tobytes(),
+        c.values.astype("<i8").tobytes(),
     )
 
 
 def from_msg(m: PartialMsg) -> Partial:
-    """Wire -> Partial."""
-    counts = np.zeros(len(m.keys) * m.width, np.int64)
-    counts[np.frombuffer(m.index, dtype="<u4")] = np.frombuffer(m.values, dtype="<i8")
-    return Partial(
-        m.model_id, m.version, m.tick, tuple((a, b) for a, b in m.keys), counts.reshape(len(m.keys), m.width)
+    """Wire -> Partial (kept sparse)."""
+    cells = Sparse(
+        len(m.keys),
+        m.width,
+        np.frombuffer(m.index, dtype="<u4"),
+        np.frombuffer(m.values, dtype="<i8").copy(),  # a copy: a view would keep the whole message alive
     )
+    return Partial(m.model_id, m.version, m.tick, tuple(m.keys), cells)  # msgspec decodes each key as a tuple
 
 
 _ENC = msgspec.msgpack.Encoder()
