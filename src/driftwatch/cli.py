@@ -376,7 +376,7 @@ def run(
     """Start one streaming worker; workers with the same config form one consumer group and split partitions."""
     import asyncio
 
-    from driftwatch.streaming.topics import StreamingError, ensure_topics
+    from driftwatch.streaming.topics import StreamingError, alerting_topics, ensure_topics
     from driftwatch.streaming.worker import Worker
 
     cfg, key = _load(config)
@@ -384,7 +384,7 @@ def run(
     if metrics_port is not None:
         cfg = cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"port": metrics_port})})
     try:
-        asyncio.run(ensure_topics(boot, cfg.kafka))
+        asyncio.run(ensure_topics(boot, cfg.kafka, alerting_topics(cfg)))
     except StreamingError as e:
         raise _fail(1, str(e)) from None
     Worker(cfg, key, bootstrap=boot).run()
@@ -406,8 +406,12 @@ def demo(
     plain: Annotated[
         bool, typer.Option("--plain", help="Print lines instead of the live terminal view (logs, CI).")
     ] = False,
+    audit_file: Annotated[
+        Path, typer.Option(help="Hash-chained audit trail of the demo's alerts and actions (appended to).")
+    ] = Path("driftwatch-demo-audit.jsonl"),
 ) -> None:
-    """Live demo: a local broker, a worker, and simulated traffic that drifts, turns unfair and draws complaints."""
+    """Live demo: a local broker, a worker, and simulated traffic that drifts, turns unfair and draws complaints;
+    the complaint spike triggers a rollback through a model-gateway stand-in and the alert resolves."""
     from driftwatch.streaming.demo import parse_schedule, run_demo
 
     try:
@@ -416,7 +420,16 @@ def demo(
         raise _fail(2, str(e)) from None
     cfg, key = _load(config)
     raise typer.Exit(
-        run_demo(cfg, key, bootstrap=bootstrap, schedule=schedule, rate=rate, duration=duration, plain=plain)
+        run_demo(
+            cfg,
+            key,
+            bootstrap=bootstrap,
+            schedule=schedule,
+            rate=rate,
+            duration=duration,
+            plain=plain,
+            audit_file=audit_file,
+        )
     )
 
 
@@ -463,6 +476,26 @@ def schema(
     for name, doc in schemas.items():
         (out_dir / f"{name}.schema.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     typer.echo(f"wrote {len(schemas)} schemas to {out_dir}")
+
+
+audit_app = typer.Typer(help="The hash-chained audit trail of alerts, deliveries and actions.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(file: Annotated[Path, typer.Argument(help="Audit JSON Lines file to check.")]) -> None:
+    """Check every hash and link of an audit file: exit 0 if intact, 1 naming the first broken record, 2 if unreadable."""
+    from driftwatch.actions.audit import AuditError, verify
+
+    try:
+        report = verify(file)
+    except AuditError as e:
+        raise _fail(2, str(e)) from None
+    if not report.ok:
+        raise _fail(
+            1, f"{file}: line {report.first_bad_line}: {report.reason} ({report.records} records before it intact)"
+        )
+    typer.echo(f"ok: {report.records} records, chain intact")
 
 
 @app.command()

@@ -181,6 +181,11 @@ def unique_config(tmp_path: Path, base: Path, name: str, **kafka: object) -> Pat
     }
     topics.update(kafka)
     data["kafka"] = topics
+    data["alerting"] = {
+        **data.get("alerting", {}),
+        "audit": {"path": str(tmp_path / f"{name}-audit.jsonl"), "topic": {"name": f"{name}-audit", "partitions": 1}},
+        "control_topic": {"name": f"{name}-control", "partitions": 1},
+    }
     for m in data["models"].values():
         m["reference"] = {"learn_events": 1000}
     out = tmp_path / f"{name}.yaml"

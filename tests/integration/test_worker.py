@@ -364,7 +364,10 @@ def test_sigkill_mid_stream_then_restart_equals_the_replay(
             seen = got.get(("driftwatch_events_total", (("kind", "prediction"),)), 0)
             return got.get(("driftwatch_checkpoints_written_total", ()), 0) >= 1 and seen >= 0.2 * predictions
 
-        wait_for(mid_stream, 60, "the first worker to checkpoint and be mid-stream", interval=0.02)
+        try:
+            wait_for(mid_stream, 120, "the first worker to checkpoint and be mid-stream", interval=0.02)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{first.scrape()[-3000:]}\n{first.log.read_text()[-2000:]}") from None
     finally:
         assert first.stop(sig=9) == -9
     _produce(cfg, pseudonym_key, kafka_bootstrap, events[half:], 1)

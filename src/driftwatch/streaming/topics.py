@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from driftwatch.config import KafkaConfig, TopicConfig
+from driftwatch.config import Config, KafkaConfig, TopicConfig
 from driftwatch.errors import DriftwatchError
 
-__all__ = ["StreamingError", "ensure_topics"]
+__all__ = ["StreamingError", "alerting_topics", "ensure_topics"]
 
 
 class StreamingError(DriftwatchError, RuntimeError):
     """The streaming daemon cannot start or run (broker, topics); the message says what to fix."""
 
 
-async def ensure_topics(bootstrap: str, kafka: KafkaConfig) -> dict[str, int]:
-    """Create missing topics; return partitions per topic; raise StreamingError if inputs are not co-partitioned."""
+async def ensure_topics(bootstrap: str, kafka: KafkaConfig, extra: Sequence[TopicConfig] = ()) -> dict[str, int]:
+    """Create missing topics (``extra``: e.g. the audit and control topics); return partitions per topic;
+    raise StreamingError if inputs are not co-partitioned."""
     wanted: list[TopicConfig] = [
         kafka.predictions,
         kafka.interactions,
         kafka.dead_letter,
         kafka.summaries,
         kafka.alerts,
+        *extra,
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
@@ -67,3 +71,9 @@ async def ensure_topics(bootstrap: str, kafka: KafkaConfig) -> dict[str, int]:
                 f"{parts.get(source, 0)} partitions, or name a new one in kafka.{'ingest_state' if state == kafka.ingest_state else 'eval_state'}."
             )
     return parts
+
+
+def alerting_topics(config: Config) -> list[TopicConfig]:
+    """The alerting side's topics that ``ensure_topics`` should also create: the audit copy and the control topic."""
+    al = config.alerting
+    return [al.audit.topic, al.control_topic]

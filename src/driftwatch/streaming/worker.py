@@ -45,7 +45,9 @@ from typing import Any
 
 import faust
 import msgspec
-from prometheus_client import start_http_server
+from faust.exceptions import ConsumerNotStarted
+from faust.tables import TableManager
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from driftwatch.alerts.engine import AlertTransition
@@ -53,6 +55,7 @@ from driftwatch.checkpoint import decode_state, encode_state
 from driftwatch.config import Config
 from driftwatch.events import split_messages
 from driftwatch.pipeline import Pipeline
+from driftwatch.streaming._fetch import Transport as FetchTransport
 from driftwatch.streaming.state import (
     IngestIntent,
     encode_chunk,
@@ -68,6 +71,24 @@ __all__ = ["Worker"]
 
 _PARTIALS_PER_MESSAGE = 16
 _EVAL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _TableManager(TableManager):
+    """Faust's table manager, started only once the consumer thread is up.
+
+    Faust's own waits a fixed 1 s and then asks the consumer for its assignment; on a loaded machine the consumer
+    thread is not up yet and the worker crashes with ConsumerNotStarted (faust-streaming#446). driftwatch keeps no
+    Faust tables; this only removes the race.
+    """
+
+    async def on_start(self) -> None:
+        while not self.should_stop:
+            try:
+                self.app.consumer.assignment()
+                break
+            except ConsumerNotStarted:
+                await self.sleep(0.1)
+        await super().on_start()
 
 
 class Worker:
@@ -93,7 +114,9 @@ class Worker:
             topic_disable_leader=True,
             producer_linger=0.005,
             producer_max_request_size=8 * 1024 * 1024,
+            TableManager=_TableManager,
         )
+        self.app.transport = FetchTransport(self.app.conf.broker_consumer, self.app)  # fetch wait 100 ms, not 1.5 s
         self.inputs = self.app.topic(k.predictions.name, k.interactions.name, value_type=bytes, key_type=bytes)
         self.summaries = self.app.topic(k.summaries.name, value_type=bytes, key_type=bytes)
         self.dead_letter = self.app.topic(k.dead_letter.name, value_type=bytes, key_type=bytes)
@@ -113,6 +136,12 @@ class Worker:
         self.recovery: dict[str, float] = {}  # what the last recoveries replayed (for logs and /metrics)
         self.checkpoints_written = 0
         self._checkpoint_key = f"{k.app_id}/{k.summaries.name}".encode()
+        self.registry: CollectorRegistry | None = None
+        # Read on the Faust loop only (other threads must never touch app.consumer: mode binds it to the loop of
+        # the thread that first uses it); /metrics and /readyz read these copies.
+        self._assignment: frozenset[tuple[str, int]] = frozenset()
+        self._highwater: dict[str, int] = {}
+        self.alerting: Any = None  # AlertingService, once run() starts it
         self._position: dict[str, int] = {}  # input partition -> next offset to process
         self._progress_wall: dict[str, float] = {}  # input partition -> wall time it last advanced
         self.evaluation_seconds = [0] * (len(_EVAL_BUCKETS) + 1)  # histogram counts (last: +Inf)
@@ -288,7 +317,20 @@ class Worker:
     async def _send_summary(self, msg: SummaryMsg, key: bytes) -> Any:
         return await self.summaries.send(key=key, value=encode_summary(msg))
 
+    def _refresh_assignment(self) -> None:
+        """Copy the consumer's assignment and high watermarks for other threads (called on the Faust loop)."""
+        try:
+            tps = list(self.app.consumer.assignment())
+        except ConsumerNotStarted:
+            return
+        self._assignment = frozenset((tp.topic, tp.partition) for tp in tps)
+        for tp in tps:
+            hw = self.app.consumer.highwater(tp)
+            if hw is not None:
+                self._highwater[f"{tp.topic}:{tp.partition}"] = int(hw)
+
     async def _heartbeat(self) -> None:
+        self._refresh_assignment()
         async with self._order:
             await self._recover_assigned()
             await self._send_heartbeat()
@@ -477,6 +519,7 @@ class Worker:
         m = self.config.metrics
         registry = registry_for(self.core, window=m.window, max_series=m.max_series, lock=self.lock)
         registry.register(_WorkerCollector(self))
+        self.registry = registry
         server, _ = start_http_server(
             m.port,
             addr=m.host,
@@ -485,10 +528,56 @@ class Worker:
         return int(server.server_port)
 
     def run(self) -> None:
-        """Serve /metrics and run until SIGTERM / Ctrl-C: Faust commits offsets and stops the agents; exit code 0."""
+        """Serve /metrics, start the alerting side and run until SIGTERM / Ctrl-C (offsets committed; exit code 0)."""
         port = self.serve_metrics()
         print(json.dumps({"event": "metrics", "url": f"http://{self.config.metrics.host}:{port}/metrics"}), flush=True)
-        self.run_app()
+        alerting = self.start_alerting()
+        try:
+            self.run_app()
+        finally:
+            alerting.stop()
+
+    def start_alerting(self, *, wait: bool = True) -> Any:
+        """Start the notifier, action runner, API and audit trail in their own thread (after :meth:`serve_metrics`)."""
+        from driftwatch.streaming.alerting import AlertingService
+
+        self.alerting = AlertingService(
+            self.config,
+            self.bootstrap,
+            versions_seen=self.versions_seen,
+            alerts=self.open_alerts,
+            pipeline_ready=self.recovered,
+        )
+        self.alerting.start(wait=wait)
+        if self.registry is not None:
+            self.registry.register(self.alerting)
+        return self.alerting
+
+    def versions_seen(self, model: str) -> list[str]:
+        """A model's versions in the order this worker first saw them (rollback targets)."""
+        with self.lock:
+            return list(self.core.ingestor.versions.get(model, []))
+
+    def open_alerts(self) -> list[dict[str, object]]:
+        """The latest record of every pending or firing alert (for the API)."""
+        with self.lock:
+            active = self.core.evaluator.engine.active()
+            latest = {t.fingerprint: t for t in self.core.evaluator.transitions if t.fingerprint in active}
+            return [t.to_record() for t in latest.values()]
+
+    def recovered(self) -> bool:
+        """Whether every assigned partition's state has been recovered (``/readyz``)."""
+        k = self.config.kafka
+        assignment = self._assignment
+        if not assignment:
+            return False
+        for topic, part in assignment:
+            if topic in (k.predictions.name, k.interactions.name):
+                if f"{topic}:{part}" not in self._input_recovered:
+                    return False
+            elif topic == k.summaries.name and part not in self._eval_offset:
+                return False
+        return True
 
     def run_app(self) -> None:
         """Run the Faust app in this thread until SIGTERM / SIGINT."""
@@ -509,10 +598,7 @@ class _WorkerCollector:
         """Read the worker's state at scrape time."""
         w = self.worker
         names = {w.config.kafka.predictions.name, w.config.kafka.interactions.name}
-        try:
-            assigned = sum(1 for tp in w.app.consumer.assignment() if tp.topic in names)
-        except Exception:  # the consumer is not started yet
-            assigned = 0
+        assigned = sum(1 for topic, _ in w._assignment if topic in names)
         yield GaugeMetricFamily(
             "driftwatch_input_partitions_assigned",
             "Input partitions (both topics) this worker consumes.",
@@ -578,22 +664,15 @@ class _WorkerCollector:
             "Wall time an input partition with lag has not advanced (0 when caught up); alert above ~60 s.",
             labels=["topic", "partition"],
         )
-        try:
-            tps = [tp for tp in w.app.consumer.assignment() if tp.topic in names]
-        except Exception:  # the consumer is not started yet
-            tps = []
         now = time.time()
-        for tp in sorted(tps):
-            key = f"{tp.topic}:{tp.partition}"
-            try:
-                hw = w.app.consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                continue
+        for topic, part in sorted(tp for tp in w._assignment if tp[0] in names):
+            key = f"{topic}:{part}"
+            hw = w._highwater.get(key)
             pos = w._position.get(key)
             if hw is None or pos is None:
                 continue
             behind = max(int(hw) - pos, 0)
-            labels = [tp.topic, str(tp.partition)]
+            labels = [topic, str(part)]
             lag.add_metric(labels, behind)
             stalled.add_metric(labels, now - w._progress_wall.get(key, now) if behind else 0.0)
         yield lag
