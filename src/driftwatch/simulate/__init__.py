@@ -6,6 +6,7 @@ the alert rule expected to catch it; `write_jsonl` writes both to disk.
 """
 
 from driftwatch.simulate._generator import (
+    ROLLBACK,
     SCENARIOS,
     Injection,
     Scenario,
@@ -15,4 +16,4 @@ from driftwatch.simulate._generator import (
     write_jsonl,
 )
 
-__all__ = ["SCENARIOS", "Injection", "Scenario", "Truth", "generate", "generate_schedule", "write_jsonl"]
+__all__ = ["ROLLBACK", "SCENARIOS", "Injection", "Scenario", "Truth", "generate", "generate_schedule", "write_jsonl"]

@@ -31,6 +31,8 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 DEFAULT_START_MS = 1_795_000_000_000
 _BLOCK = 4096
+ROLLBACK = "rollback"
+"""Schedule key: from this time (ms) the complaint spike's version gets no traffic (a rollback happened)."""
 # Injections start this far into the expected duration so that both the
 # healthy reference window and the degraded window have plenty of data.
 _INJECT_FRACTION = 0.4
@@ -237,14 +239,21 @@ def generate_schedule(
     seed: int,
     rate: float = 20.0,
     start_ms: int = DEFAULT_START_MS,
+    block: int = 4096,
 ) -> Iterator[dict[str, object]]:
     """A lazy stream in which each named scenario's problem starts at its own event time (ms) and persists.
 
-    For the live demo: e.g. ``{"feature-drift": t0 + 60_000, "bias": t0 + 120_000}``.
+    For the live demo: e.g. ``{"feature-drift": t0 + 60_000, "bias": t0 + 120_000}``. The mapping is read
+    again for every block of ``block`` predictions, so a caller may change it while the stream runs: setting
+    ``"rollback"`` to a time (ms) sends the complaint spike's new version no traffic from then on (the demo's
+    model gateway does this when driftwatch rolls the model back).
     """
     for scenario in schedule:
-        _validate(scenario, events, seed, rate)
-    return _stream(dict(schedule), events=events, seed=seed, rate=rate, start_ms=start_ms)
+        if scenario != ROLLBACK:
+            _validate(scenario, events, seed, rate)
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    return _stream(schedule, events=events, seed=seed, rate=rate, start_ms=start_ms, block=block)
 
 
 def write_jsonl(
@@ -338,7 +347,7 @@ def _draw_block(
     u_version = rng.random(n)
     is_v8 = np.zeros(n, dtype=bool)
     if "complaint-spike" in schedule:
-        is_v8 = is_support & after("complaint-spike") & (u_version < d.SPIKE_VERSION_SHARE)
+        is_v8 = is_support & after("complaint-spike") & ~after(ROLLBACK) & (u_version < d.SPIKE_VERSION_SHARE)
 
     # support-router features.
     msg = np.exp(d.MESSAGE_LENGTH_LOG_MEDIAN + d.MESSAGE_LENGTH_LOG_SD * rng.standard_normal(n))
@@ -435,6 +444,7 @@ def _stream(
     seed: int,
     rate: float,
     start_ms: int,
+    block: int = _BLOCK,
 ) -> Iterator[dict[str, object]]:
     """Yield exactly `events` events, merging predictions with pending interactions."""
     if events == 0:
@@ -470,7 +480,7 @@ def _stream(
     while True:
         blk, t0 = _draw_block(
             rng,
-            _BLOCK,
+            block,
             t0,
             rate=rate,
             start_ms=start_ms,
@@ -478,7 +488,7 @@ def _stream(
         )
         j = 0
         n_rows = len(blk.inter_row)
-        for i in range(_BLOCK):
+        for i in range(block):
             ts = blk.ts[i]
             # Interactions due at or before this prediction go first, keeping ts order.
             while heap and heap[0][0] <= ts:
