@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Demo-only pseudonymisation key: real deployments set their own secret.
 DEMO_KEY := demo-only-pseudonym-key-not-a-secret
 
-.PHONY: install system-deps lint format test bench demo live-demo schemas clean
+.PHONY: install system-deps lint format test bench demo replay-demo schemas clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,15 +36,18 @@ format: install
 test: lint system-deps
 	$(BIN)/python -m pytest
 
+# The live demo (README's first command): a local Kafka-protocol broker, a worker, live traffic that drifts
+# (+60 s), turns unfair (+120 s) and draws complaints (+180 s), signed on-call webhooks and a rollback through a
+# model-gateway stand-in, in a terminal view. Ctrl-C stops everything. More options: make demo DEMO_ARGS="--help".
 demo: install
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch demo $(DEMO_ARGS)
+
+# The same story offline: simulate a fairness incident to a file and replay it (alerts + per-slice table).
+replay-demo: install
 	@mkdir -p out
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch simulate --scenario bias --events 150000 --seed 7 --out out/demo-bias.jsonl
 	@echo "--- what was injected:"; cat out/demo-bias.jsonl.truth.json; echo
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch replay out/demo-bias.jsonl --config config/driftwatch.example.yaml
-
-# The live streaming demo (preview): local broker, worker, simulated traffic, terminal view. Ctrl-C stops.
-live-demo: install
-	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch demo
 
 bench: install
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/replay_throughput.py

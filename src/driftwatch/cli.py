@@ -399,7 +399,7 @@ def demo(
     scenario_schedule: Annotated[
         str, typer.Option(help="SCENARIO@OFFSET,... after the start (empty: healthy traffic only).")
     ] = "feature-drift@60s,bias@120s,complaint-spike@180s",
-    rate: Annotated[float, typer.Option(help="Predictions per second (wall time).", min=1)] = 40.0,
+    rate: Annotated[float, typer.Option(help="Predictions per second (wall time).", min=1)] = 80.0,
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
@@ -409,6 +409,9 @@ def demo(
     audit_file: Annotated[
         Path, typer.Option(help="Hash-chained audit trail of the demo's alerts and actions (appended to).")
     ] = Path("driftwatch-demo-audit.jsonl"),
+    speedup: Annotated[
+        float, typer.Option(help="Divide every window and rule duration by this (the story takes ~8 min at 5).", min=1)
+    ] = 5.0,
 ) -> None:
     """Live demo: a local broker, a worker, and simulated traffic that drifts, turns unfair and draws complaints;
     the complaint spike triggers a rollback through a model-gateway stand-in and the alert resolves."""
@@ -429,6 +432,7 @@ def demo(
             duration=duration,
             plain=plain,
             audit_file=audit_file,
+            speedup=speedup,
         )
     )
 

@@ -188,12 +188,12 @@ class _Gateway:
         self.server.server_close()
 
 
-def _scaled(rule_values: Mapping[str, object], tick: float) -> dict[str, object]:
-    """A rule's windows and durations divided by SPEEDUP (whole ticks, at least one)."""
+def _scaled(rule_values: Mapping[str, object], tick: float, speedup: float) -> dict[str, object]:
+    """A rule's windows and durations divided by ``speedup`` (whole ticks, at least one)."""
     out: dict[str, object] = {}
     for key in ("window", "for_", "keep_firing_for"):
         v = float(rule_values[key])  # type: ignore[arg-type]
-        out[key] = max(tick, round(v / SPEEDUP / tick) * tick) if v else 0.0
+        out[key] = max(tick, round(v / speedup / tick) * tick) if v else 0.0
     return out
 
 
@@ -237,7 +237,7 @@ def _alerting(config: Config, gateway_url: str, audit: Path, run_id: str) -> Ale
     )
 
 
-def _demo_config(config: Config, profiles_dir: Path, run_id: str) -> Config:
+def _demo_config(config: Config, profiles_dir: Path, run_id: str, speedup: float = SPEEDUP) -> Config:
     """The config with demo timing, per-run topics, and reference profiles from simulated healthy traffic."""
     events = list(generate("baseline", events=30_000, seed=0)[0])
     models = {}
@@ -268,14 +268,14 @@ def _demo_config(config: Config, profiles_dir: Path, run_id: str) -> Config:
     )
     tick = 2.0
     rules = tuple(
-        r.model_copy(update=_scaled({k: getattr(r, k) for k in ("window", "for_", "keep_firing_for")}, tick))
+        r.model_copy(update=_scaled({k: getattr(r, k) for k in ("window", "for_", "keep_firing_for")}, tick, speedup))
         for r in config.rules
     )
-    scaled = sorted({max(tick, round(w / SPEEDUP / tick) * tick) for w in config.windows.windows})
+    scaled = sorted({max(tick, round(w / speedup / tick) * tick) for w in config.windows.windows})
     windows = config.windows.model_copy(update={"tick": tick, "lateness": 1.0, "windows": tuple(scaled)})
     shown = config.metrics.window
     metrics = config.metrics.model_copy(
-        update={"port": 0, "window": None if shown is None else max(tick, round(shown / SPEEDUP / tick) * tick)}
+        update={"port": 0, "window": None if shown is None else max(tick, round(shown / speedup / tick) * tick)}
     )  # any free port (printed): demos must not collide
     return config.model_copy(
         update={"models": models, "kafka": kafka, "windows": windows, "metrics": metrics, "rules": rules}
@@ -373,10 +373,11 @@ def run_demo(
     *,
     bootstrap: str | None,
     schedule: Mapping[str, float],
-    rate: float = 40.0,
+    rate: float = 80.0,
     duration: float | None = None,
     plain: bool = False,
     audit_file: Path = Path("driftwatch-demo-audit.jsonl"),
+    speedup: float = SPEEDUP,
 ) -> int:
     """Run the live demo until Ctrl-C or ``duration`` seconds; return the exit code."""
     console = Console(file=sys.__stdout__)  # Faust must not swallow the view
@@ -391,7 +392,7 @@ def run_demo(
         at: dict[str, int] = {name: t0_ms + int(sec * 1000) for name, sec in schedule.items()}
         os.environ.setdefault(_SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
         gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode()))
-        cfg = _demo_config(config, tmp, run_id)
+        cfg = _demo_config(config, tmp, run_id, speedup)
         cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit_file.resolve(), run_id)})
         import asyncio
 
@@ -419,7 +420,7 @@ def run_demo(
         stack.callback(alerting.stop)
         console.print(
             f"broker {bootstrap} · metrics http://{cfg.metrics.host}:{port}/metrics · schedule {dict(schedule)}\n"
-            f"gateway stand-in {gateway.url} · audit {audit_file} · windows and rule durations / {SPEEDUP}"
+            f"gateway stand-in {gateway.url} · audit {audit_file} · windows and rule durations / {speedup:g}"
         )
 
         view = _View(worker, started, plain, gateway)
