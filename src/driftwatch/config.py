@@ -330,6 +330,14 @@ class ApiConfig(_Model):
     token: SecretRef | None = Field(None, description="Bearer token; required unless bound to loopback explicitly.")
     allow_unauthenticated_loopback: bool = False
     max_body_bytes: int = Field(65536, ge=1024)
+    external_url: str | None = Field(
+        None, description="How people reach the API (approve/deny links in notifications); default http://host:port."
+    )
+
+    @field_validator("external_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
 
 
 class AuditConfig(_Model):

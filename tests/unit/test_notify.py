@@ -513,3 +513,28 @@ def test_alertmanager_stale_push_is_superseded() -> None:
     assert nt.pending() == 1
     assert nt.counters.superseded == 1
     assert json.loads(res.body)[0]["endsAt"] == "2026-11-18T11:06:50.000Z"
+
+
+def test_firing_webhook_carries_approval_links_with_the_runners_action_id() -> None:
+    """An action that needs approval is listed with the id the action runner gives it and the API's approve/deny links."""
+    from driftwatch.actions.runner import action_id
+
+    nt = Notifier(
+        NotifyConfig.model_validate(
+            {"receivers": [{"name": "oncall", "url": "https://hooks.example.internal/dw"}], "group_wait": "30s"}
+        ),
+        approvals={"rollback_model": True},
+        api_url="https://driftwatch.example.internal:9465/",
+    )
+    record = rec("firing", T0)
+    nt.update(record, T0)
+    [n] = nt.due(T0 + 30)
+    [entry] = payload(n)["driftwatch"]["alerts"][record["fingerprint"]]["actions"]
+    aid = action_id("rollback_model", str(record["fingerprint"]), str(record["active_since"]))
+    assert entry == {
+        "name": "rollback_model",
+        "id": aid,
+        "requires_approval": True,
+        "approve_url": f"https://driftwatch.example.internal:9465/api/actions/{aid}/approve",
+        "deny_url": f"https://driftwatch.example.internal:9465/api/actions/{aid}/deny",
+    }

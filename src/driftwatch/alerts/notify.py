@@ -88,6 +88,17 @@ class NotifyInputError(DriftwatchError, ValueError):
     """An alert record cannot be read (it is counted and skipped, never fatal)."""
 
 
+def _api_url(config: Config) -> str | None:
+    """Where people reach the HTTP API (approval links), if it is on."""
+    api = config.alerting.api
+    if not api.enabled:
+        return None
+    if api.external_url:
+        return api.external_url
+    host = f"[{api.host}]" if ":" in api.host else api.host
+    return f"http://{host}:{api.port}"
+
+
 def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -127,6 +138,7 @@ class _Record(msgspec.Struct):
     interval: list[float | None] = []
     window_seconds: float = 0.0
     evidence: dict[str, object] = {}
+    actions: list[str] = []
 
 
 class _Alert(msgspec.Struct):
@@ -145,6 +157,8 @@ class _Alert(msgspec.Struct):
     interval: list[float | None] = []
     window_seconds: float = 0.0
     evidence: dict[str, object] = {}
+    actions: list[str] = []
+    active_since: str = ""  # the record's own text: action ids are derived from it
 
 
 class _Sent(msgspec.Struct):
@@ -258,8 +272,14 @@ class Notifier:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         counters: NotifyCounters | None = None,
+        approvals: Mapping[str, bool] | None = None,
+        api_url: str | None = None,
     ) -> None:
+        """``approvals``: action name -> requires approval; with ``api_url`` a firing alert's webhook carries
+        each of its actions' id and, for those awaiting approval, the API's approve and deny links."""
         self.config = notify
+        self._approvals = dict(approvals or {})
+        self._api_url = api_url.rstrip("/") if api_url else None
         self.receivers = {r.name: r for r in notify.receivers}
         self.counters = counters or NotifyCounters()
         self._silenced = is_silenced or (lambda labels, now: False)
@@ -298,6 +318,8 @@ class Notifier:
             interval=rec.interval,
             window_seconds=rec.window_seconds,
             evidence=rec.evidence,
+            actions=list(rec.actions),
+            active_since=str(record.get("active_since", "")),
         )
         for rc in self.config.receivers:
             if rc.rules and alert.rule not in rc.rules:
@@ -511,6 +533,22 @@ class Notifier:
     def _generator_url(self, a: _Alert) -> str:
         return self._report_url(a) or self.config.external_url
 
+    def _actions(self, a: _Alert) -> list[dict[str, object]]:
+        """The runbook actions of a firing alert: id, and approve/deny links for those awaiting approval."""
+        from driftwatch.actions.runner import action_id
+
+        out: list[dict[str, object]] = []
+        if a.status != "firing":
+            return out
+        for name in a.actions:
+            aid = action_id(name, a.fingerprint, a.active_since)
+            entry: dict[str, object] = {"name": name, "id": aid, "requires_approval": self._approvals.get(name, False)}
+            if entry["requires_approval"] and self._api_url:
+                entry["approve_url"] = f"{self._api_url}/api/actions/{aid}/approve"
+                entry["deny_url"] = f"{self._api_url}/api/actions/{aid}/deny"
+            out.append(entry)
+        return out
+
     def _webhook(self, rc: ReceiverConfig, g: _Group, alerts: list[_Alert], seq: int, now: float) -> Notification:
         """Alertmanager's webhook v4 message, plus what driftwatch knows about each alert."""
         alerts = sorted(alerts, key=lambda a: (a.status != "firing", sorted(a.labels.items()), a.fingerprint))
@@ -530,6 +568,7 @@ class Notifier:
                 "runbook_url": a.annotations.get("runbook_url"),
                 "report_url": self._report_url(a),
                 "evidence": a.evidence,
+                "actions": self._actions(a),
             }
         payload = {
             "receiver": rc.name,
@@ -725,6 +764,7 @@ class NotifierService:
         self.config = config
         self.bootstrap = bootstrap
         self.notify = config.alerting.notify
+        self._config = config
         self.alerts_topic = config.kafka.alerts.name
         self.state_topic = f"{self.alerts_topic}-notify-state"
         self._clock = clock
@@ -758,6 +798,8 @@ class NotifierService:
             backoff_base=self._backoff[0],
             backoff_cap=self._backoff[1],
             counters=self.counters,  # one set of counters across state reloads
+            approvals={name: ac.requires_approval for name, ac in self._config.alerting.actions.items()},
+            api_url=_api_url(self._config),
         )
 
     # Counters as plain attributes, for the exporter.
