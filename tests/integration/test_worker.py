@@ -394,3 +394,57 @@ def test_sigkill_mid_stream_then_restart_equals_the_replay(
     # The second worker did not start over: what the first one had counted came from its checkpoint.
     assert got[("driftwatch_events_total", (("kind", "prediction"),))] < 0.85 * predictions
     assert ("driftwatch_recovery_seconds", (("partition", "0"), ("stage", "summaries"))) in got
+
+
+def test_rebalance_mid_stream_equals_the_replay(
+    tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
+) -> None:
+    """A second worker joining mid-stream takes partitions over (state recovered from the first's intents and checkpoints); the evaluating worker ends with exactly the replay's values."""
+    events = list(generate("complaint-spike", events=30_000, seed=12)[0])
+    cfg_path = _config_with_profiles(
+        tmp_path, example_config, "rebalance", events, batch_size=300, checkpoint_interval="1s"
+    )
+    cfg = load_config(cfg_path)
+    want = _expected_gauges(_replay(cfg_path, events, pseudonym_key))
+    predictions = sum(1 for e in events if e["type"] == "prediction")
+    half = len(events) // 2
+
+    _create_topics(kafka_bootstrap, cfg)
+    workers = [WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "a.log")]
+    try:
+        _produce(cfg, pseudonym_key, kafka_bootstrap, events[:half], 1)
+
+        def mid_stream() -> bool:
+            got = samples(workers[0].scrape())
+            seen = got.get(("driftwatch_events_total", (("kind", "prediction"),)), 0)
+            return got.get(("driftwatch_checkpoints_written_total", ()), 0) >= 1 and seen >= 0.2 * predictions
+
+        wait_for(mid_stream, 120, "the first worker to checkpoint and be mid-stream", interval=0.05)
+        workers.append(WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "b.log"))
+
+        def split() -> bool:
+            owned = [samples(w.scrape()).get(("driftwatch_input_partitions_assigned", ()), 0) for w in workers]
+            return all(n > 0 for n in owned) and sum(owned) == 2 * PARTITIONS
+
+        wait_for(split, 90, "the group to rebalance over both workers", interval=0.5)
+        _produce(cfg, pseudonym_key, kafka_bootstrap, events[half:], 1)
+
+        def matching_worker() -> int | None:
+            for i, w in enumerate(workers):
+                if not _mismatches(w, want):
+                    return i + 1
+            return None
+
+        try:
+            wait_for(matching_worker, 120, "one worker's gauges to equal the replay", interval=0.5)
+        except AssertionError:
+            bad = [len(_mismatches(w, want)) for w in workers]
+            raise AssertionError(
+                f"gauges differing per worker {bad} of {len(want)}\n"
+                + "\n".join(w.log.read_text()[-1500:] for w in workers)
+            ) from None
+        logs = "".join(w.log.read_text() for w in workers)
+    finally:
+        codes = [w.stop() for w in workers]
+    assert codes == [0, 0]
+    assert '"event": "recovered_input"' in logs  # the joining worker took partitions over from intents
