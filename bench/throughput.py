@@ -376,6 +376,9 @@ def bench_config(ds: Dataset, run: str, batching: Batching = Batching()) -> Conf
             "summaries": TopicConfig(name=f"dwbench-{run}-summaries", partitions=1),
             "alerts": TopicConfig(name=f"dwbench-{run}-alerts", partitions=1),
             "dead_letter": TopicConfig(name=f"dwbench-{run}-dead-letter", partitions=1),
+            # Fresh state topics per run: a worker must not recover (and skip) what an earlier run processed.
+            "ingest_state": f"dwbench-{run}-ingest-state",
+            "eval_state": f"dwbench-{run}-eval-state",
             "session_timeout": SESSION_TIMEOUT,
             "batch_size": batching.size,
             "batch_wait": batching.wait,

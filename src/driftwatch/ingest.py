@@ -14,7 +14,7 @@ import dataclasses
 import math
 import operator
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -135,6 +135,8 @@ class Ingestor:
         # so a partition read ahead of the others does not make their events late.
         self._source_max: dict[str | None, float] = {}
         self._out: list[S.Partial] = []
+        self._rebuilding = False
+        self._rebuilt_pending: set[str] = set()
 
     @property
     def watermark(self) -> float:
@@ -166,18 +168,42 @@ class Ingestor:
     def rebuild(self, raws: Sequence[bytes]) -> int:
         """Rebuild join state from events counted before a restart: nothing counts and event time stays put.
 
-        Predictions re-enter the join table; interactions whose prediction is not there wait again as pending
-        (those that found it were counted before). Rebuild predictions before interactions, and every partition
-        before re-sending any batch. Returns how many events were read.
+        Predictions re-enter the join table; labels mark their request as labelled again (a later duplicate is
+        still ignored); interactions whose prediction is not there wait again as pending if still within their
+        grace (those that found it were counted before; :meth:`rebuilt` ends the rebuild). Rebuild predictions
+        before interactions, and every partition before re-sending any batch. Returns how many events were read.
         """
         sources, max_ts = dict(self._source_max), self.max_ts
         counters = dataclasses.replace(self.counters, rejected=self.counters.rejected.copy())
+        waiting = set(self._pending)
         decoded = self.decoder.decode_batch(raws)
-        self.ingest(decoded.predictions, decoded.interactions, None)  # output dropped: sent before the restart
+        self._rebuilding = True  # no expiry: time has not moved, and other partitions' pending entries must stay
+        try:
+            self.ingest(decoded.predictions, decoded.interactions, None)  # output dropped: sent before the restart
+        finally:
+            self._rebuilding = False
+        self._rebuilt_pending |= set(self._pending) - waiting
         self._source_max, self.max_ts = sources, max_ts
         for f in dataclasses.fields(counters):
             setattr(self.counters, f.name, getattr(counters, f.name))
         return len(decoded.predictions) + len(decoded.interactions)
+
+    def seed_sources(self, newest: Mapping[str, float]) -> None:
+        """After a restart: each source's newest event time is at least this (its watermark goes on from there)."""
+        for src, ts in newest.items():
+            if math.isfinite(ts) and ts > self._source_max.get(src, -math.inf):
+                self._source_max[src] = ts
+
+    def rebuilt(self, watermark: float) -> int:
+        """End a rebuild: interactions that had waited past their grace by ``watermark`` (the watermark before the
+        restart) were join misses then, counted then, and wait no more. Returns how many were dropped."""
+        slowest = watermark + self.config.windows.lateness
+        grace = self.config.join.grace
+        gone = [r for r in self._rebuilt_pending if r in self._pending and self._pending[r][0][1] + grace < slowest]
+        for rid in gone:
+            del self._pending[rid]
+        self._rebuilt_pending = set()
+        return len(gone)
 
     def ingest(
         self, predictions: Sequence[Prediction], interactions: Sequence[Interaction], source: str | None = None
@@ -194,7 +220,7 @@ class Ingestor:
         if batch_max > self._source_max.get(source, -math.inf):
             self._source_max[source] = batch_max
         self.max_ts = max(self.max_ts, batch_max)
-        if self.watermark > before:  # time moved on for every source: waiting joins may expire
+        if self.watermark > before and not self._rebuilding:  # time moved on for every source: waiting joins may expire
             self._expire(self.watermark)
         out, self._out = self._out, []
         return out

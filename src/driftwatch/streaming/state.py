@@ -57,6 +57,7 @@ class IngestIntent(msgspec.Struct, frozen=True):
     hi: int
     rebuild_from: int
     worker: str
+    watermark: float = float("-inf")  # the ingest watermark before this batch: join expiry is replayed up to it
 
 
 class EvalChunk(msgspec.Struct, frozen=True):

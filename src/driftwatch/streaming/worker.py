@@ -177,29 +177,59 @@ class Worker:
             self._last_data[tp] = now
         self._update_sources(now)
         async with self._order:  # a heartbeat must never overtake the partials of a batch
+            if any(tp not in self._input_recovered for tp in by_tp):
+                await self._recover_assigned()
+            work = []
             for tp, msgs in by_tp.items():
-                await self._ingest_partition(tp, msgs)
-
-    async def _ingest_partition(self, tp: str, messages: list[Any]) -> None:
-        if tp not in self._input_recovered:
-            await self._recover_assigned()
-        skip = self._skip_to.get(tp, -1)
-        messages = [m for m in messages if m.offset > skip]  # already sent before a restart or rebalance
-        if messages:
-            await self._process_partition(tp, messages)
+                skip = self._skip_to.get(tp, -1)
+                fresh = [m for m in msgs if m.offset > skip]  # already sent before a restart or rebalance
+                if fresh:
+                    work.append((tp, fresh))
+            await self._process_partitions(work)
 
     async def _process_partition(self, tp: str, messages: Sequence[Any]) -> None:
-        topic, _, part = tp.rpartition(":")
-        offsets = [m.offset for m in messages]
-        lo, hi = min(offsets), max(offsets)
-        batches = self._join_batches.setdefault(tp, deque())
-        intent = IngestIntent(topic, int(part), lo, hi, batches[0][1] if batches else lo, self.worker_id)
-        # Write-ahead: the intent is durable before any summary of the batch leaves (see _recover_input).
-        await (await self.ingest_state.send(key=tp.encode(), value=encode_intent(intent), partition=int(part)))
+        await self._process_partitions([(tp, messages)])
+
+    async def _process_partitions(self, work: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Fold one batch per input partition: intents first (all awaited), then summaries (all awaited).
+
+        Write-ahead: a partition's intent is durable before any summary of its batch leaves (see
+        :meth:`_recover_inputs`); awaiting the batch's sends together keeps it to two round trips per batch.
+        """
+        ranges = []
+        intents = []
+        for tp, messages in work:
+            topic, _, part = tp.rpartition(":")
+            offsets = [m.offset for m in messages]
+            lo, hi = min(offsets), max(offsets)
+            batches = self._join_batches.setdefault(tp, deque())
+            intent = IngestIntent(
+                topic, int(part), lo, hi, batches[0][1] if batches else lo, self.worker_id, self.core.ingestor.watermark
+            )
+            intents.append(
+                await self.ingest_state.send(key=tp.encode(), value=encode_intent(intent), partition=int(part))
+            )
+            ranges.append((lo, hi))
+        for fut in intents:
+            await fut
+        pending: list[Any] = []
+        done = []
+        for (tp, messages), (lo, hi) in zip(work, ranges, strict=True):
+            events = await self._fold_partition(tp, messages, lo, hi, pending)
+            done.append((tp, lo, hi, events))
+        for fut in pending:
+            await fut  # delivered before the batch is acknowledged (and its offsets committed)
+        now = time.time()
+        for tp, lo, hi, events in done:
+            self._remember_join_batch(self._join_batches[tp], lo, events)
+            self._position[tp] = hi + 1
+            self._progress_wall[tp] = now
+
+    async def _fold_partition(self, tp: str, messages: Sequence[Any], lo: int, hi: int, pending: list[Any]) -> int:
+        """Decode and fold one partition's messages; queue its dead letters and summaries; return events folded."""
         raws, origin = split_messages([m.value or b"" for m in messages])
         with self.lock:  # /metrics is served from another thread
             decoded, partials = self.core.ingestor.process(raws, source=tp)
-        pending = []
         for err in decoded.errors:
             m = messages[origin[err.index]]
             self.dead_lettered += 1
@@ -229,20 +259,15 @@ class Worker:
                 last = i + _PARTIALS_PER_MESSAGE >= len(parts)
                 chunk = SummaryMsg(self.worker_id, wm, sources, parts[i : i + _PARTIALS_PER_MESSAGE], final=last)
                 pending.append(await self._send_summary(chunk, key=model.encode()))
-        for fut in pending:
-            await fut  # delivered before the batch is acknowledged (and its offsets committed)
-        self._remember_join_batch(topic, batches, lo, len(decoded.predictions) + len(decoded.interactions))
-        self._position[tp] = hi + 1
-        self._progress_wall[tp] = time.time()
+        return len(decoded.predictions) + len(decoded.interactions)
 
-    def _remember_join_batch(self, topic: str, batches: deque[tuple[float, int, int]], lo: int, events: int) -> None:
-        """Track the oldest batch whose events may still be in the join: predictions for the TTL (and within
-        max_entries), interactions for the grace period they may wait for their prediction."""
+    def _remember_join_batch(self, batches: deque[tuple[float, int, int]], lo: int, events: int) -> None:
+        """Track the oldest batch whose events may still matter to the join, for the TTL (within max_entries):
+        predictions can be joined that long, and a label marks its request as labelled that long."""
         ing = self.core.ingestor
         batches.append((ing.max_ts, lo, events))
         j = self.config.join
-        keep = j.ttl if topic == self.config.kafka.predictions.name else j.grace + self.config.windows.lateness
-        horizon = ing.watermark - keep
+        horizon = ing.watermark - j.ttl
         total = sum(n for _, _, n in batches)
         while len(batches) > 1 and (batches[0][0] < horizon or total - batches[0][2] >= self.config.join.max_entries):
             total -= batches.popleft()[2]
@@ -278,6 +303,11 @@ class Worker:
                     n += self.core.ingestor.rebuild(raws)
             rebuilt[tp] = n
             self._join_batches[tp] = deque([(self.core.ingestor.max_ts, it.rebuild_from, n)])
+        crash_wm = max((it.watermark for it in intents.values()), default=-math.inf)
+        with self.lock:
+            self.core.ingestor.rebuilt(crash_wm)
+            # Event time resumes where it stood: waiting interactions expire when they would have.
+            self.core.ingestor.seed_sources(dict.fromkeys(intents, crash_wm + self.config.windows.lateness))
         for tp in ordered:
             self._input_recovered.add(tp)
             it = intents.get(tp)
