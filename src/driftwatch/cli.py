@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 unreadable input, 2 invalid configuration or usage.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import math
@@ -21,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, 
 from rich.table import Table
 
 from driftwatch import __version__
+from driftwatch._time import rfc3339
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config, load_config, load_key
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
@@ -59,10 +59,6 @@ def _load(config: Path, *, need_key: bool = True) -> tuple[Config, bytes | None]
         return cfg, key
     except ConfigError as e:
         raise _fail(2, str(e)) from None
-
-
-def _iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _batches(fh: BinaryIO, size: int) -> Iterator[list[bytes]]:
@@ -216,7 +212,7 @@ def _print_transition(p: Pipeline, t: AlertTransition) -> None:
     if isinstance(low, str):
         extra = f" lowest group={p.display(t.labels.get('attribute', ''), low)}"
     _console().print(
-        f"{_iso(t.event_time)}  [{style}]{t.state:<8}[/] {t.rule:<28} {where}  value={value} n={t.n}{extra}",
+        f"{rfc3339(t.event_time)}  [{style}]{t.state:<8}[/] {t.rule:<28} {where}  value={value} n={t.n}{extra}",
         highlight=False,
         soft_wrap=True,
     )

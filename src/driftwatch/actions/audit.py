@@ -17,7 +17,6 @@ pass them (PROMISES 23).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import math
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftwatch._time import rfc3339
 from driftwatch.errors import DriftwatchError
 
 __all__ = [
@@ -62,15 +62,6 @@ class AuditReport:
     records: int
     first_bad_line: int | None = None
     reason: str | None = None
-
-
-def rfc3339(seconds: float) -> str:
-    """Epoch seconds as an RFC 3339 UTC timestamp with milliseconds.
-
-    >>> rfc3339(0)
-    '1970-01-01T00:00:00.000Z'
-    """
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _clean(value: object) -> object:

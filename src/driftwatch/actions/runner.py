@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import importlib
 import importlib.util
@@ -43,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from driftwatch._time import epoch
 from driftwatch.actions.audit import AuditLog, read_records, rfc3339
 from driftwatch.config import ActionConfig, AlertingConfig
 from driftwatch.errors import ConfigError, DriftwatchError
@@ -357,15 +357,6 @@ def _slice(labels: Mapping[str, str]) -> dict[str, str] | None:
     return None
 
 
-def _epoch(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
 def _transport(ac: ActionConfig) -> Literal["http", "kafka"]:
     if ac.transport is not None:
         return ac.transport
@@ -509,7 +500,7 @@ class ActionPlanner:
                 or not isinstance(name, str)
             ):
                 continue
-            at = _epoch(rec.get("time")) or 0.0
+            at = epoch(rec.get("time")) or 0.0
             labels = rec.get("labels")
             e = self._entries.get(aid)
             if e is None:
@@ -532,7 +523,7 @@ class ActionPlanner:
             if kind == "action.proposed":
                 inputs = rec.get("inputs")
                 e.request = Request.from_json(inputs.get("request")) if isinstance(inputs, Mapping) else None
-                e.expires = _epoch(rec.get("expires"))
+                e.expires = epoch(rec.get("expires"))
             if state in ("dry_run", "started"):
                 self._note_run(name, e.target, at)
         return len(self._entries)

@@ -16,12 +16,12 @@ same input always gives the same transitions.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
+from driftwatch._time import rfc3339
 from driftwatch.config import Rule
 
 __all__ = ["AlertEngine", "AlertTransition", "Candidate", "fingerprint"]
@@ -78,9 +78,6 @@ class AlertTransition:
         def fin(x: float) -> float | None:
             return x if math.isfinite(x) else None
 
-        def iso(seconds: float) -> str:
-            return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
         return {
             "rule": self.rule,
             "state": self.state,
@@ -90,8 +87,8 @@ class AlertTransition:
             "n": self.n,
             "interval": [fin(self.lo), fin(self.hi)],
             "window_seconds": self.window,
-            "event_time": iso(self.event_time),
-            "active_since": iso(self.active_since),
+            "event_time": rfc3339(self.event_time),
+            "active_since": rfc3339(self.active_since),
             "severity": self.severity,
             "fingerprint": self.fingerprint,
             "actions": list(self.actions),

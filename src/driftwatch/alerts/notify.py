@@ -53,6 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from driftwatch._time import rfc3339
 from driftwatch.alerts.egress import DeliveryOutcome, HttpResult, post_json
 from driftwatch.alerts.signing import load_secrets, signature_headers
 from driftwatch.config import Config, NotifyConfig, ReceiverConfig
@@ -97,10 +98,6 @@ def _api_url(config: Config) -> str | None:
         return api.external_url
     host = f"[{api.host}]" if ":" in api.host else api.host
     return f"http://{host}:{api.port}"
-
-
-def _iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def retry_delay(
@@ -408,7 +405,7 @@ class Notifier:
     def _report(self, reason: str, now: float, **detail: object) -> None:
         self.counters.suppressed[reason] += 1
         if self._audit is not None:
-            self._audit({"type": "notification_suppressed", "reason": reason, "at": _iso(now), **detail})
+            self._audit({"type": "notification_suppressed", "reason": reason, "at": rfc3339(now), **detail})
 
     def _flush(self, skey: str, now: float) -> None:
         """Alertmanager's flush of one aggregation group, with its notification-log dedup (``needsUpdate``)."""
@@ -473,12 +470,12 @@ class Notifier:
                 p.reported.append(mark)
                 self._report("silenced", now, receiver=p.receiver, fingerprint=a.fingerprint, status=a.status)
         else:
-            ends = _iso(a.event_time) if done else _iso(now + _AM_VALID_RESENDS * self.config.resend_interval)
+            ends = rfc3339(a.event_time) if done else rfc3339(now + _AM_VALID_RESENDS * self.config.resend_interval)
             payload = [
                 {
                     "labels": a.labels,
                     "annotations": a.annotations,
-                    "startsAt": _iso(a.starts_at),
+                    "startsAt": rfc3339(a.starts_at),
                     "endsAt": ends,
                     "generatorURL": self._generator_url(a),
                 }
@@ -564,7 +561,7 @@ class Notifier:
                 "window_seconds": a.window_seconds,
                 "model": a.labels.get("model"),
                 "version": a.labels.get("version"),
-                "event_time": _iso(a.event_time),
+                "event_time": rfc3339(a.event_time),
                 "runbook_url": a.annotations.get("runbook_url"),
                 "report_url": self._report_url(a),
                 "evidence": a.evidence,
@@ -578,8 +575,8 @@ class Notifier:
                     "status": a.status,
                     "labels": a.labels,
                     "annotations": a.annotations,
-                    "startsAt": _iso(a.starts_at),
-                    "endsAt": _iso(a.event_time) if a.status == "resolved" else _ZERO_TIME,
+                    "startsAt": rfc3339(a.starts_at),
+                    "endsAt": rfc3339(a.event_time) if a.status == "resolved" else _ZERO_TIME,
                     "generatorURL": self._generator_url(a),
                     "fingerprint": a.fingerprint,
                 }
@@ -633,7 +630,7 @@ class Notifier:
                 self._audit(
                     {
                         "type": "notification_delivered",
-                        "at": _iso(now),
+                        "at": rfc3339(now),
                         "receiver": n.receiver,
                         "webhook_id": n.id,
                         "group_key": n.group_key,
@@ -664,7 +661,7 @@ class Notifier:
             self._audit(
                 {
                     "type": "notification_dead_lettered",
-                    "at": _iso(now),
+                    "at": rfc3339(now),
                     "receiver": n.receiver,
                     "webhook_id": n.id,
                     "group_key": n.group_key,
@@ -732,7 +729,7 @@ class Notifier:
 
 def _notification_id(receiver: str, group_key: str, seq: int, alerts: list[_Alert]) -> str:
     """``msg_`` + a hash of receiver, group, sequence and the (fingerprint, status, startsAt) set."""
-    items = sorted(f"{a.fingerprint}\x1e{a.status}\x1e{_iso(a.starts_at)}" for a in alerts)
+    items = sorted(f"{a.fingerprint}\x1e{a.status}\x1e{rfc3339(a.starts_at)}" for a in alerts)
     text = "\x1f".join([receiver, group_key, str(seq), *items])
     return "msg_" + hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -14,13 +14,13 @@ False
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from driftwatch._time import epoch, rfc3339
 from driftwatch.errors import DriftwatchError
 
 __all__ = ["MAX_DURATION", "Silence", "SilenceError", "SilenceNotFoundError", "Silences"]
@@ -62,24 +62,11 @@ class Silence:
         return {
             "id": self.id,
             "matchers": dict(self.matchers),
-            "starts_at": _iso(self.starts_at),
-            "ends_at": _iso(self.ends_at),
+            "starts_at": rfc3339(self.starts_at),
+            "ends_at": rfc3339(self.ends_at),
             "created_by": self.created_by,
             "comment": self.comment,
         }
-
-
-def _iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _epoch(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
 
 
 class Silences:
@@ -142,8 +129,8 @@ class Silences:
             elif kind == "silence.created":
                 matchers, starts, ends = (
                     inputs.get("matchers"),
-                    _epoch(inputs.get("starts_at")),
-                    _epoch(inputs.get("ends_at")),
+                    epoch(inputs.get("starts_at")),
+                    epoch(inputs.get("ends_at")),
                 )
                 if not isinstance(matchers, Mapping) or starts is None or ends is None:
                     continue
@@ -166,7 +153,7 @@ class Silences:
             self._audit(
                 {
                     "kind": kind,
-                    "time": _iso(now),
+                    "time": rfc3339(now),
                     "actor": actor,
                     "rule": s.matchers.get("alertname"),
                     "labels": dict(s.matchers),
