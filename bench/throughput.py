@@ -10,7 +10,7 @@ envelopes of 100 events. Then, for each layout and in a fresh process each:
                      event is msgspec-decoded (``EventDecoder.decode_batch``);
 (b) framework ceiling a bare Faust app (the worker's Faust settings) whose one
                      agent over both topics counts messages and does nothing,
-                     with ``take_events(2000, within=0.2)`` as driftwatch's
+                     with ``take_events(500, within=0.2)`` as driftwatch's
                      ingest agent does, and (b') with plain iteration;
 (c) driftwatch       a :class:`~driftwatch.streaming.worker.Worker` until its
                      evaluation stage has applied every summary message its
@@ -84,7 +84,7 @@ SCENARIO = "complaint-spike"
 RATE = 100.0
 SEED = 11
 SESSION_TIMEOUT = 2.0  # the dev broker's first group join waits about half of it
-BATCH_SIZE, BATCH_WAIT = 2000, 0.2  # driftwatch's ingest batching (kafka.batch_size / batch_wait defaults)
+BATCH_SIZE, BATCH_WAIT = 500, 0.2  # driftwatch's ingest batching (kafka.batch_size / batch_wait defaults)
 
 PRODUCER_BATCH_BYTES = 64 * 1024
 WIDE_REGIONS, WIDE_LANGUAGES, WIDE_MAX_VALUES = 250, 50, 100
@@ -820,7 +820,7 @@ def main() -> None:
         "--repeat", type=int, default=1, help="rounds of (a)-(c); the table shows each figure's median (noisy machines)"
     )
     ap.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help="messages per ingest batch (kafka.batch_size, default 2000)"
+        "--batch-size", type=int, default=BATCH_SIZE, help="messages per ingest batch (kafka.batch_size, default 500)"
     )
     ap.add_argument(
         "--batch-wait", type=float, default=BATCH_WAIT, help="longest wait to fill a batch (kafka.batch_wait, 0.2 s)"

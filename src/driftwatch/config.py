@@ -195,7 +195,9 @@ class KafkaConfig(_Model):
     checkpoint_interval: Duration = Field(
         10.0, description="How often the evaluation state is checkpointed; a restart replays at most this much."
     )
-    batch_size: int = Field(2000, ge=1, description="Kafka messages taken per ingest batch.")
+    batch_size: int = Field(
+        500, ge=1, description="Kafka messages taken per ingest batch (bounds memory: envelopes hold many events)."
+    )
     batch_wait: Duration = Field(0.2, description="Longest wait to fill an ingest batch.")
     session_timeout: Duration = Field(
         6.0, description="Consumer session timeout; the dev broker's first join waits about half of it."
