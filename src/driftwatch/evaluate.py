@@ -247,7 +247,7 @@ class Evaluator:
             return []
         target = math.floor(watermark / self.tick)
         if self.closed_before is None:
-            first = min((t for s in self.streams.values() for t in s.store.open_cells), default=target)
+            first = min((t for s in self.streams.values() for t in s.store.open_ticks), default=target)
             self.closed_before = min(first, target)
         return self._close_until(target)
 
@@ -257,7 +257,7 @@ class Evaluator:
         while self.closed_before < target:
             t = self.closed_before
             # Skip idle stretches quickly, but still evaluate once so alerts can resolve as stale.
-            if t + 1 < target and not any(s.store.open_cells for s in self.streams.values()):
+            if t + 1 < target and not any(s.store.open_ticks for s in self.streams.values()):
                 t = target - 1  # closing the last tick of the stretch evicts everything older
             closed = {id(s): s.store.close(t) for s in self.streams.values()}
             self.closed_before = t + 1
@@ -267,7 +267,7 @@ class Evaluator:
 
     def flush(self) -> list[AlertTransition]:
         """Close every open tick (end of a replay): all events now count in the windows."""
-        open_ticks = [t for s in self.streams.values() for t in s.store.open_cells]
+        open_ticks = [t for s in self.streams.values() for t in s.store.open_ticks]
         if not open_ticks:
             return []
         return self._close_until(max(open_ticks) + 1)

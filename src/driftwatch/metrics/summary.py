@@ -226,12 +226,22 @@ class Sparse:
         """The sum of both (same width; rows of the larger)."""
         if not len(other.index):
             return self if self.rows >= other.rows else Sparse(other.rows, self.width, self.index, self.values)
-        idx = np.concatenate([self.index.astype(np.int64), other.index.astype(np.int64)])
-        val = np.concatenate([self.values, other.values])
+        return Sparse.total([self, other])
+
+    @staticmethod
+    def total(parts: Sequence[Sparse]) -> Sparse:
+        """The sum of many (same width) in one sort: merging them one by one would cost quadratic time."""
+        if len(parts) == 1:
+            return parts[0]
+        rows = max(p.rows for p in parts)
+        idx = np.concatenate([p.index.astype(np.int64) for p in parts])
+        val = np.concatenate([p.values for p in parts])
+        if not len(idx):
+            return Sparse(rows, parts[0].width, idx, val)
         order = np.argsort(idx, kind="stable")
         idx, val = idx[order], val[order]
         starts = np.flatnonzero(np.concatenate([[True], idx[1:] != idx[:-1]]))
-        return Sparse(max(self.rows, other.rows), self.width, idx[starts], np.add.reduceat(val, starts))
+        return Sparse(rows, parts[0].width, idx[starts], np.add.reduceat(val, starts))
 
 
 class Partial:
@@ -319,21 +329,46 @@ class _Window:
         self.total: Matrix | None = None
 
 
+_OPEN_PARTS = 64
+"""Deltas an open tick collects before they are summed (bounds their memory)."""
+
+
 class WindowStore:
     """Open ticks, sliding windows built from closed ticks, and the since-start total of one model x version."""
 
     def __init__(self, window_ticks: tuple[int, ...]) -> None:
-        # Open ticks are sparse too: a backlog batch opens a hundred ticks at once, dense they were ~1 GB.
-        self.open_cells: dict[int, Sparse] = {}
+        # Open ticks are sparse too: a backlog batch opens a hundred ticks at once, dense they were ~1 GB. Their
+        # deltas are kept as a list and summed in one sort when read (merging each small partial into a growing
+        # tick re-sorted the whole tick every time: quadratic with one-event messages).
+        self._open: dict[int, list[Sparse]] = {}
         self.windows = {w: _Window(w) for w in window_ticks}
         self.since: Matrix | None = None
+
+    @property
+    def open_cells(self) -> dict[int, Sparse]:
+        """The open ticks, each summed."""
+        for t, parts in self._open.items():
+            if len(parts) > 1:
+                self._open[t] = [Sparse.total(parts)]
+        return {t: parts[0] for t, parts in self._open.items()}
+
+    @open_cells.setter
+    def open_cells(self, cells: dict[int, Sparse]) -> None:
+        self._open = {t: [sp] for t, sp in cells.items()}
+
+    @property
+    def open_ticks(self) -> list[int]:
+        """The ticks still open (without summing them)."""
+        return list(self._open)
 
     def add(self, tick: int, delta: Matrix | Sparse, closed_before: int) -> None:
         """Fold ``delta`` into ``tick``: an open tick, or (late joins and labels) the retained buckets."""
         sp = _sparse(delta)
         if tick >= closed_before:
-            held = self.open_cells.get(tick)
-            self.open_cells[tick] = sp if held is None else held.merge(sp)
+            parts = self._open.setdefault(tick, [])
+            parts.append(sp)
+            if len(parts) >= _OPEN_PARTS:
+                self._open[tick] = [Sparse.total(parts)]
             return
         self.since = accumulate(self.since, sp)
         for w in self.windows.values():
@@ -352,7 +387,8 @@ class WindowStore:
 
     def close(self, tick: int) -> Matrix | None:
         """Close ``tick``: move it into every window and the since-start total; return its matrix."""
-        sp = self.open_cells.pop(tick, None)
+        parts = self._open.pop(tick, None)
+        sp = None if parts is None else Sparse.total(parts)
         end = tick + 1
         for w in self.windows.values():
             if sp is not None:
