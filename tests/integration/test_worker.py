@@ -394,6 +394,20 @@ def test_join_through_kafka(
     assert (hit, miss) == (2 + fills, 2)
 
 
+def _wait_mid_stream(worker: WorkerProcess, predictions: int) -> None:
+    """Wait until ``worker`` has written a checkpoint and counted a fifth of the predictions (but maybe not all)."""
+
+    def mid_stream() -> bool:
+        got = samples(worker.scrape())
+        seen = got.get(("driftwatch_events_total", (("kind", "prediction"),)), 0)
+        return got.get(("driftwatch_checkpoints_written_total", ()), 0) >= 1 and seen >= 0.2 * predictions
+
+    try:
+        wait_for(mid_stream, 120, "the first worker to checkpoint and be mid-stream", interval=0.02)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{worker.scrape()[-3000:]}\n{worker.log.read_text()[-2000:]}") from None
+
+
 def test_sigkill_mid_stream_then_restart_equals_the_replay(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
 ) -> None:
@@ -411,15 +425,7 @@ def test_sigkill_mid_stream_then_restart_equals_the_replay(
     try:
         _produce(cfg, pseudonym_key, kafka_bootstrap, events[:half], 1)  # one event per message: slow enough to stop
 
-        def mid_stream() -> bool:
-            got = samples(first.scrape())
-            seen = got.get(("driftwatch_events_total", (("kind", "prediction"),)), 0)
-            return got.get(("driftwatch_checkpoints_written_total", ()), 0) >= 1 and seen >= 0.2 * predictions
-
-        try:
-            wait_for(mid_stream, 120, "the first worker to checkpoint and be mid-stream", interval=0.02)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{first.scrape()[-3000:]}\n{first.log.read_text()[-2000:]}") from None
+        _wait_mid_stream(first, predictions)
     finally:
         assert first.stop(sig=9) == -9
     _produce(cfg, pseudonym_key, kafka_bootstrap, events[half:], 1)
@@ -469,12 +475,7 @@ def test_rebalance_mid_stream_equals_the_replay(
     try:
         _produce(cfg, pseudonym_key, kafka_bootstrap, events[:half], 1)
 
-        def mid_stream() -> bool:
-            got = samples(workers[0].scrape())
-            seen = got.get(("driftwatch_events_total", (("kind", "prediction"),)), 0)
-            return got.get(("driftwatch_checkpoints_written_total", ()), 0) >= 1 and seen >= 0.2 * predictions
-
-        wait_for(mid_stream, 120, "the first worker to checkpoint and be mid-stream", interval=0.05)
+        _wait_mid_stream(workers[0], predictions)
         workers.append(WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "b.log"))
 
         def split() -> bool:
