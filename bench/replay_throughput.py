@@ -22,8 +22,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from driftwatch.config import load_config, load_key  # noqa: E402
+from driftwatch.core.pipeline import Pipeline  # noqa: E402
 from driftwatch.events import EventDecoder  # noqa: E402
-from driftwatch.pipeline import Pipeline  # noqa: E402
 from driftwatch.simulate import write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ envelopes of 100 events. Then, for each layout and in a fresh process each:
                      agent over both topics counts messages and does nothing,
                      with ``take_events(500, within=0.2)`` as driftwatch's
                      ingest agent does, and (b') with plain iteration;
-(c) driftwatch       a :class:`~driftwatch.streaming.worker.Worker` until its
+(c) driftwatch       a :class:`~driftwatch.daemon.worker.Worker` until its
                      evaluation stage has applied every summary message its
                      ingest stage sent, and every event was counted.
 
@@ -72,9 +72,9 @@ from aiokafka.partitioner import murmur2  # noqa: E402
 
 from _broker import tansu_broker  # noqa: E402
 from driftwatch.config import Config, TopicConfig, load_config, load_key  # noqa: E402
+from driftwatch.core.slicing import coders_from_config  # noqa: E402
 from driftwatch.events import EventDecoder, split_messages  # noqa: E402
 from driftwatch.simulate import generate  # noqa: E402
-from driftwatch.slicing import coders_from_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "driftwatch.example.yaml"
@@ -97,7 +97,7 @@ MODE_TITLES = {
     "bare-iter": "(b') bare Faust, plain iteration",
     "driftwatch": "(c) driftwatch worker",
 }
-# The Faust settings of driftwatch.streaming.worker.Worker, shared by the bare app (apples to apples).
+# The Faust settings of driftwatch.daemon.worker.Worker, shared by the bare app (apples to apples).
 FAUST_SETTINGS: dict[str, Any] = {
     "value_serializer": "raw",
     "key_serializer": "raw",
@@ -518,8 +518,8 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
 
     With ``profile`` (seconds), the run is profiled and ends after that long if it has not finished.
     """
-    from driftwatch.streaming.topics import ensure_topics
-    from driftwatch.streaming.worker import Worker
+    from driftwatch.daemon.topics import ensure_topics
+    from driftwatch.daemon.worker import Worker
 
     run = uuid.uuid4().hex[:12]
     config = bench_config(ds, run, batching)

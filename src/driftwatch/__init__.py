@@ -8,9 +8,9 @@ core that runs the same way live, over a file, and in tests.
 from __future__ import annotations
 
 from driftwatch.config import Config, load_config
+from driftwatch.core.pipeline import Pipeline
 from driftwatch.errors import ConfigError, DriftwatchError
 from driftwatch.events import EventDecoder, Interaction, Prediction
-from driftwatch.pipeline import Pipeline
 
 __all__ = [
     "Config",

@@ -23,8 +23,8 @@ from driftwatch import __version__
 from driftwatch._time import rfc3339
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config, load_config, load_key
+from driftwatch.core.pipeline import MetricRow, Pipeline
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
-from driftwatch.pipeline import MetricRow, Pipeline
 
 __all__ = ["app", "main"]
 
@@ -349,7 +349,7 @@ def simulate(
         return
     if config is None:
         raise _fail(2, "--bootstrap needs --config (topic names and which attributes to pseudonymise)")
-    from driftwatch.streaming.produce import produce_simulation
+    from driftwatch.daemon.produce import produce_simulation
 
     cfg, key = _load(config)
     try:
@@ -372,8 +372,8 @@ def run(
     """Start one streaming worker; workers with the same config form one consumer group and split partitions."""
     import asyncio
 
-    from driftwatch.streaming.topics import StreamingError, alerting_topics, ensure_topics
-    from driftwatch.streaming.worker import Worker
+    from driftwatch.daemon.topics import StreamingError, alerting_topics, ensure_topics
+    from driftwatch.daemon.worker import Worker
 
     cfg, key = _load(config)
     boot = bootstrap or cfg.kafka.bootstrap
@@ -411,7 +411,7 @@ def demo(
 ) -> None:
     """Live demo: a local broker, a worker, and simulated traffic that drifts, turns unfair and draws complaints;
     the complaint spike triggers a rollback through a model-gateway stand-in and the alert resolves."""
-    from driftwatch.streaming.demo import parse_schedule, run_demo
+    from driftwatch.demo.app import parse_schedule, run_demo
 
     try:
         schedule = parse_schedule(scenario_schedule)
@@ -444,7 +444,7 @@ def baseline_build(
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")] = Path("profile.json"),
 ) -> None:
     """Build a reference profile: quantile bins, category frequencies and the selection rate of a model."""
-    from driftwatch.reports.baseline import build_profile, read_table
+    from driftwatch.core.profile import build_profile, read_table
 
     cfg, _ = _load(config, need_key=False)
     mc = cfg.models.get(model)

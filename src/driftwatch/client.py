@@ -34,8 +34,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from driftwatch.config import Config
+from driftwatch.core.slicing import AttributeCoder, coders_from_config
 from driftwatch.events import Interaction, Prediction
-from driftwatch.slicing import AttributeCoder, coders_from_config
 
 __all__ = ["Client"]
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError,
 
 from driftwatch._duration import Duration
 from driftwatch.errors import ConfigError, SecretMissingError
-from driftwatch.metrics.catalog import ATTRIBUTE_METRICS, DETECTOR_SERIES, DRIFT_METRICS, METRICS
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DETECTOR_SERIES, DRIFT_METRICS, METRICS
 
 __all__ = [
     "ActionConfig",

@@ -21,9 +21,9 @@ from standardwebhooks.webhooks import Webhook
 
 from driftwatch.client import Client
 from driftwatch.config import load_config
-from driftwatch.reports.baseline import build_profile, prediction_columns
+from driftwatch.core.profile import build_profile, prediction_columns
+from driftwatch.daemon.topics import alerting_topics, ensure_topics
 from driftwatch.simulate import generate
-from driftwatch.streaming.topics import alerting_topics, ensure_topics
 
 from .conftest import WorkerProcess, free_port, unique_config, wait_for
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from driftwatch.actions.audit import AuditLog, read_records, verify
 from driftwatch.actions.runner import ActionRunner, action_id
 from driftwatch.alerts.silences import Silences
-from driftwatch.api import ApiServer, build_api, start_api
 from driftwatch.config import AlertingConfig, ApiConfig
+from driftwatch.daemon.api import ApiServer, build_api, start_api
 from driftwatch.errors import ConfigError
 
 TOKEN = b"api-token-0123456789abcdef"

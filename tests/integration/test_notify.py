@@ -25,8 +25,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from driftwatch.alerts.engine import AlertTransition, fingerprint
 from driftwatch.alerts.notify import Notifier, NotifierService
-from driftwatch.alerts.signing import sign
 from driftwatch.config import Config
+from driftwatch.daemon.signing import sign
 
 from .conftest import free_port
 

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from driftwatch.config import load_config
-from driftwatch.exporters.prometheus import registry_for
-from driftwatch.pipeline import Pipeline
+from driftwatch.core.pipeline import Pipeline
+from driftwatch.daemon.metrics import registry_for
 from driftwatch.simulate import generate
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

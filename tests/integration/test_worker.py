@@ -14,11 +14,11 @@ from aiokafka.partitioner import murmur2
 
 from driftwatch.client import Client
 from driftwatch.config import Config, load_config
-from driftwatch.exporters.prometheus import SLICE_FAMILIES
-from driftwatch.pipeline import Pipeline
-from driftwatch.reports.baseline import build_profile, prediction_columns
+from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.profile import build_profile, prediction_columns
+from driftwatch.daemon.metrics import SLICE_FAMILIES
+from driftwatch.daemon.topics import ensure_topics
 from driftwatch.simulate import generate
-from driftwatch.streaming.topics import ensure_topics
 
 from .conftest import WorkerProcess, samples, unique_config, wait_for
 

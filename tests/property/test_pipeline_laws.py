@@ -10,9 +10,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from driftwatch.config import Config
+from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.profile import Profile, build_profile
 from driftwatch.events import INTERACTION_KINDS
-from driftwatch.pipeline import Pipeline
-from driftwatch.reports.baseline import Profile, build_profile
 
 MODEL = "router"
 TICK_START_MS = 1_700_000_000_000  # a multiple of the 10 s tick

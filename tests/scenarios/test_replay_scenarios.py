@@ -9,9 +9,9 @@ import pytest
 
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import load_config
-from driftwatch.pipeline import Pipeline
+from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.slicing import Pseudonymizer
 from driftwatch.simulate import SCENARIOS, Injection, generate
-from driftwatch.slicing import Pseudonymizer
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "driftwatch.example.yaml"
 

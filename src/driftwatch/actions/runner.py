@@ -920,10 +920,10 @@ class KafkaPublisher:
 
 
 def _signing() -> Any:
-    """The ``driftwatch.alerts.signing`` module if this build has it, else None (then http actions are unsigned)."""
-    if importlib.util.find_spec("driftwatch.alerts.signing") is None:
+    """The ``driftwatch.daemon.signing`` module if this build has it, else None (then http actions are unsigned)."""
+    if importlib.util.find_spec("driftwatch.daemon.signing") is None:
         return None
-    return importlib.import_module("driftwatch.alerts.signing")
+    return importlib.import_module("driftwatch.daemon.signing")
 
 
 class ActionRunner:

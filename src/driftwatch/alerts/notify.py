@@ -54,11 +54,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from driftwatch._time import rfc3339
-from driftwatch.alerts.egress import DeliveryOutcome, HttpResult, post_json
-from driftwatch.alerts.signing import load_secrets, signature_headers
 from driftwatch.config import Config, NotifyConfig, ReceiverConfig
+from driftwatch.daemon.http import DeliveryOutcome, HttpResult, post_json
+from driftwatch.daemon.signing import load_secrets, signature_headers
+from driftwatch.daemon.topics import StreamingError
 from driftwatch.errors import DriftwatchError
-from driftwatch.streaming.topics import StreamingError
 
 __all__ = [
     "AuditHook",

@@ -1,6 +1,6 @@
 """Reading metric values out of summaries: per-slice values and group comparisons, each with n and a 95% interval.
 
-Pure functions of integer summaries (see :mod:`driftwatch.metrics.summary`).
+Pure functions of integer summaries (see :mod:`driftwatch.core.summary`).
 Definitions follow Fairlearn (selection rate, demographic-parity difference
 and ratio, equalized-odds difference as the larger of the TPR and FPR
 ranges, equal-opportunity difference as the TPR range), scipy (Jensen-Shannon
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from driftwatch.metrics import summary as S
+from driftwatch.core import summary as S
 from driftwatch.metrics.drift import js_distance, psi
 from driftwatch.metrics.stats import diff_interval, ratio_interval, safe_div, wilson_interval
 

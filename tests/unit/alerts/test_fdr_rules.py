@@ -11,11 +11,11 @@ from scipy.stats import binom
 
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config
-from driftwatch.metrics import summary as S
+from driftwatch.core import summary as S
+from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.profile import build_profile
 from driftwatch.metrics.stats import benjamini_hochberg
 from driftwatch.metrics.values import p_values
-from driftwatch.pipeline import Pipeline
-from driftwatch.reports.baseline import build_profile
 
 T0 = 1_700_000_000_000  # ms; a multiple of the 10 s tick
 SEGMENTS = 200

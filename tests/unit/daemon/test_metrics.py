@@ -1,0 +1,418 @@
+"""The Prometheus collector exposes exactly the pipeline's metric rows, counters and alerts, within the budget."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from driftwatch.config import Config, load_config
+from driftwatch.core.evaluate import REPORTED_SLICE_METRICS, MetricRow
+from driftwatch.core.pipeline import Pipeline
+from driftwatch.daemon.metrics import SLICE_FAMILIES, DriftwatchCollector, registry_for
+from driftwatch.events import REASONS
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS
+from driftwatch.simulate import generate
+
+# Independent of the exporter's own constant on purpose.
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:+*-]{1,64}$")
+RAW_AGE_BANDS = ("18-24", "25-34", "35-49", "50-64", "65+")
+SCENARIOS = ("bias", "complaint-spike")
+EVENTS = 40_000
+SEED = 11
+WINDOW = 300.0
+HEALTH = (
+    "driftwatch_events_total",
+    "driftwatch_events_rejected_total",
+    "driftwatch_join_total",
+    "driftwatch_events_late_total",
+    "driftwatch_labels_duplicate_total",
+    "driftwatch_reference_learning_events_total",
+    "driftwatch_evaluations_total",
+    "driftwatch_attribute_values_folded_total",
+    "driftwatch_exported_series",
+    "driftwatch_series_dropped",
+    "driftwatch_build_info",
+    "driftwatch_alerts",
+)
+"""Sample names outside the series budget."""
+
+_BUILT: dict[tuple[str, float | None], Pipeline] = {}
+
+
+def _raws(scenario: str) -> list[bytes]:
+    enc = msgspec.json.Encoder()
+    return [enc.encode(e) for e in generate(scenario, events=EVENTS, seed=SEED)[0]]
+
+
+def _build(scenario: str, key: bytes, config: Config) -> Pipeline:
+    p = Pipeline(config, key)
+    raws = _raws(scenario)
+    for i in range(0, len(raws), 2_000):
+        p.process(raws[i : i + 2_000])
+    p.flush()
+    return p
+
+
+def _config(path: Path, coverage_min: float | None = None) -> Config:
+    cfg = load_config(path)
+    if coverage_min is None:
+        return cfg
+    models = {m: mc.model_copy(update={"label_coverage_min": coverage_min}) for m, mc in cfg.models.items()}
+    return cfg.model_copy(update={"models": models})
+
+
+@pytest.fixture(params=SCENARIOS)
+def pipeline(request: pytest.FixtureRequest, pseudonym_key: bytes, example_config: Path) -> Pipeline:
+    """A pipeline after ~40k simulated events of one scenario, flushed (built once per module and scenario)."""
+    scenario: str = request.param
+    if (scenario, None) not in _BUILT:
+        _BUILT[(scenario, None)] = _build(scenario, pseudonym_key, _config(example_config))
+    return _BUILT[(scenario, None)]
+
+
+@pytest.fixture
+def strict_labels(pseudonym_key: bytes, example_config: Path) -> Pipeline:
+    """The bias scenario under a config that needs 99% label coverage: label metrics are provisional."""
+    if ("bias", 0.99) not in _BUILT:
+        _BUILT[("bias", 0.99)] = _build("bias", pseudonym_key, _config(example_config, 0.99))
+    return _BUILT[("bias", 0.99)]
+
+
+def _key(name: str, labels: dict[str, str]) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of one scrape by (name, labels)."""
+    out = {}
+    for fam in registry.collect():
+        for s in fam.samples:
+            k = _key(s.name, s.labels)
+            assert k not in out, f"duplicate series {k}"
+            out[k] = s.value
+    return out
+
+
+def _expected(row: MetricRow) -> tuple[str, dict[str, str]]:
+    """The sample name and labels a metric row should be exported under."""
+    family, quantile = SLICE_FAMILIES[row.name]
+    keys = ("model", "version", "attribute", "slice", "window", "feature")
+    labels = {k: row.labels[k] for k in keys if k in row.labels}
+    if quantile is not None:
+        labels["quantile"] = quantile
+    return family, labels
+
+
+def _slice(row: MetricRow) -> dict[str, str]:
+    return {k: row.labels[k] for k in ("model", "version", "attribute", "slice", "window")}
+
+
+def test_every_metric_row_has_a_family() -> None:
+    """Each slice and attribute metric the evaluator reports maps to a family; nothing falls through."""
+    assert set(SLICE_FAMILIES) == set(REPORTED_SLICE_METRICS) | DRIFT_METRICS | ATTRIBUTE_METRICS
+
+
+def test_gauges_equal_metric_rows(pipeline: Pipeline) -> None:
+    """Every sufficient value is exported exactly, insufficient ones are absent, and nothing else is exported."""
+    registry = registry_for(pipeline)
+    samples = _samples(registry)
+    rows = list(pipeline.metric_rows(WINDOW))
+    assert rows, "the scenario produced no metric rows"
+    expected_keys = set()
+    insufficient = 0
+    for row in rows:
+        name, labels = _expected(row)
+        k = _key(name, labels)
+        if row.status == "insufficient":
+            insufficient += 1
+            assert k not in samples, f"insufficient value exported: {row}"
+            continue
+        assert samples.get(k) == row.value, row
+        expected_keys.add(k)
+        if row.status == "provisional":
+            expected_keys.add(_key("driftwatch_label_metrics_provisional", _slice(row)))
+    assert insufficient > 0, "the scenario should leave some values insufficient"
+    for row in rows:
+        if "slice" in row.labels and row.name == "selection_rate":
+            pred = _key("driftwatch_predictions", _slice(row))
+            assert samples[pred] == row.n
+            expected_keys.add(pred)
+    budgeted = {k for k in samples if not k[0].startswith(HEALTH)}
+    assert budgeted == expected_keys
+    assert registry.get_sample_value("driftwatch_exported_series") == len(budgeted)
+    assert registry.get_sample_value("driftwatch_series_dropped", {"reason": "budget"}) == 0
+    assert registry.get_sample_value("driftwatch_series_dropped", {"reason": "unmapped_metric"}) == 0
+
+
+@pytest.mark.parametrize(
+    ("metric", "attribute", "slice_"),
+    [
+        ("selection_rate", "*", "*"),
+        ("complaint_rate", "*", "*"),
+        ("mean_score", "*", "*"),
+        ("complaint_rate", "region", None),
+        ("label_coverage", "channel", None),
+        ("escalation_rate", "age_band", None),
+        ("selection_rate", "age_band:language", None),
+        ("label_delay_p90_seconds", "*", "*"),
+    ],
+)
+def test_named_slices_via_get_sample_value(pipeline: Pipeline, metric: str, attribute: str, slice_: str | None) -> None:
+    """Spot checks through the public registry API: a slice's gauge is the metric row's value."""
+    registry = registry_for(pipeline, window=0)
+    row = next(
+        r
+        for r in pipeline.metric_rows(0)
+        if r.name == metric
+        and r.status != "insufficient"
+        and r.labels["attribute"] == attribute
+        and (slice_ is None or r.labels["slice"] == slice_)
+    )
+    assert row.labels["window"] == "since_start"
+    name, labels = _expected(row)
+    assert registry.get_sample_value(name, labels) == row.value
+
+
+@pytest.mark.parametrize("metric", ["disparate_impact_ratio", "complaint_parity_difference"])
+def test_fairness_gauges(pipeline: Pipeline, metric: str) -> None:
+    """Per protected attribute, the fairness gauges equal the metric rows; insufficient comparisons are absent."""
+    registry = registry_for(pipeline)
+    rows = [r for r in pipeline.metric_rows(WINDOW) if r.name == metric]
+    assert {r.labels["attribute"] for r in rows} == {"age_band", "language"}
+    assert any(r.status == "ok" for r in rows)
+    family = SLICE_FAMILIES[metric][0]
+    for row in rows:
+        labels = {k: row.labels[k] for k in ("model", "version", "attribute", "window")}
+        got = registry.get_sample_value(family, labels)
+        if row.status == "insufficient":
+            assert got is None
+        else:
+            assert got == row.value
+
+
+def test_insufficient_value_is_absent_not_zero(pipeline: Pipeline) -> None:
+    """A value without enough samples has no series at all, while its slice's prediction count is shown."""
+    registry = registry_for(pipeline)
+    row = next(r for r in pipeline.metric_rows(WINDOW) if r.status == "insufficient" and "slice" in r.labels)
+    name, labels = _expected(row)
+    assert registry.get_sample_value(name, labels) is None
+    assert registry.get_sample_value("driftwatch_predictions", _slice(row)) is not None
+
+
+def test_counters_equal_pipeline_counters(pipeline: Pipeline) -> None:
+    """Health counters are the pipeline's counters, with every known rejection reason present."""
+    registry = registry_for(pipeline)
+    c = pipeline.counters
+    get = registry.get_sample_value
+    assert get("driftwatch_events_total", {"kind": "prediction"}) == c.predictions > 0
+    assert get("driftwatch_events_total", {"kind": "interaction"}) == c.interactions > 0
+    assert c.predictions + c.interactions == EVENTS
+    for reason in (*REASONS, "unknown_model"):
+        assert get("driftwatch_events_rejected_total", {"reason": reason}) == c.rejected.get(reason, 0)
+    assert get("driftwatch_join_total", {"outcome": "hit"}) == c.join_hits > 0
+    assert get("driftwatch_join_total", {"outcome": "miss"}) == c.join_misses
+    assert get("driftwatch_events_late_total") == c.late_dropped
+    assert get("driftwatch_labels_duplicate_total") == c.duplicate_labels
+    assert get("driftwatch_reference_learning_events_total") == c.reference_learning > 0
+    assert get("driftwatch_evaluations_total") == c.evaluations > 0
+    for attribute, coder in pipeline.coders.items():
+        assert get("driftwatch_attribute_values_folded_total", {"attribute": attribute}) == coder.folded
+    assert get("driftwatch_build_info", {"version": "0.1.0"}) == 1
+
+
+def test_label_values_match_the_label_grammar(pipeline: Pipeline) -> None:
+    """Every label value of every sample is a short token of the allowed characters."""
+    samples = _samples(registry_for(pipeline, window=0))
+    assert samples
+    for name, labels in samples:
+        for label, value in labels:
+            assert LABEL_VALUE.fullmatch(value), f"{name}{{{label}={value!r}}}"
+
+
+def test_no_raw_sensitive_value_is_exposed(pipeline: Pipeline) -> None:
+    """age_band is sensitive: only its keyed tokens appear, never the raw bands."""
+    text = generate_latest(registry_for(pipeline, window=0)).decode()
+    for raw in RAW_AGE_BANDS:
+        assert raw not in text
+    assert re.search(r'attribute="age_band",.*slice="h:[0-9a-f]{16}"', text)
+
+
+def test_budget_keeps_whole_model_slices_first(pipeline: Pipeline) -> None:
+    """With a small budget: at most that many slice series, whole-model slices first, health intact, drops counted."""
+    full = _samples(registry_for(pipeline))
+    registry = registry_for(pipeline, max_series=50)
+    samples = _samples(registry)
+    budgeted = [k for k in samples if not k[0].startswith(HEALTH)]
+    assert 0 < len(budgeted) <= 50
+    assert registry.get_sample_value("driftwatch_exported_series") == len(budgeted)
+    dropped = registry.get_sample_value("driftwatch_series_dropped", {"reason": "budget"})
+    assert dropped is not None
+    assert dropped > 0
+    assert len(budgeted) + dropped == len([k for k in full if not k[0].startswith(HEALTH)])
+    # What is kept is a subset of the full scrape, and only whole-model slices made it.
+    for k in budgeted:
+        assert samples[k] == full[k]
+        assert {("attribute", "*"), ("slice", "*")} <= k[1]
+    assert {k for k in samples if k[0].startswith(HEALTH)} == {k for k in full if k[0].startswith(HEALTH)}
+    assert registry.get_sample_value("driftwatch_events_total", {"kind": "prediction"}) == pipeline.counters.predictions
+
+
+def test_budget_order_is_tiered_and_stable(pipeline: Pipeline) -> None:
+    """A larger budget only adds series, and a tier is exported only once every tier above it is complete."""
+    full = set(_budgeted_keys(registry_for(pipeline)))
+    tiers = [{k for k in full if _tier(k) == t} for t in range(4)]
+    assert all(tiers), "every tier should have series in this scenario"
+    previous: set[Key] = set()
+    for budget in (0, 30, 100, 300, 600, 1000, len(full)):
+        kept = set(_budgeted_keys(registry_for(pipeline, max_series=budget)))
+        assert previous <= kept
+        assert len(kept) <= budget
+        for t in range(1, 4):
+            if kept & tiers[t]:
+                assert all(tier <= kept for tier in tiers[:t]), f"budget {budget}: tier {t} before the ones above"
+        previous = kept
+    assert previous == full
+
+
+Key = tuple[str, frozenset[tuple[str, str]]]
+
+
+def _budgeted_keys(registry: CollectorRegistry) -> Iterator[Key]:
+    return (k for k in _samples(registry) if not k[0].startswith(HEALTH))
+
+
+def _tier(k: Key) -> int:
+    """0 whole model, 1 attribute comparisons, 2 single-attribute slices, 3 attribute pairs."""
+    labels = dict(k[1])
+    if "slice" not in labels:
+        return 1
+    if labels["attribute"] == "*":
+        return 0
+    return 3 if ":" in labels["attribute"] else 2
+
+
+def test_firing_alerts_are_counted_per_rule(pipeline: Pipeline) -> None:
+    """driftwatch_alerts{state="firing"} counts the engine's firing alerts per rule; every rule has a series."""
+    registry = registry_for(pipeline)
+    active = pipeline.engine.active()
+    rule_of = {t.fingerprint: t.rule for t in pipeline.transitions}
+    firing: dict[str, int] = {}
+    for fp, state in active.items():
+        if state == "firing":
+            firing[rule_of[fp]] = firing.get(rule_of[fp], 0) + 1
+    assert firing, "the scenario should leave an alert firing"
+    expected_rule = {"bias": "selection_rate_disparity", "complaint-spike": "complaint_rate_high"}
+    assert any(r in firing for r in expected_rule.values())
+    for rule in pipeline.config.rules:
+        got = registry.get_sample_value("driftwatch_alerts", {"alertname": rule.name, "state": "firing"})
+        assert got == firing.get(rule.name, 0)
+        pending = sum(1 for fp, st in active.items() if st == "pending" and rule_of[fp] == rule.name)
+        assert registry.get_sample_value("driftwatch_alerts", {"alertname": rule.name, "state": "pending"}) == pending
+
+
+def test_provisional_label_metrics_are_flagged(strict_labels: Pipeline) -> None:
+    """Below the label coverage minimum, TPR etc. are still exported and exactly those slices are flagged provisional."""
+    samples = _samples(registry_for(strict_labels, window=0))
+    rows = list(strict_labels.metric_rows(0))
+    provisional = [r for r in rows if r.status == "provisional"]
+    assert provisional
+    for row in provisional:
+        name, labels = _expected(row)
+        assert samples[_key(name, labels)] == row.value
+    flagged = {k for k in samples if k[0] == "driftwatch_label_metrics_provisional"}
+    # The flag is per slice; provisional group comparisons are exported but carry no slice to flag.
+    per_slice = [r for r in provisional if "slice" in r.labels]
+    assert flagged == {_key("driftwatch_label_metrics_provisional", _slice(r)) for r in per_slice}
+    assert all(samples[k] == 1 for k in flagged)
+    # Slices whose label metrics are all insufficient are not flagged: there is nothing provisional to hide.
+    label_slices = {_key("driftwatch_label_metrics_provisional", _slice(r)) for r in rows if r.name == "tpr"}
+    assert flagged < label_slices
+
+
+def test_invalid_label_values_are_skipped_and_counted(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row whose label value breaks the grammar is not exported; it is counted as dropped."""
+    real = pipeline.evaluator.metric_rows
+    base = {"model": "support-router", "version": "v7", "window": "300s", "attribute": "region"}
+    bad = [
+        MetricRow("complaint_rate", {**base, "slice": "has space"}, 0.5, 500, 0.4, 0.6, "ok"),
+        MetricRow("complaint_rate", {**base, "slice": "x" * 65}, 0.5, 500, 0.4, 0.6, "ok"),
+        MetricRow("complaint_rate", {**base, "slice": ""}, 0.5, 500, 0.4, 0.6, "ok"),
+        MetricRow("no_such_metric", {**base, "slice": "EU"}, 0.5, 500, 0.4, 0.6, "ok"),
+    ]
+
+    def rows(window: float = 0.0) -> Iterator[MetricRow]:
+        yield from real(window)
+        yield from bad
+
+    monkeypatch.setattr(pipeline.evaluator, "metric_rows", rows)
+    registry = registry_for(pipeline)
+    assert registry.get_sample_value("driftwatch_series_dropped", {"reason": "invalid_label"}) == 3
+    assert registry.get_sample_value("driftwatch_series_dropped", {"reason": "unmapped_metric"}) == 1
+    for _name, labels in _samples(registry):
+        for _, value in labels:
+            assert LABEL_VALUE.fullmatch(value)
+
+
+def test_one_metric_rows_pass_per_scrape(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape reads the metric rows exactly once, and only at scrape time (never at registration)."""
+    real = pipeline.evaluator.metric_rows
+    calls: list[float] = []
+
+    def counting(window: float = 0.0) -> Iterator[MetricRow]:
+        calls.append(window)
+        return real(window)
+
+    monkeypatch.setattr(pipeline.evaluator, "metric_rows", counting)
+    registry = registry_for(pipeline)
+    assert calls == []
+    generate_latest(registry)
+    assert calls == [WINDOW]
+
+
+def test_scrapes_read_live_state(pseudonym_key: bytes, example_config: Path) -> None:
+    """Nothing is cached across scrapes: a later scrape shows the events processed since."""
+    p = Pipeline(load_config(example_config), pseudonym_key)
+    registry = registry_for(p)
+    assert registry.get_sample_value("driftwatch_events_total", {"kind": "prediction"}) == 0
+    assert registry.get_sample_value("driftwatch_exported_series") == 0
+    raws = _raws("complaint-spike")[:20_000]
+    p.process(raws)
+    p.flush()
+    assert registry.get_sample_value("driftwatch_events_total", {"kind": "prediction"}) == p.counters.predictions > 0
+    assert registry.get_sample_value("driftwatch_evaluations_total") == p.counters.evaluations > 0
+    exported = registry.get_sample_value("driftwatch_exported_series")
+    assert exported is not None
+    assert exported > 0
+
+
+def test_window_must_be_configured(pseudonym_key: bytes, example_config: Path) -> None:
+    """An unconfigured window is refused up front; the default is the first configured window."""
+    p = Pipeline(load_config(example_config), pseudonym_key)
+    with pytest.raises(ValueError, match="not a configured window"):
+        registry_for(p, window=120)
+    with pytest.raises(ValueError):
+        DriftwatchCollector(p.evaluator, p.counters, p.coders, window=300, max_series=-1)
+    collector = DriftwatchCollector(p.evaluator, p.counters, p.coders, window=3600)
+    assert collector.window == 3600
+    assert registry_for(p).get_sample_value("driftwatch_exported_series") == 0
+
+
+def test_every_family_has_help(pipeline: Pipeline) -> None:
+    """Each family carries help text, describe() names them without reading state, and the names are unique."""
+    collector = DriftwatchCollector(pipeline.evaluator, pipeline.counters, pipeline.coders, window=WINDOW)
+    described = list(collector.describe())
+    assert all(not m.samples for m in described)
+    collected = list(collector.collect())
+    assert [m.name for m in described] == [m.name for m in collected]
+    assert len({m.name for m in collected}) == len(collected)
+    for m in collected:
+        assert m.name.startswith("driftwatch_")
+        assert len(m.documentation) > 20, m.name
+        assert re.search(r"\(.+\)\.$", m.documentation), f"{m.name}: help should end with its unit in parentheses"
+    assert not any(math.isnan(s.value) for m in collected for s in m.samples)
