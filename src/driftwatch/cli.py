@@ -25,6 +25,7 @@ from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config, load_config, load_key
 from driftwatch.core.pipeline import MetricRow, Pipeline
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
+from driftwatch.metrics.registry import TABLE_COLUMNS
 
 __all__ = ["app", "main"]
 
@@ -240,20 +241,7 @@ def _print_summary(p: Pipeline) -> None:
             if r.value > drift.get(key, (-1.0, ""))[0]:
                 drift[key] = (r.value, r.labels["feature"])
     table = Table(title="Per-slice metrics since start (- = insufficient data)", title_justify="left")
-    for col in (
-        "model",
-        "version",
-        "slice",
-        "n",
-        "selection",
-        "complaint",
-        "escalation",
-        "thumbs_down",
-        "override",
-        "tpr",
-        "label cov.",
-        "worst PSI",
-    ):
+    for col in ("model", "version", "slice", "n", *(m.column or m.name for m in TABLE_COLUMNS), "worst PSI"):
         table.add_column(col, justify="left" if col in ("model", "version", "slice") else "right", no_wrap=True)
 
     def fmt(d: dict[str, MetricRow], name: str) -> str:
@@ -266,13 +254,7 @@ def _print_summary(p: Pipeline) -> None:
         table.add_row(
             *key,
             str(n),
-            fmt(d, "selection_rate"),
-            fmt(d, "complaint_rate"),
-            fmt(d, "escalation_rate"),
-            fmt(d, "thumbs_down_rate"),
-            fmt(d, "override_rate"),
-            fmt(d, "tpr"),
-            fmt(d, "label_coverage"),
+            *(fmt(d, m.name) for m in TABLE_COLUMNS),
             "-" if worst is None else f"{worst[0]:.3f} {worst[1]}",
         )
     console.print(table)

@@ -36,7 +36,7 @@ from driftwatch.core.snapshot import (
     sparse_from,
     sparse_to,
 )
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS, REGISTRY, REPORTED_SLICE_METRICS
 from driftwatch.metrics.stats import benjamini_hochberg
 from driftwatch.metrics.values import MetricArrays, compare_groups, p_values, slice_metric
 
@@ -47,20 +47,7 @@ MAX_TRANSITIONS = 100_000
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _HEALTHY = {">": operator.le, ">=": operator.lt, "<": operator.ge, "<=": operator.gt}
-REPORTED_SLICE_METRICS = (
-    "selection_rate",
-    "mean_score",
-    "complaint_rate",
-    "escalation_rate",
-    "thumbs_down_rate",
-    "override_rate",
-    "label_coverage",
-    "tpr",
-    "fpr",
-    "error_rate",
-    "label_delay_p50_seconds",
-    "label_delay_p90_seconds",
-)
+_DRIFT_ORDER = tuple(m.name for m in REGISTRY if m.kind == "drift")
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,7 +570,7 @@ class Evaluator:
             for name in REPORTED_SLICE_METRICS:
                 yield from self._rows_of(name, None, mat, s, slices, base, min_n)
             for feature in s.layout.blocks:
-                for name in ("psi", "js_distance"):
+                for name in _DRIFT_ORDER:
                     yield from self._rows_of(name, feature, mat, s, slices, base, min_n)
             for attr in self.config.protected:
                 d = self.dimensions.index(attr)

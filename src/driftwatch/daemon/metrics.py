@@ -12,20 +12,15 @@ values are exactly those of the metric rows, i.e. pseudonymised tokens and
 top-k values, never raw sensitive values):
 
 - ``driftwatch_predictions``: predictions in the slice and window (count).
-- ``driftwatch_selection_rate``, ``driftwatch_complaint_rate``,
-  ``driftwatch_escalation_rate``, ``driftwatch_thumbs_down_rate``,
-  ``driftwatch_override_rate``, ``driftwatch_true_positive_rate``,
-  ``driftwatch_false_positive_rate``, ``driftwatch_error_rate``,
-  ``driftwatch_label_coverage_ratio``: proportions (ratio; complaint-like
-  rates count events per prediction and may exceed 1).
-- ``driftwatch_mean_score``: mean model score (the model's own scale).
-- ``driftwatch_label_delay_seconds`` (type *summary*, extra label
-  ``quantile`` = ``0.5`` / ``0.9``; quantiles only, no ``_sum``/``_count``:
-  the delays are kept as log buckets, so there is no exact sum, and a
-  windowed count would not be a counter). A summary rather than a gauge
-  because promtool rejects a ``quantile`` label on anything else.
-- ``driftwatch_feature_psi``, ``driftwatch_feature_js_distance`` (extra
-  label ``feature``: a monitored feature, ``score`` or ``prediction``).
+- one family per metric of :data:`driftwatch.metrics.registry.REGISTRY`
+  (``docs/metrics.md`` lists them): proportions are ratios (complaint-like
+  rates count events per prediction and may exceed 1); drift families add
+  the label ``feature`` (a monitored feature, ``score`` or ``prediction``);
+  quantile metrics share one family of type *summary* with the label
+  ``quantile`` (quantiles only, no ``_sum``/``_count``: the delays are kept
+  as log buckets, so there is no exact sum, and a windowed count would not
+  be a counter; a summary because promtool rejects a ``quantile`` label on
+  anything else).
 - ``driftwatch_label_metrics_provisional``: ``1`` where the slice's label
   coverage is below the model's ``label_coverage_min``, so its true/false
   positive and error rates are provisional (still exported, but never
@@ -33,12 +28,7 @@ top-k values, never raw sensitive values):
   attribute, slice, window)`` to hide provisional values.
 
 Attribute families (gauges; labels ``model, version, attribute, window``,
-the attribute a protected one): ``driftwatch_fairness_disparate_impact_ratio``,
-``driftwatch_fairness_statistical_parity_difference``,
-``driftwatch_fairness_equalized_odds_difference``,
-``driftwatch_fairness_equal_opportunity_difference``,
-``driftwatch_complaint_parity_ratio``, ``driftwatch_complaint_parity_difference``,
-``driftwatch_escalation_parity_ratio``, ``driftwatch_escalation_parity_difference``.
+the attribute a protected one): one per comparison metric of the registry.
 
 A value whose status is ``insufficient`` is not exported at all (the series
 is absent, never 0).
@@ -92,6 +82,7 @@ from driftwatch.core.counters import Counters
 from driftwatch.core.evaluate import Evaluator, MetricRow
 from driftwatch.core.slicing import OVERALL, AttributeCoder
 from driftwatch.events import REASONS
+from driftwatch.metrics.registry import REGISTRY
 
 if TYPE_CHECKING:
     from driftwatch.core.pipeline import Pipeline
@@ -109,31 +100,9 @@ LABEL_VALUE: Final = re.compile(r"^[A-Za-z0-9_.:+*-]{1,64}$")
 _SLICE_LABELS: Final = ("model", "version", "attribute", "slice", "window")
 _ATTRIBUTE_LABELS: Final = ("model", "version", "attribute", "window")
 
-_PER_PREDICTION = "per prediction of the slice in the window (ratio; several per request can exceed 1)"
 _HELP: Final[dict[str, str]] = {
     "driftwatch_predictions": "Predictions of the slice in the window (count).",
-    "driftwatch_selection_rate": "Share of the slice's predictions in the window with a favourable outcome (ratio 0-1).",
-    "driftwatch_complaint_rate": f"Complaints {_PER_PREDICTION}.",
-    "driftwatch_escalation_rate": f"Escalations to a human {_PER_PREDICTION}.",
-    "driftwatch_thumbs_down_rate": f"Thumbs-down reactions {_PER_PREDICTION}.",
-    "driftwatch_override_rate": f"Human overrides of the decision {_PER_PREDICTION}.",
-    "driftwatch_true_positive_rate": "True-positive rate TP/(TP+FN) of the slice's labelled predictions in the window (ratio 0-1).",
-    "driftwatch_false_positive_rate": "False-positive rate FP/(FP+TN) of the slice's labelled predictions in the window (ratio 0-1).",
-    "driftwatch_error_rate": "Share of the slice's labelled predictions in the window that were wrong (ratio 0-1).",
-    "driftwatch_label_coverage_ratio": "Share of the slice's predictions in the window that have a ground-truth label (ratio 0-1).",
-    "driftwatch_mean_score": "Mean model score of the slice's predictions in the window (the model's score scale).",
-    "driftwatch_label_delay_seconds": "Delay from a prediction to its ground-truth label in the slice and window, quantile estimates within one log bucket (seconds).",
-    "driftwatch_feature_psi": "Population stability index of a feature, the score or the prediction in the slice and window against the reference profile (unitless).",
-    "driftwatch_feature_js_distance": "Jensen-Shannon distance of a feature, the score or the prediction in the slice and window from the reference profile (unitless 0-1).",
     "driftwatch_label_metrics_provisional": "Set where the slice's label coverage in the window is below the model's minimum, so its TPR, FPR and error rate are provisional (1, absent otherwise).",
-    "driftwatch_fairness_disparate_impact_ratio": "Lowest over highest selection rate across the groups of a protected attribute in the window (ratio).",
-    "driftwatch_fairness_statistical_parity_difference": "Highest minus lowest selection rate across the groups of a protected attribute in the window (ratio difference).",
-    "driftwatch_fairness_equalized_odds_difference": "Larger of the TPR gap and the FPR gap across the groups of a protected attribute in the window (ratio difference).",
-    "driftwatch_fairness_equal_opportunity_difference": "Highest minus lowest true-positive rate across the groups of a protected attribute in the window (ratio difference).",
-    "driftwatch_complaint_parity_ratio": "Lowest over highest complaint rate across the groups of a protected attribute in the window (ratio).",
-    "driftwatch_complaint_parity_difference": "Highest minus lowest complaint rate across the groups of a protected attribute in the window (ratio difference).",
-    "driftwatch_escalation_parity_ratio": "Lowest over highest escalation rate across the groups of a protected attribute in the window (ratio).",
-    "driftwatch_escalation_parity_difference": "Highest minus lowest escalation rate across the groups of a protected attribute in the window (ratio difference).",
     "driftwatch_alerts": "Alerts of a rule in a state, pending or firing (count).",
     "driftwatch_events": "Events decoded, by kind (count).",
     "driftwatch_events_rejected": "Events rejected at decode or ingest, by reason (count).",
@@ -146,34 +115,15 @@ _HELP: Final[dict[str, str]] = {
     "driftwatch_exported_series": "Slice and attribute series exported in this scrape, within the series budget (count).",
     "driftwatch_series_dropped": "Series withheld from this scrape, by reason: budget (slice and attribute series past max_series), invalid_label, unmapped_metric (count).",
     "driftwatch_build_info": "The running driftwatch version, in the version label (always 1).",
+    **{m.family: m.help for m in REGISTRY},
 }
 
 SLICE_FAMILIES: Final[Mapping[str, tuple[str, str | None]]] = {
-    "selection_rate": ("driftwatch_selection_rate", None),
-    "complaint_rate": ("driftwatch_complaint_rate", None),
-    "escalation_rate": ("driftwatch_escalation_rate", None),
-    "thumbs_down_rate": ("driftwatch_thumbs_down_rate", None),
-    "override_rate": ("driftwatch_override_rate", None),
-    "tpr": ("driftwatch_true_positive_rate", None),
-    "fpr": ("driftwatch_false_positive_rate", None),
-    "error_rate": ("driftwatch_error_rate", None),
-    "label_coverage": ("driftwatch_label_coverage_ratio", None),
-    "mean_score": ("driftwatch_mean_score", None),
-    "label_delay_p50_seconds": ("driftwatch_label_delay_seconds", "0.5"),
-    "label_delay_p90_seconds": ("driftwatch_label_delay_seconds", "0.9"),
-    "psi": ("driftwatch_feature_psi", None),
-    "js_distance": ("driftwatch_feature_js_distance", None),
-    "disparate_impact_ratio": ("driftwatch_fairness_disparate_impact_ratio", None),
-    "statistical_parity_difference": ("driftwatch_fairness_statistical_parity_difference", None),
-    "equalized_odds_difference": ("driftwatch_fairness_equalized_odds_difference", None),
-    "equal_opportunity_difference": ("driftwatch_fairness_equal_opportunity_difference", None),
-    "complaint_parity_ratio": ("driftwatch_complaint_parity_ratio", None),
-    "complaint_parity_difference": ("driftwatch_complaint_parity_difference", None),
-    "escalation_parity_ratio": ("driftwatch_escalation_parity_ratio", None),
-    "escalation_parity_difference": ("driftwatch_escalation_parity_difference", None),
+    m.name: (m.family, None if m.quantile is None else f"{m.quantile:g}") for m in REGISTRY
 }
 """Metric row name -> (family, ``quantile`` label value or None) for every slice and attribute metric."""
 
+_SUMMARY_FAMILIES: Final = frozenset(m.family for m in REGISTRY if m.quantile is not None)
 _DROP_REASONS: Final = ("budget", "invalid_label", "unmapped_metric")
 _ALERT_STATES: Final = ("pending", "firing")
 _WHOLE_MODEL, _ATTRIBUTE, _SINGLE, _PAIR = range(4)  # budget tiers, kept first to last
@@ -339,7 +289,7 @@ class DriftwatchCollector:
         }
         for family, _ in SLICE_FAMILIES.values():
             if family not in fams:
-                kind = "summary" if family == "driftwatch_label_delay_seconds" else "gauge"
+                kind = "summary" if family in _SUMMARY_FAMILIES else "gauge"
                 fams[family] = Metric(family, _HELP[family], kind)
         for name in ("driftwatch_label_metrics_provisional", "driftwatch_alerts"):
             fams[name] = GaugeMetricFamily(name, _HELP[name])

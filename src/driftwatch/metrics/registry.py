@@ -1,11 +1,26 @@
-"""Names of every metric driftwatch computes, and what each needs.
+"""Every metric driftwatch computes, declared once.
+
+A :class:`MetricSpec` says what a metric is (a proportion of two summary
+columns, a drift distance, a comparison of a rate across groups, ...), what it
+needs, and how it is shown: its Prometheus family and help, whether it is a
+row in reports, whether a change detector may watch it, and its column in
+``driftwatch replay``'s table. The config's rule validation, the metric
+tables, the report rows, the Prometheus families and their help, the replay
+table and ``docs/metrics.md`` all derive from :data:`REGISTRY`.
+
+Adding a rate is one entry here plus a formula test. For example, the share
+of predictions whose customer said the issue was resolved:
+
+>>> spec("resolved_rate").numerator, spec("resolved_rate").denominator
+(('resolved',), ('n_pred',))
 
 Kept free of numpy so that config validation can import it cheaply.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 __all__ = [
     "ATTRIBUTE_METRICS",
@@ -14,55 +29,342 @@ __all__ = [
     "LABEL_METRICS",
     "METRICS",
     "PROPORTION_METRICS",
+    "REGISTRY",
+    "REPORTED_SLICE_METRICS",
     "SLICE_METRICS",
+    "TABLE_COLUMNS",
+    "MetricSpec",
+    "markdown",
+    "spec",
 ]
 
-PROPORTION_METRICS: Final = frozenset(
-    {
+Kind = Literal["proportion", "mean", "quantile", "drift", "comparison"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric: its definition, what it needs, and how it is exposed."""
+
+    name: str
+    """The name rules, metric rows and ``replay --json`` use."""
+    kind: Kind
+    """``proportion`` (numerator / denominator columns, Wilson interval), ``mean``, ``quantile``, ``drift``
+    (a distance from the reference profile, per feature) or ``comparison`` (a rate compared across the groups of a
+    protected attribute)."""
+    family: str
+    """Prometheus family (a ``quantile`` metric shares its family with the other quantiles)."""
+    help: str
+    """Prometheus help: what the value is, with its unit in parentheses."""
+    numerator: tuple[str, ...] = ()
+    """Summary columns summed for a proportion's numerator (names from ``core.summary.BASE_COLUMNS``)."""
+    denominator: tuple[str, ...] = ()
+    """Summary columns summed for a proportion's denominator."""
+    compares: tuple[str, ...] = ()
+    """For a comparison: the rate(s) compared; with two, the larger gap counts (equalized odds)."""
+    comparison: Literal["ratio", "difference"] | None = None
+    """For a comparison: lowest over highest rate, or highest minus lowest."""
+    quantile: float | None = None
+    """For a quantile metric: which one (also the ``quantile`` label on /metrics)."""
+    needs_labels: bool = False
+    """Needs ground-truth labels: provisional until label coverage passes the model's level."""
+    detectable: bool = False
+    """A River change detector may watch its per-tick series."""
+    column: str | None = None
+    """Its column in ``driftwatch replay``'s table (None: only in ``--json`` and on /metrics)."""
+    column_order: int = 0
+    """Table columns sort by this, then by declaration order."""
+
+
+_PER_PREDICTION = "per prediction of the slice in the window (ratio; several per request can exceed 1)"
+_ACROSS = "across the groups of a protected attribute in the window"
+
+REGISTRY: Final[tuple[MetricSpec, ...]] = (
+    MetricSpec(
         "selection_rate",
+        "proportion",
+        "driftwatch_selection_rate",
+        "Share of the slice's predictions in the window with a favourable outcome (ratio 0-1).",
+        numerator=("n_fav",),
+        denominator=("n_pred",),
+        detectable=True,
+        column="selection",
+    ),
+    MetricSpec(
+        "mean_score",
+        "mean",
+        "driftwatch_mean_score",
+        "Mean model score of the slice's predictions in the window (the model's score scale).",
+        detectable=True,
+    ),
+    MetricSpec(
         "complaint_rate",
+        "proportion",
+        "driftwatch_complaint_rate",
+        f"Complaints {_PER_PREDICTION}.",
+        numerator=("complaint",),
+        denominator=("n_pred",),
+        detectable=True,
+        column="complaint",
+    ),
+    MetricSpec(
         "escalation_rate",
+        "proportion",
+        "driftwatch_escalation_rate",
+        f"Escalations to a human {_PER_PREDICTION}.",
+        numerator=("escalation",),
+        denominator=("n_pred",),
+        detectable=True,
+        column="escalation",
+    ),
+    MetricSpec(
         "thumbs_down_rate",
+        "proportion",
+        "driftwatch_thumbs_down_rate",
+        f"Thumbs-down reactions {_PER_PREDICTION}.",
+        numerator=("thumbs_down",),
+        denominator=("n_pred",),
+        detectable=True,
+        column="thumbs_down",
+    ),
+    MetricSpec(
         "override_rate",
-        "tpr",
-        "fpr",
-        "error_rate",
+        "proportion",
+        "driftwatch_override_rate",
+        f"Human overrides of the decision {_PER_PREDICTION}.",
+        numerator=("override",),
+        denominator=("n_pred",),
+        detectable=True,
+        column="override",
+    ),
+    MetricSpec(
         "label_coverage",
-    }
+        "proportion",
+        "driftwatch_label_coverage_ratio",
+        "Share of the slice's predictions in the window that have a ground-truth label (ratio 0-1).",
+        numerator=("n_label",),
+        denominator=("n_pred",),
+        column="label cov.",
+        column_order=1,
+    ),
+    MetricSpec(
+        "tpr",
+        "proportion",
+        "driftwatch_true_positive_rate",
+        "True-positive rate TP/(TP+FN) of the slice's labelled predictions in the window (ratio 0-1).",
+        numerator=("tp",),
+        denominator=("tp", "fn"),
+        needs_labels=True,
+        column="tpr",
+    ),
+    MetricSpec(
+        "fpr",
+        "proportion",
+        "driftwatch_false_positive_rate",
+        "False-positive rate FP/(FP+TN) of the slice's labelled predictions in the window (ratio 0-1).",
+        numerator=("fp",),
+        denominator=("fp", "tn"),
+        needs_labels=True,
+    ),
+    MetricSpec(
+        "error_rate",
+        "proportion",
+        "driftwatch_error_rate",
+        "Share of the slice's labelled predictions in the window that were wrong (ratio 0-1).",
+        numerator=("fp", "fn"),
+        denominator=("n_label",),
+        needs_labels=True,
+    ),
+    MetricSpec(
+        "label_delay_p50_seconds",
+        "quantile",
+        "driftwatch_label_delay_seconds",
+        "Delay from a prediction to its ground-truth label in the slice and window, quantile estimates within one "
+        "log bucket (seconds).",
+        quantile=0.5,
+    ),
+    MetricSpec(
+        "label_delay_p90_seconds",
+        "quantile",
+        "driftwatch_label_delay_seconds",
+        "Delay from a prediction to its ground-truth label in the slice and window, quantile estimates within one "
+        "log bucket (seconds).",
+        quantile=0.9,
+    ),
+    MetricSpec(
+        "resolved_rate",
+        "proportion",
+        "driftwatch_resolved_rate",
+        f"Interactions marking the customer's issue resolved {_PER_PREDICTION}.",
+        numerator=("resolved",),
+        denominator=("n_pred",),
+        detectable=True,
+    ),
+    MetricSpec(
+        "psi",
+        "drift",
+        "driftwatch_feature_psi",
+        "Population stability index of a feature, the score or the prediction in the slice and window against the "
+        "reference profile (unitless).",
+    ),
+    MetricSpec(
+        "js_distance",
+        "drift",
+        "driftwatch_feature_js_distance",
+        "Jensen-Shannon distance of a feature, the score or the prediction in the slice and window from the "
+        "reference profile (unitless 0-1).",
+    ),
+    MetricSpec(
+        "disparate_impact_ratio",
+        "comparison",
+        "driftwatch_fairness_disparate_impact_ratio",
+        f"Lowest over highest selection rate {_ACROSS} (ratio).",
+        compares=("selection_rate",),
+        comparison="ratio",
+    ),
+    MetricSpec(
+        "statistical_parity_difference",
+        "comparison",
+        "driftwatch_fairness_statistical_parity_difference",
+        f"Highest minus lowest selection rate {_ACROSS} (ratio difference).",
+        compares=("selection_rate",),
+        comparison="difference",
+    ),
+    MetricSpec(
+        "equalized_odds_difference",
+        "comparison",
+        "driftwatch_fairness_equalized_odds_difference",
+        f"Larger of the TPR gap and the FPR gap {_ACROSS} (ratio difference).",
+        compares=("tpr", "fpr"),
+        comparison="difference",
+        needs_labels=True,
+    ),
+    MetricSpec(
+        "equal_opportunity_difference",
+        "comparison",
+        "driftwatch_fairness_equal_opportunity_difference",
+        f"Highest minus lowest true-positive rate {_ACROSS} (ratio difference).",
+        compares=("tpr",),
+        comparison="difference",
+        needs_labels=True,
+    ),
+    MetricSpec(
+        "complaint_parity_ratio",
+        "comparison",
+        "driftwatch_complaint_parity_ratio",
+        f"Lowest over highest complaint rate {_ACROSS} (ratio).",
+        compares=("complaint_rate",),
+        comparison="ratio",
+    ),
+    MetricSpec(
+        "complaint_parity_difference",
+        "comparison",
+        "driftwatch_complaint_parity_difference",
+        f"Highest minus lowest complaint rate {_ACROSS} (ratio difference).",
+        compares=("complaint_rate",),
+        comparison="difference",
+    ),
+    MetricSpec(
+        "escalation_parity_ratio",
+        "comparison",
+        "driftwatch_escalation_parity_ratio",
+        f"Lowest over highest escalation rate {_ACROSS} (ratio).",
+        compares=("escalation_rate",),
+        comparison="ratio",
+    ),
+    MetricSpec(
+        "escalation_parity_difference",
+        "comparison",
+        "driftwatch_escalation_parity_difference",
+        f"Highest minus lowest escalation rate {_ACROSS} (ratio difference).",
+        compares=("escalation_rate",),
+        comparison="difference",
+    ),
 )
+"""Every metric, in the order metric rows are reported (slice metrics, drift per feature, comparisons)."""
+
+_BY_NAME: Final = {s.name: s for s in REGISTRY}
+
+
+def spec(name: str) -> MetricSpec:
+    """The declaration of metric ``name`` (KeyError naming the known metrics otherwise)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(_BY_NAME))}") from None
+
+
+def _names(*kinds: Kind) -> frozenset[str]:
+    return frozenset(s.name for s in REGISTRY if s.kind in kinds)
+
+
+PROPORTION_METRICS: Final = _names("proportion")
 """Per-slice proportions: value, Wilson 95% interval, and the denominator as n."""
 
-LABEL_METRICS: Final = frozenset(
-    {"tpr", "fpr", "error_rate", "equalized_odds_difference", "equal_opportunity_difference"}
-)
+LABEL_METRICS: Final = frozenset(s.name for s in REGISTRY if s.needs_labels)
 """Metrics that need ground-truth labels; provisional until label coverage passes the model's level."""
 
-DRIFT_METRICS: Final = frozenset({"psi", "js_distance"})
+DRIFT_METRICS: Final = _names("drift")
 """Distribution distances against the reference profile; need ``feature`` (a feature, ``score`` or ``prediction``)."""
 
-SLICE_METRICS: Final = (
-    PROPORTION_METRICS | DRIFT_METRICS | {"mean_score", "label_delay_p50_seconds", "label_delay_p90_seconds"}
-)
+SLICE_METRICS: Final = _names("proportion", "mean", "quantile", "drift")
 """Metrics with one value per slice (model x version x attribute value)."""
 
-ATTRIBUTE_METRICS: Final = frozenset(
-    {
-        "disparate_impact_ratio",
-        "statistical_parity_difference",
-        "equalized_odds_difference",
-        "equal_opportunity_difference",
-        "complaint_parity_ratio",
-        "complaint_parity_difference",
-        "escalation_parity_ratio",
-        "escalation_parity_difference",
-    }
-)
+ATTRIBUTE_METRICS: Final = _names("comparison")
 """Metrics comparing the groups of one protected attribute; one value per attribute."""
 
-DETECTOR_SERIES: Final = frozenset(
-    {"mean_score", "selection_rate", "complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"}
-)
+DETECTOR_SERIES: Final = frozenset(s.name for s in REGISTRY if s.detectable)
 """Per-tick series a River change detector can watch."""
 
 METRICS: Final = SLICE_METRICS | ATTRIBUTE_METRICS
 """Every metric name a rule may use."""
+
+TABLE_COLUMNS: Final = tuple(sorted((s for s in REGISTRY if s.column is not None), key=lambda s: s.column_order))
+"""The metrics shown as columns of ``driftwatch replay``'s table, in order."""
+
+REPORTED_SLICE_METRICS: Final = tuple(s.name for s in REGISTRY if s.kind in ("proportion", "mean", "quantile"))
+"""Slice metrics reported for every slice, in report order (drift is reported per feature after them)."""
+
+
+def _sum(columns: tuple[str, ...]) -> str:
+    return columns[0] if len(columns) == 1 else f"({' + '.join(columns)})"
+
+
+def markdown() -> str:
+    """The metric list of ``docs/metrics.md``, generated from :data:`REGISTRY`."""
+    lines = [
+        "# Metrics",
+        "",
+        "Generated from `src/driftwatch/metrics/registry.py` (a test regenerates it and fails on any difference).",
+        "Every metric here can be named by a rule, is a row of `driftwatch replay --json`, and is a Prometheus",
+        "family on `/metrics` (slice metrics carry `model, version, attribute, slice, window`; drift metrics add",
+        "`feature`; comparisons carry `model, version, attribute, window`).",
+        "",
+        "| metric | kind | definition | Prometheus family | needs labels | detector |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in REGISTRY:
+        if s.kind == "proportion":
+            definition = f"{_sum(s.numerator)} / {_sum(s.denominator)}, Wilson 95% interval"
+        elif s.kind == "comparison":
+            op = "lowest / highest" if s.comparison == "ratio" else "highest - lowest"
+            definition = f"{op} {' or '.join(s.compares)} across groups" + (
+                ", the larger gap" if len(s.compares) > 1 else ""
+            )
+        elif s.kind == "quantile":
+            definition = f"quantile {s.quantile} of label delays (log buckets)"
+        elif s.kind == "drift":
+            definition = "distance of a feature's bins from the reference profile"
+        else:
+            definition = "mean score, normal 95% interval"
+        family = s.family + (f'{{quantile="{s.quantile}"}}' if s.quantile is not None else "")
+        lines.append(
+            f"| `{s.name}` | {s.kind} | {definition} | `{family}` | {'yes' if s.needs_labels else ''} | "
+            f"{'yes' if s.detectable else ''} |"
+        )
+    lines += ["", "## Help texts", ""]
+    seen: set[str] = set()
+    for s in REGISTRY:
+        if s.family not in seen:
+            seen.add(s.family)
+            lines.append(f"- `{s.family}`: {s.help}")
+    return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from driftwatch.core import summary as S
 from driftwatch.metrics.drift import js_distance, psi
+from driftwatch.metrics.registry import DRIFT_METRICS, REGISTRY, spec
 from driftwatch.metrics.stats import diff_interval, ratio_interval, safe_div, wilson_interval
 
 __all__ = ["GroupComparison", "MetricArrays", "compare_groups", "p_values", "slice_metric"]
@@ -33,18 +34,14 @@ class MetricArrays:
     n: NDArray[np.int64]
 
 
+def _columns(names: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(S.BASE_COLUMNS.index(c) for c in names)
+
+
 _PROPORTIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "selection_rate": ((S.N_FAV,), (S.N_PRED,)),
-    "complaint_rate": ((S.KIND_COLUMN["complaint"],), (S.N_PRED,)),
-    "escalation_rate": ((S.KIND_COLUMN["escalation"],), (S.N_PRED,)),
-    "thumbs_down_rate": ((S.KIND_COLUMN["thumbs_down"],), (S.N_PRED,)),
-    "override_rate": ((S.KIND_COLUMN["override"],), (S.N_PRED,)),
-    "tpr": ((S.TP,), (S.TP, S.FN)),
-    "fpr": ((S.FP,), (S.FP, S.TN)),
-    "error_rate": ((S.FP, S.FN), (S.N_LABEL,)),
-    "label_coverage": ((S.N_LABEL,), (S.N_PRED,)),
+    m.name: (_columns(m.numerator), _columns(m.denominator)) for m in REGISTRY if m.kind == "proportion"
 }
-"""Each proportion as (numerator columns, denominator columns)."""
+"""Each proportion as (numerator columns, denominator columns), from the registry."""
 
 
 def _kn(m: S.Matrix, name: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -66,15 +63,16 @@ def slice_metric(name: str, m: S.Matrix, layout: S.Layout, feature: str | None =
         with np.errstate(invalid="ignore"):
             half = 1.959963984540054 * np.sqrt(np.clip(ex2 - mean * mean, 0, None) / np.maximum(n - 1, 1))
         return MetricArrays(mean, mean - half, mean + half, n)
-    if name in ("label_delay_p50_seconds", "label_delay_p90_seconds"):
-        q = 0.5 if name.endswith("p50_seconds") else 0.9
+    kind = spec(name).kind
+    if kind == "quantile":
+        q = spec(name).quantile or 0.5
         d = m[:, layout.delay_start : layout.delay_start + S.DELAY_BUCKETS]
         val = np.array([S.delay_quantile(row, q) for row in d])
         # The estimate lies within one bucket: report the bucket's bounds as the interval.
         return MetricArrays(
             val, val * (2 / (S.DELAY_GAMMA + 1)), val * (2 * S.DELAY_GAMMA / (S.DELAY_GAMMA + 1)), d.sum(axis=1)
         )
-    if name in ("psi", "js_distance"):
+    if kind == "drift":
         if feature is None or feature not in layout.blocks:
             nan = np.full(m.shape[0], np.nan)
             return MetricArrays(nan, nan, nan, np.zeros(m.shape[0], np.int64))
@@ -103,21 +101,16 @@ def p_values(name: str, m: S.Matrix, layout: S.Layout, feature: str | None, refe
         k, n = _kn(m, name)
         rk, rn = _kn(reference, name)
         return exact_two_proportion_p(k, n, rk - k, rn - n)
-    if name in ("psi", "js_distance") and feature in layout.blocks:
+    if name in DRIFT_METRICS and feature in layout.blocks:
         b = layout.blocks[feature]
         return chi2_homogeneity_p(m[:, b.start : b.start + b.bins], b.reference, b.ref_count)
     return np.full(m.shape[0], np.nan)
 
 
-_COMPARED: dict[str, tuple[str, str]] = {
-    "disparate_impact_ratio": ("selection_rate", "ratio"),
-    "statistical_parity_difference": ("selection_rate", "difference"),
-    "equal_opportunity_difference": ("tpr", "difference"),
-    "complaint_parity_ratio": ("complaint_rate", "ratio"),
-    "complaint_parity_difference": ("complaint_rate", "difference"),
-    "escalation_parity_ratio": ("escalation_rate", "ratio"),
-    "escalation_parity_difference": ("escalation_rate", "difference"),
+_COMPARED: dict[str, tuple[tuple[str, ...], str]] = {
+    m.name: (m.compares, m.comparison or "difference") for m in REGISTRY if m.kind == "comparison"
 }
+"""Each comparison as (the rates compared, ratio or difference), from the registry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +154,12 @@ def _compare_rate(groups: S.Matrix, rate: str, kind: str, min_samples: int) -> G
 
 
 def compare_groups(name: str, groups: S.Matrix, min_samples: int) -> GroupComparison | None:
-    """Compare the rows of ``groups`` (one per group); None when fewer than two groups have ``min_samples``."""
-    if name == "equalized_odds_difference":
-        tpr = _compare_rate(groups, "tpr", "difference", min_samples)
-        fpr = _compare_rate(groups, "fpr", "difference", min_samples)
-        if tpr is None or fpr is None:
-            return None
-        return max((tpr, fpr), key=lambda c: c.value)
-    base, kind = _COMPARED[name]
-    return _compare_rate(groups, base, kind, min_samples)
+    """Compare the rows of ``groups`` (one per group); None when fewer than two groups have ``min_samples``.
+
+    A comparison of several rates (equalized odds: TPR and FPR) is the one with the larger gap, and needs each.
+    """
+    bases, kind = _COMPARED[name]
+    compared = [_compare_rate(groups, base, kind, min_samples) for base in bases]
+    if any(c is None for c in compared):
+        return None
+    return max((c for c in compared if c is not None), key=lambda c: c.value)

@@ -162,6 +162,23 @@ def test_complaint_parity_uses_complaint_column() -> None:
     assert r.lo <= r.value <= r.hi
 
 
+def test_resolved_rate_is_resolved_interactions_per_prediction() -> None:
+    """resolved_rate counts `resolved` interactions per prediction, with scipy's Wilson interval."""
+    from scipy.stats import binomtest
+
+    m = np.zeros((3, len(S.BASE_COLUMNS)), np.int64)
+    m[:, S.N_PRED] = [100, 40, 0]
+    m[:, S.KIND_COLUMN["resolved"]] = [37, 0, 0]
+    m[:, S.KIND_COLUMN["complaint"]] = [5, 9, 0]  # other kinds do not count
+    got = slice_metric("resolved_rate", m, LAYOUT)
+    assert got.n.tolist() == [100, 40, 0]
+    assert got.value[:2].tolist() == pytest.approx([0.37, 0.0])
+    assert math.isnan(got.value[2])
+    for i, (k, n) in enumerate([(37, 100), (0, 40)]):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert (got.lo[i], got.hi[i]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
 def test_mean_score_equals_numpy_mean() -> None:
     """mean_score from fixed-point sums equals numpy's mean of the scores (to micro-unit precision)."""
     rng = np.random.default_rng(7)
