@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from driftwatch.config import Config, load_config
-from driftwatch.core.evaluate import REPORTED_SLICE_METRICS, MetricRow
 from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.report import MetricRow
 from driftwatch.daemon.metrics import SLICE_FAMILIES, DriftwatchCollector, registry_for
 from driftwatch.events import REASONS
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS, REPORTED_SLICE_METRICS
 from driftwatch.simulate import generate
 
 # Independent of the exporter's own constant on purpose.

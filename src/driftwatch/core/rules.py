@@ -1,0 +1,274 @@
+"""Rules: turn a stream's windows into candidates for the alert engine (thresholds, FDR, detectors, comparisons).
+
+For a slice rule every watched slice is one candidate: its value, interval and
+n in the rule's window, whether the condition holds (on the value or, with
+``confidence: interval``, on the interval bound nearest the healthy side),
+whether it is healthy, with Benjamini-Hochberg across the rule's slices when
+``fdr_q`` is set, and (for the whole model) the slices that contribute most.
+A group comparison is one candidate per protected attribute, its evidence
+naming the lowest and highest groups. The alert engine owns what happens next.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from driftwatch.alerts.engine import AlertEngine, Candidate
+from driftwatch.config import Config, Rule
+from driftwatch.core import summary as S
+from driftwatch.core.detectors import DetectorBank
+from driftwatch.core.exposure import Cache, Exposure, Stream
+from driftwatch.core.slicing import OTHER, OVERALL
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS
+from driftwatch.metrics.stats import benjamini_hochberg
+from driftwatch.metrics.values import MetricArrays, compare_groups, p_values, slice_metric
+
+__all__ = ["RuleEvaluator"]
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+_HEALTHY = {">": operator.le, ">=": operator.lt, "<": operator.ge, "<=": operator.gt}
+
+
+class RuleEvaluator:
+    """Builds each rule's candidates from a stream's windows, through one exposure and one detector bank."""
+
+    def __init__(
+        self, config: Config, exposure: Exposure, detectors: DetectorBank, engine: AlertEngine, tick: float
+    ) -> None:
+        self.config = config
+        self.exposure = exposure
+        self.detectors = detectors
+        self.engine = engine
+        self.tick = tick
+
+    def candidates(self, rule: Rule, s: Stream, cache: Cache, tick_m: S.Matrix | None, now: float) -> list[Candidate]:
+        """Every candidate of ``rule`` on stream ``s`` at event time ``now`` (``tick_m``: the tick just closed)."""
+        if rule.metric in ATTRIBUTE_METRICS:
+            return self._attribute_candidates(rule, s, cache)
+        return self._slice_candidates(rule, s, cache, tick_m, now)
+
+    def _wticks(self, rule: Rule) -> int:
+        return round(rule.window / self.tick)
+
+    def _selected(self, rule: Rule, s: Stream, cache: Cache) -> list[tuple[str, str, S.Matrix]]:
+        """(dimension, value, summary row) of every slice a slice-level rule watches."""
+        wt = self._wticks(rule)
+        out: list[tuple[str, str, S.Matrix]] = []
+        if rule.attribute is None or rule.attribute == "*":
+            m = s.store.window(wt, 1, s.layout.width)
+            out.append((OVERALL, OVERALL, m[0]))
+        dims = (
+            range(len(self.exposure.dimensions))
+            if rule.attribute == "*"
+            else [self.exposure.dimensions.index(rule.attribute)]
+            if rule.attribute
+            else []
+        )
+        for d in dims:
+            names, mat = self.exposure.exposed(s, wt, d, cache)
+            want = self.exposure.value_token(self.exposure.dimensions[d], rule.value)
+            for i, name in enumerate(names):
+                if want is None or name == want:
+                    out.append((self.exposure.dimensions[d], name, mat[i]))
+        return out
+
+    def _labels(self, rule: Rule, s: Stream, dim: str, value: str) -> dict[str, str]:
+        labels = {"alertname": rule.name, "model": s.model_id, "version": s.version, "severity": rule.severity}
+        if dim != OVERALL:
+            labels["attribute"] = dim
+            labels["slice"] = value
+        if rule.feature:
+            labels["feature"] = rule.feature
+        labels.update(rule.labels)
+        return labels
+
+    def _provisional(self, rule: Rule, s: Stream, row: S.Matrix) -> bool:
+        if rule.metric not in LABEL_METRICS:
+            return False
+        n = int(row[S.N_PRED])
+        cov = row[S.N_LABEL] / n if n else 0.0
+        return cov < self.config.models[s.model_id].label_coverage_min
+
+    def _slice_candidates(
+        self,
+        rule: Rule,
+        s: Stream,
+        cache: Cache,
+        tick_m: S.Matrix | None,
+        now: float,
+    ) -> list[Candidate]:
+        sel = self._selected(rule, s, cache)
+        if not sel:
+            return []
+        mat = np.array([r for _, _, r in sel], np.int64)
+        arr = slice_metric(rule.metric, mat, s.layout, rule.feature)
+        min_n = rule.min_samples or self.config.min_samples
+        sufficient = (arr.n >= min_n) & ~np.isnan(arr.value)
+        if rule.detector is not None:
+            return self._detector_candidates(rule, s, sel, arr, sufficient, tick_m, now)
+        assert rule.threshold is not None
+        cond = sufficient & _OPS[rule.op](
+            np.nan_to_num(_tested(rule, arr.value, arr.lo, arr.hi), nan=0.0), rule.threshold
+        )
+        if rule.fdr_q is not None:
+            overall = s.store.window(self._wticks(rule), 1, s.layout.width)
+            p = p_values(rule.metric, mat, s.layout, rule.feature, overall)
+            p = np.where(sufficient, p, np.nan)
+            cond &= benjamini_hochberg(p, rule.fdr_q)
+        healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
+        out = []
+        everything = self.engine.watching(rule.name)
+        for i, (dim, value, row) in enumerate(sel):
+            if not everything and not cond[i]:
+                continue  # a healthy series of a rule with no open alert changes nothing
+            prov = self._provisional(rule, s, row)
+            suff = bool(sufficient[i]) and not prov
+            v = float(arr.value[i])
+            evidence: dict[str, object] = {"window_seconds": rule.window}
+            if dim == OVERALL and bool(cond[i]):
+                evidence["contributors"] = self._contributors(rule, s, v, cache)
+            out.append(
+                Candidate(
+                    labels=self._labels(rule, s, dim, value),
+                    value=v,
+                    n=int(arr.n[i]),
+                    lo=float(arr.lo[i]),
+                    hi=float(arr.hi[i]),
+                    sufficient=suff,
+                    condition=bool(cond[i]) and suff,
+                    healthy=suff and bool(_HEALTHY[rule.op](v, healthy_at)),
+                    evidence=evidence,
+                )
+            )
+        return out
+
+    def _contributors(self, rule: Rule, s: Stream, overall: float, cache: Cache) -> list[dict[str, object]]:
+        """Slice attribution: which single-attribute slices move the model-level value most."""
+        wt = self._wticks(rule)
+        sign = 1.0 if rule.op in (">", ">=") else -1.0
+        total = max(int(s.store.window(wt, 1, s.layout.width)[0, S.N_PRED]), 1)
+        min_n = rule.min_samples or self.config.min_samples
+        scored: list[tuple[float, dict[str, object]]] = []
+        for d in range(len(self.exposure.attrs)):
+            names, mat = self.exposure.exposed(s, wt, d, cache)
+            if not names:
+                continue
+            arr = slice_metric(rule.metric, mat, s.layout, rule.feature)
+            for i, name in enumerate(names):
+                v = float(arr.value[i])
+                if np.isnan(v) or arr.n[i] < min_n:
+                    continue
+                share = int(mat[i, S.N_PRED]) / total
+                delta = v if rule.metric in ("psi", "js_distance") else sign * (v - overall)
+                scored.append(
+                    (
+                        delta * share,
+                        {
+                            "attribute": self.exposure.dimensions[d],
+                            "slice": name,
+                            "value": v,
+                            "n": int(arr.n[i]),
+                            "share": round(share, 4),
+                        },
+                    )
+                )
+        scored.sort(key=lambda x: -x[0])
+        return [x for _, x in scored[:3]]
+
+    def _detector_candidates(
+        self,
+        rule: Rule,
+        s: Stream,
+        sel: list[tuple[str, str, S.Matrix]],
+        arr: MetricArrays,
+        sufficient: np.ndarray,
+        tick_m: S.Matrix | None,
+        now: float,
+    ) -> list[Candidate]:
+        det_cfg = rule.detector
+        assert det_cfg is not None
+        out = []
+        for i, (dim, value, _) in enumerate(sel):
+            labels = self._labels(rule, s, dim, value)
+            key = self.detectors.key(rule.name, labels)
+            row = s.space.find((dim, value))
+            x = math.nan
+            if tick_m is not None and row is not None and row < tick_m.shape[0]:
+                x = float(slice_metric(rule.metric, tick_m[row : row + 1], s.layout).value[0])
+            if not math.isnan(x):
+                self.detectors.update(key, labels, x, now, det_cfg)
+            at = self.detectors.detected_at(key)
+            active = at is not None and now - at < det_cfg.hold
+            suff = bool(sufficient[i])
+            out.append(
+                Candidate(
+                    labels=labels,
+                    value=x if not math.isnan(x) else float(arr.value[i]),
+                    n=int(arr.n[i]),
+                    lo=float(arr.lo[i]),
+                    hi=float(arr.hi[i]),
+                    sufficient=suff,
+                    condition=suff and active,
+                    healthy=suff and not active,
+                    evidence={"window_seconds": rule.window, "detector": det_cfg.kind, "detected_at": at},
+                )
+            )
+        return out
+
+    def _attribute_candidates(self, rule: Rule, s: Stream, cache: Cache) -> list[Candidate]:
+        attrs = self.config.protected if rule.attribute == "*" else (rule.attribute,)
+        return [c for a in attrs if a is not None for c in self._compare(rule, s, a, cache)]
+
+    def _compare(self, rule: Rule, s: Stream, attribute: str, cache: Cache) -> list[Candidate]:
+        assert rule.threshold is not None
+        d = self.exposure.dimensions.index(attribute)
+        names, mat = self.exposure.exposed(s, self._wticks(rule), d, cache)
+        keep = [i for i, nm in enumerate(names) if nm != OTHER]
+        names = [names[i] for i in keep]
+        mat = mat[keep]
+        min_n = rule.min_samples or self.config.min_samples
+        cmp = compare_groups(rule.metric, mat, min_n) if len(names) >= 2 else None
+        labels = self._labels(rule, s, OVERALL, OVERALL)
+        labels["attribute"] = attribute
+        prov = False
+        if rule.metric in LABEL_METRICS and len(mat):
+            tot = mat.sum(axis=0)
+            prov = (
+                tot[S.N_PRED] == 0 or tot[S.N_LABEL] / tot[S.N_PRED] < self.config.models[s.model_id].label_coverage_min
+            )
+        if cmp is None or math.isnan(cmp.value) or prov:
+            return [Candidate(labels, math.nan, 0 if cmp is None else cmp.n, math.nan, math.nan, False, False, False)]
+        v = cmp.value
+        healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
+        groups = {names[i]: {"rate": r, "n": n} for i, (r, n) in cmp.rates.items()}
+        evidence: dict[str, object] = {
+            "window_seconds": rule.window,
+            "low_group": names[cmp.low_group],
+            "high_group": names[cmp.high_group],
+            "groups": groups,
+        }
+        return [
+            Candidate(
+                labels=labels,
+                value=v,
+                n=cmp.n,
+                lo=cmp.lo,
+                hi=cmp.hi,
+                sufficient=True,
+                condition=bool(
+                    _OPS[rule.op](float(_tested(rule, np.array(v), np.array(cmp.lo), np.array(cmp.hi))), rule.threshold)
+                ),
+                healthy=bool(_HEALTHY[rule.op](v, healthy_at)),
+                evidence=evidence,
+            )
+        ]
+
+
+def _tested(rule: Rule, value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """What a rule compares with its threshold: the value, or the interval bound nearest the healthy side."""
+    if rule.confidence == "value":
+        return value
+    return lo if rule.op in (">", ">=") else hi
