@@ -26,6 +26,7 @@ from driftwatch.config import Config, load_config, load_key
 from driftwatch.core.pipeline import MetricRow, Pipeline
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
 from driftwatch.metrics.registry import TABLE_COLUMNS
+from driftwatch.profiles import load_profiles
 
 __all__ = ["app", "main"]
 
@@ -113,7 +114,7 @@ def replay(
     """Run the whole pure pipeline over a recorded event file: backtest rules, print metrics and alert transitions."""
     cfg, key = _load(config)
     try:
-        pipeline = Pipeline(cfg, key)
+        pipeline = Pipeline(cfg, key, load_profiles(cfg))
     except DriftwatchError as e:
         raise _fail(2, str(e)) from None
     out = sys.stdout
@@ -426,7 +427,8 @@ def baseline_build(
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")] = Path("profile.json"),
 ) -> None:
     """Build a reference profile: quantile bins, category frequencies and the selection rate of a model."""
-    from driftwatch.core.profile import build_profile, read_table
+    from driftwatch.core.profile import build_profile
+    from driftwatch.profiles import read_table
 
     cfg, _ = _load(config, need_key=False)
     mc = cfg.models.get(model)

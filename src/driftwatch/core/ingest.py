@@ -22,8 +22,9 @@ import numpy as np
 from driftwatch.config import Config, ModelConfig
 from driftwatch.core import summary as S
 from driftwatch.core.counters import Counters
-from driftwatch.core.profile import Profile, build_profile, load_profile
+from driftwatch.core.profile import Profile, build_profile
 from driftwatch.core.slicing import MISSING, OTHER, TRACK_FACTOR, AttributeCoder, SliceSpace, coders_from_config
+from driftwatch.errors import ProfileError
 from driftwatch.events import Decoded, EventDecoder, Interaction, Prediction
 
 __all__ = ["Ingested", "Ingestor"]
@@ -115,7 +116,10 @@ class Ingestor:
         for mid, mc in config.models.items():
             prof = profiles.get(mid)
             if prof is None and mc.reference.profile is not None:
-                prof = load_profile(mc.reference.profile)
+                raise ProfileError(
+                    f"models.{mid}.reference.profile: the profile was not passed in; "
+                    "load it with driftwatch.profiles.load_profiles(config)"
+                )
             if prof is not None:
                 self.layouts[mid] = S.Layout(mc, prof)
             else:

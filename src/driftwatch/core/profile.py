@@ -10,20 +10,16 @@ an ``__unseen__`` bin whose reference proportion is 0.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-import msgspec
 import numpy as np
 
 from driftwatch.config import ModelConfig
-from driftwatch.errors import InputError, ProfileError
+from driftwatch.errors import ProfileError
 
 __all__ = [
     "MAX_CATEGORIES",
@@ -31,9 +27,7 @@ __all__ = [
     "Profile",
     "build_profile",
     "columns_from",
-    "load_profile",
     "prediction_columns",
-    "read_table",
 ]
 
 MAX_CATEGORIES = 50
@@ -194,42 +188,6 @@ def build_profile(
         if preds:
             selection = sum(1 for p in preds if str(p) in model.favorable) / len(preds)
     return Profile(model_id, n, dists, selection_rate=selection, source=source)
-
-
-def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
-    """Read reference rows as columns from ``.csv``, ``.parquet`` or ``.jsonl`` (prediction events of ``model_id``)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-            cols: dict[str, list[object]] = {}
-            for r in rows:
-                for k, v in r.items():
-                    cols.setdefault(k, []).append(v if v != "" else None)
-            return cols
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return {k: list(v) for k, v in pq.read_table(path).to_pydict().items()}
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            with path.open("rb") as fh:
-                return prediction_columns((msgspec.json.decode(line) for line in fh if line.strip()), model_id)
-    except (OSError, msgspec.DecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read reference data: {e}") from e
-    raise InputError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
-
-
-def load_profile(path: Path) -> Profile:
-    """Read a profile JSON file; every problem is a :class:`ProfileError` naming the file."""
-    try:
-        return Profile.from_json(json.loads(path.read_bytes().decode("utf-8")))
-    except OSError as e:
-        raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ProfileError(f"{path}: not a JSON profile: {e}") from e
-    except ProfileError as e:
-        raise ProfileError(f"{path}: {e}") from None
 
 
 def prediction_columns(events: Iterable[object], model_id: str, limit: int | None = None) -> dict[str, list[object]]:

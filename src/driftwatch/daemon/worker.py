@@ -66,6 +66,7 @@ from driftwatch.daemon.recovery import (
 )
 from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, from_msg, to_msg
 from driftwatch.events import split_messages
+from driftwatch.profiles import load_profiles
 
 __all__ = ["Worker"]
 
@@ -98,7 +99,7 @@ class Worker:
         self.config = config
         self.bootstrap = bootstrap
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.core = Pipeline(config, key)
+        self.core = Pipeline(config, key, load_profiles(config))
         k = config.kafka
         self.app = faust.App(
             k.app_id,

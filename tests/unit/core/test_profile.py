@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from driftwatch.config import ModelConfig
-from driftwatch.core.profile import MAX_CATEGORIES, Profile, build_profile, load_profile, read_table
+from driftwatch.core.profile import MAX_CATEGORIES, Profile, build_profile
+from driftwatch.profiles import load_profile, read_table
 from driftwatch.errors import InputError, ProfileError
 
 CHANNELS = ("app", "phone", "web")

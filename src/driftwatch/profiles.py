@@ -1,0 +1,80 @@
+"""Reading reference data and profiles from files: the file side of :mod:`driftwatch.core.profile`.
+
+The core builds and applies profiles from values it is given; this module
+opens the files (``baseline build`` input tables, profile JSON) and turns
+every problem into an error that names the file and, for a config, the key.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import msgspec
+
+from driftwatch.config import Config
+from driftwatch.core.profile import Profile, prediction_columns
+from driftwatch.errors import InputError, ProfileError
+
+__all__ = ["load_profile", "load_profiles", "read_table"]
+
+
+def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
+    """Read reference rows as columns from ``.csv``, ``.parquet`` or ``.jsonl`` (prediction events of ``model_id``)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            cols: dict[str, list[object]] = {}
+            for r in rows:
+                for k, v in r.items():
+                    cols.setdefault(k, []).append(v if v != "" else None)
+            return cols
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return {k: list(v) for k, v in pq.read_table(path).to_pydict().items()}
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            with path.open("rb") as fh:
+                return prediction_columns((msgspec.json.decode(line) for line in fh if line.strip()), model_id)
+    except (OSError, msgspec.DecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read reference data: {e}") from e
+    raise InputError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
+
+
+def load_profile(path: Path) -> Profile:
+    """Read a profile JSON file; every problem is a :class:`ProfileError` naming the file."""
+    try:
+        return Profile.from_json(json.loads(path.read_bytes().decode("utf-8")))
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{path}: not a JSON profile: {e}") from e
+    except ProfileError as e:
+        raise ProfileError(f"{path}: {e}") from None
+
+
+def load_profiles(config: Config) -> dict[str, Profile]:
+    """The reference profile of every model whose config names a profile file, checked against the model.
+
+    Raises :class:`ProfileError` naming the config key and the file when a
+    profile is missing, unreadable, or was built for another model.
+    """
+    out: dict[str, Profile] = {}
+    for mid, mc in config.models.items():
+        path = mc.reference.profile
+        if path is None:
+            continue
+        try:
+            prof = load_profile(path)
+        except ProfileError as e:
+            raise ProfileError(f"models.{mid}.reference.profile: {e}") from None
+        if prof.model_id != mid:
+            raise ProfileError(
+                f"models.{mid}.reference.profile: {path} was built for model {prof.model_id!r}, not {mid!r}; "
+                f"build one with: driftwatch baseline build --model {mid} DATA -o {path}"
+            )
+        out[mid] = prof
+    return out
