@@ -20,6 +20,7 @@ import msgspec
 
 __all__ = [
     "INTERACTION_KINDS",
+    "MAX_DEPTH",
     "REASONS",
     "SCHEMA_VERSION",
     "DecodeError",
@@ -29,6 +30,7 @@ __all__ = [
     "Prediction",
     "json_schemas",
     "split_messages",
+    "too_deep",
     "ts_seconds",
 ]
 
@@ -42,6 +44,7 @@ REASONS: Final = (
     "missing_field",
     "invalid_field",
     "oversized",
+    "too_deep",
 )
 """Every reason a :class:`DecodeError` can carry (a bounded set, safe as a metric label)."""
 
@@ -149,6 +152,34 @@ class Decoded(NamedTuple):
     errors: list[DecodeError]
 
 
+MAX_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects an event may have (the contract needs 3: event, features or attributes)."""
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep in ``raw`` (JSON text).
+
+    Cheap for ordinary events: text with no more brackets than ``limit``
+    cannot nest deeper, and nothing is scanned. Otherwise strings are blanked
+    out and the brackets counted without recursion, so a hostile event cannot
+    exhaust the stack the way a recursive parser can.
+
+    >>> too_deep(b'{"a":[1,{"b":"[[["}]}', limit=2), too_deep(b'{"a":[1,{"b":"[[["}]}', limit=3)
+    (True, False)
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for m in _BRACKET.finditer(_STRING.sub(b'""', raw)):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
 _AT = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
 
@@ -207,8 +238,10 @@ class EventDecoder:
         if raws and max(map(len, raws)) <= self.max_event_bytes:
             # Fast path: a clean batch decodes in one comprehension; any error takes the careful path.
             try:
+                if any(map(too_deep, raws)):
+                    raise RecursionError  # the careful path names the event
                 evs = list(map(self._decoder.decode, raws))
-            except msgspec.MsgspecError:
+            except (msgspec.MsgspecError, RecursionError):
                 pass
             else:
                 preds = [e for e in evs if e.__class__ is ptype]
@@ -230,11 +263,17 @@ class EventDecoder:
             if len(raw) > limit:
                 errors.append(DecodeError(start + i, "oversized", None, f"event is {len(raw)} bytes; limit {limit}"))
                 continue
+            if too_deep(raw):
+                errors.append(DecodeError(start + i, "too_deep", None, f"nested deeper than {MAX_DEPTH} levels"))
+                continue
             try:
                 ev = decode(raw)
             except msgspec.MsgspecError as e:
                 reason, field = _classify(e)
                 errors.append(DecodeError(start + i, reason, field, str(e)[:200]))
+                continue
+            except RecursionError:  # belt and braces: too_deep should have caught it
+                errors.append(DecodeError(start + i, "too_deep", None, "nested too deeply to decode"))
                 continue
             if ev.__class__ is ptype:
                 preds.append(ev)  # type: ignore[arg-type]  # a config-shaped Prediction (see _types)
@@ -266,8 +305,8 @@ def split_messages(values: Sequence[bytes]) -> tuple[list[bytes], list[int]]:
         if head == b"[":
             try:
                 parts = [bytes(r) for r in _RAW_LIST.decode(value)]
-            except msgspec.MsgspecError:
-                parts = [value]
+            except (msgspec.MsgspecError, RecursionError):
+                parts = [value]  # rejected whole by the decoder, with its reason
         elif b"\n" in value.strip():
             parts = [line for line in (x.strip() for x in value.split(b"\n")) if line]
         else:

@@ -7,7 +7,7 @@ import datetime as dt
 import msgspec
 import pytest
 
-from driftwatch.events import REASONS, EventDecoder, json_schemas, ts_seconds
+from driftwatch.events import MAX_DEPTH, REASONS, EventDecoder, json_schemas, split_messages, too_deep, ts_seconds
 
 PRED = {
     "type": "prediction",
@@ -147,6 +147,7 @@ def test_every_reason_is_reachable() -> None:
         enc(without(PRED, "request_id")),
         enc({**PRED, "score": -0.1}),
         enc({**PRED, "features": {"f": "x" * 300}}) + b" " * 70000,
+        b'{"a":' * 1000 + b"1" + b"}" * 1000,
     ]
     out = EventDecoder(attributes=("region",)).decode_batch(raws)
     assert sorted(e.reason for e in out.errors) == sorted(REASONS)
@@ -165,6 +166,41 @@ def test_bad_event_in_the_middle_of_a_batch_loses_nothing_else() -> None:
     assert [p.event_id for p in out.predictions] == ["a", "c"]
     assert [i.event_id for i in out.interactions] == ["b", "d"]
     assert [(e.index, e.reason) for e in out.errors] == [(102, "invalid_json")]
+
+
+@pytest.mark.parametrize(
+    "deep",
+    [
+        b'{"a":' * 1000 + b"1" + b"}" * 1000,
+        b"[" * 1000 + b"]" * 1000,
+        b'{"type":"prediction","features":' + b"[" * 1000 + b"]" * 1000 + b"}",
+    ],
+    ids=["objects", "arrays", "inside-an-event"],
+)
+def test_deeply_nested_event_is_rejected_and_its_neighbours_kept(deep: bytes) -> None:
+    """A 1,000-deep event (2 KB) is rejected as too_deep, never raised, and the events around it are kept."""
+    raws = [enc({**PRED, "event_id": "a"}), deep, enc({**INTER, "event_id": "b"})]
+    out = EventDecoder(attributes=("region",)).decode_batch(raws)
+    assert [p.event_id for p in out.predictions] == ["a"]
+    assert [i.event_id for i in out.interactions] == ["b"]
+    assert [(e.index, e.reason) for e in out.errors] == [(1, "too_deep")]
+
+
+def test_deep_envelope_is_passed_on_whole_and_rejected() -> None:
+    """An envelope nested 1,000 deep is not split (it would recurse) but rejected as one event."""
+    deep = b"[" * 1000 + b"]" * 1000
+    parts, origin = split_messages([enc(PRED), deep])
+    assert parts == [enc(PRED), deep]
+    assert origin == [0, 1]
+
+
+def test_depth_counts_brackets_outside_strings_only() -> None:
+    """Brackets inside string values do not count as nesting; real nesting past the limit does."""
+    in_strings = enc({**PRED, "features": {"topic": "[{" * 100}})
+    assert not too_deep(in_strings)
+    assert len(EventDecoder(attributes=("region",)).decode_batch([in_strings]).predictions) == 1
+    assert not too_deep(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    assert too_deep(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
 
 
 def test_label_interaction_without_value_is_rejected() -> None:
