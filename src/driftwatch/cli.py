@@ -63,18 +63,51 @@ def _load(config: Path, *, need_key: bool = True) -> tuple[Config, bytes | None]
         raise _fail(2, str(e)) from None
 
 
-def _batches(fh: BinaryIO, size: int) -> Iterator[list[bytes]]:
+def _batches(fh: BinaryIO, size: int) -> Iterator[tuple[list[bytes], list[int]]]:
+    """Non-blank lines in batches of ``size``, with each line's 1-based number in the file."""
     batch: list[bytes] = []
-    for line in fh:
+    numbers: list[int] = []
+    for number, line in enumerate(fh, start=1):
         line = line.strip()
         if not line:
             continue
         batch.append(line)
+        numbers.append(number)
         if len(batch) >= size:
-            yield batch
-            batch = []
+            yield batch, numbers
+            batch, numbers = [], []
     if batch:
-        yield batch
+        yield batch, numbers
+
+
+class _Rejects:
+    """Rejected lines: counted, the first few kept to show, every one written to ``path`` when given (line number,
+    reason and field path as JSON Lines; never the value, which may be personal data)."""
+
+    SHOWN = 5
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.count = 0
+        self.first: list[tuple[int, str, str | None]] = []
+        self._fh = path.open("w", encoding="utf-8") if path is not None else None
+
+    def add(self, line: int, reason: str, field: str | None) -> None:
+        self.count += 1
+        if len(self.first) < self.SHOWN:
+            self.first.append((line, reason, field))
+        if self._fh is not None:
+            self._fh.write(json.dumps({"line": line, "reason": reason, "field": field}) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        if not self.count:
+            return
+        shown = ", ".join(f"line {n} ({r}{f' at {f}' if f else ''})" for n, r, f in self.first)
+        more = f" and {self.count - len(self.first)} more" if self.count > len(self.first) else ""
+        where = f"; all of them in {self.path}" if self.path is not None else "; --rejects FILE lists them all"
+        err.print(f"rejected {self.count} events: {shown}{more}{where}", highlight=False, soft_wrap=True)
 
 
 def _finite(x: float | None) -> float | None:
@@ -110,6 +143,13 @@ def replay(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None,
+    rejects_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects",
+            help="Write every rejected line as JSON Lines: its line number, reason and field path (never the value).",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pure pipeline over a recorded event file: backtest rules, print metrics and alert transitions."""
     cfg, key = _load(config)
@@ -120,6 +160,10 @@ def replay(
     out = sys.stdout
     enc = msgspec.json.Encoder()
     show_progress = sys.stderr.isatty() if progress is None else progress
+    try:
+        rejects = _Rejects(rejects_file)
+    except OSError as e:
+        raise _fail(1, f"{rejects_file}: cannot write: {e.strerror}") from None
 
     def emit(transitions: list[AlertTransition]) -> None:
         for t in transitions:
@@ -153,13 +197,17 @@ def replay(
             ) as bar,
         ):
             task = bar.add_task("replay", total=total)
-            for lines in _batches(fh, batch):
-                _, transitions = pipeline.process(lines)
+            for lines, numbers in _batches(fh, batch):
+                decoded, transitions = pipeline.process(lines)
+                for bad in decoded.errors:
+                    rejects.add(numbers[bad.index], bad.reason, bad.field)
                 emit(transitions)
                 bar.update(task, advance=sum(len(x) + 1 for x in lines))
         emit(pipeline.flush())
     except InputError as e:
         raise _fail(1, str(e)) from None
+    finally:
+        rejects.close()
 
     if json_out:
         for w in (0.0, *cfg.windows.windows):
@@ -355,9 +403,11 @@ def run(
     """Start one streaming worker; workers with the same config form one consumer group and split partitions."""
     import asyncio
 
+    from driftwatch._log import configure
     from driftwatch.daemon.topics import StreamingError, alerting_topics, ensure_topics
     from driftwatch.daemon.worker import Worker
 
+    configure()  # JSON lines on stderr unless it is a terminal
     cfg, key = _load(config)
     boot = bootstrap or cfg.kafka.bootstrap
     if metrics_port is not None:
@@ -391,11 +441,21 @@ def demo(
     speedup: Annotated[
         float, typer.Option(help="Divide every window and rule duration by this (the story takes ~8 min at 5).", min=1)
     ] = 5.0,
+    clock_speed: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of the traffic's event time per wall second: windows, rule durations and the delays of "
+            "complaints pass this much faster too (1: real time).",
+            min=1,
+        ),
+    ] = 1.0,
 ) -> None:
     """Live demo: a local broker, a worker, and simulated traffic that drifts, turns unfair and draws complaints;
     the complaint spike triggers a rollback through a model-gateway stand-in and the alert resolves."""
+    from driftwatch._log import configure
     from driftwatch.demo.app import parse_schedule, run_demo
 
+    configure(level="info" if plain else "warning")  # a live view must not be scrolled away by log lines
     try:
         schedule = parse_schedule(scenario_schedule)
     except ValueError as e:
@@ -412,6 +472,7 @@ def demo(
             plain=plain,
             audit_file=audit_file,
             speedup=speedup,
+            clock_speed=clock_speed,
         )
     )
 

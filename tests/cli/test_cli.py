@@ -93,6 +93,39 @@ def test_replay_counts_bad_lines(tmp_path: Path, example_config: Path, pseudonym
     assert summary["rejected"] == {"invalid_json": 1, "not_an_object": 1, "unsupported_schema_version": 1}
 
 
+def test_replay_names_rejected_lines_and_writes_them(
+    tmp_path: Path, example_config: Path, pseudonym_key: bytes
+) -> None:
+    """Replay says which lines were rejected, with reason and field path but never the value, and --rejects keeps all."""
+    secret = "555-0100-private"
+    good = '{"type":"interaction","schema_version":1,"event_id":"e","ts":0,"request_id":"r","kind":"complaint"}'
+    f = tmp_path / "mixed.jsonl"
+    f.write_text(
+        "\n".join(
+            [
+                good,
+                "",
+                '{"type": "prediction"',
+                good.replace('"kind":"complaint"', f'"kind":"{secret}"'),
+                '{"a":' * 1000 + "1" + "}" * 1000,
+            ]
+        )
+        + "\n"
+    )
+    out = tmp_path / "rejects.jsonl"
+    res = runner.invoke(app, ["replay", str(f), "-c", str(example_config), "--json", "--rejects", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == [
+        {"line": 3, "reason": "invalid_json", "field": None},
+        {"line": 4, "reason": "invalid_field", "field": "kind"},
+        {"line": 5, "reason": "too_deep", "field": None},
+    ]
+    assert "rejected 3 events: line 3 (invalid_json), line 4 (invalid_field at kind)" in res.stderr
+    assert secret not in res.stderr
+    assert secret not in out.read_text()
+
+
 def test_replay_missing_key_is_a_startup_error(
     tmp_path: Path, example_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
