@@ -481,6 +481,11 @@ class Config(_Model):
                 out.append(f"{where}.transport: built-in {ac.kind} needs transport http or kafka")
             elif transport == "http" and ac.url is None:
                 out.append(f"{where}.url: the http transport needs a url")
+            if ac.requires_approval and not al.api.enabled:
+                out.append(
+                    f"{where}.requires_approval: approvals go through the HTTP API, which is off; "
+                    "set alerting.api.enabled: true (with a token) or drop requires_approval"
+                )
         return out
 
 

@@ -278,3 +278,19 @@ def test_config_model_is_frozen() -> None:
     cfg = Config.model_validate({"attributes": {}, "models": {"m": {"favorable": ["y"]}}})
     with pytest.raises(Exception, match="frozen"):
         cfg.min_samples = 5  # type: ignore[misc]
+
+
+def test_approval_without_the_api_is_a_config_error(tmp_path: Path) -> None:
+    """An action that waits for approval while the API (the only way to approve) is off fails check-config."""
+    path = write(
+        tmp_path,
+        """
+        attributes: {region: {}}
+        models: {m: {favorable: [approve], reference: {learn_events: 1000}}}
+        alerting:
+          actions: {ask: {kind: route_to_human, transport: kafka, requires_approval: true}}
+        """,
+    )
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: alerting.actions.ask.requires_approval:")
+    assert "alerting.api.enabled" in problem
