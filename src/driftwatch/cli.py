@@ -26,7 +26,7 @@ from driftwatch.config import Config, load_config, load_key
 from driftwatch.core.pipeline import MetricRow, Pipeline
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
 from driftwatch.metrics.registry import TABLE_COLUMNS
-from driftwatch.profiles import load_profiles
+from driftwatch.profiles import load_profiles, profile_problems
 
 __all__ = ["app", "main"]
 
@@ -328,6 +328,9 @@ def check_config(
 ) -> None:
     """Validate a config and its rules offline; list every problem with its file and key path."""
     cfg, _ = _load(config, need_key=not skip_secrets)
+    problems = profile_problems(cfg)
+    if problems:
+        raise _fail(2, "invalid configuration:\n" + "\n".join(f"  - {config}: {p}" for p in problems))
     if show:
         typer.echo(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
     typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.rules)} rules)")

@@ -17,7 +17,7 @@ from driftwatch.config import Config
 from driftwatch.core.profile import Profile, prediction_columns
 from driftwatch.errors import InputError, ProfileError
 
-__all__ = ["load_profile", "load_profiles", "read_table"]
+__all__ = ["load_profile", "load_profiles", "profile_problems", "read_table"]
 
 
 def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
@@ -56,13 +56,9 @@ def load_profile(path: Path) -> Profile:
         raise ProfileError(f"{path}: {e}") from None
 
 
-def load_profiles(config: Config) -> dict[str, Profile]:
-    """The reference profile of every model whose config names a profile file, checked against the model.
-
-    Raises :class:`ProfileError` naming the config key and the file when a
-    profile is missing, unreadable, or was built for another model.
-    """
-    out: dict[str, Profile] = {}
+def _load_all(config: Config) -> tuple[dict[str, Profile], list[str]]:
+    profiles: dict[str, Profile] = {}
+    problems: list[str] = []
     for mid, mc in config.models.items():
         path = mc.reference.profile
         if path is None:
@@ -70,11 +66,30 @@ def load_profiles(config: Config) -> dict[str, Profile]:
         try:
             prof = load_profile(path)
         except ProfileError as e:
-            raise ProfileError(f"models.{mid}.reference.profile: {e}") from None
+            problems.append(f"models.{mid}.reference.profile: {e}")
+            continue
         if prof.model_id != mid:
-            raise ProfileError(
+            problems.append(
                 f"models.{mid}.reference.profile: {path} was built for model {prof.model_id!r}, not {mid!r}; "
                 f"build one with: driftwatch baseline build --model {mid} DATA -o {path}"
             )
-        out[mid] = prof
-    return out
+            continue
+        profiles[mid] = prof
+    return profiles, problems
+
+
+def profile_problems(config: Config) -> list[str]:
+    """Every reason the config's profile files cannot be used (missing, unreadable, built for another model)."""
+    return _load_all(config)[1]
+
+
+def load_profiles(config: Config) -> dict[str, Profile]:
+    """The reference profile of every model whose config names a profile file, checked against the model.
+
+    Raises :class:`ProfileError` naming the config key and the file of every
+    profile that is missing, unreadable, or was built for another model.
+    """
+    profiles, problems = _load_all(config)
+    if problems:
+        raise ProfileError("; ".join(problems))
+    return profiles

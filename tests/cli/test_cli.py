@@ -185,6 +185,33 @@ def test_check_config_unknown_key(tmp_path: Path) -> None:
     assert "attributes.region.max_value" in res.output
 
 
+def test_check_config_catches_missing_and_foreign_profiles(tmp_path: Path) -> None:
+    """A profile file that is missing, or was built for another model, fails check-config naming key, file and fix."""
+    csv = tmp_path / "ref.csv"
+    csv.write_text("x,score,prediction\n" + "".join(f"{i},{(i % 10) / 10},approve\n" for i in range(200)))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        """
+attributes: {region: {}}
+models:
+  a: {favorable: [approve], features: {x: {kind: numeric}}, reference: {profile: a.json}}
+  b: {favorable: [approve], features: {x: {kind: numeric}}, reference: {profile: missing.json}}
+"""
+    )
+    built = runner.invoke(
+        app, ["baseline", "build", str(csv), "--model", "b", "-c", str(cfg), "-o", str(tmp_path / "a.json")]
+    )
+    assert built.exit_code == 0, built.output
+    res = runner.invoke(app, ["check-config", str(cfg), "--skip-secrets"])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())
+    assert "models.a.reference.profile:" in out
+    assert "built for model 'b', not 'a'" in out
+    assert "driftwatch baseline build --model a" in out
+    assert "models.b.reference.profile:" in out
+    assert "missing.json" in out
+
+
 def test_baseline_build_from_csv(tmp_path: Path, example_config: Path) -> None:
     """baseline build writes a profile with quantile bins for every feature, score and prediction."""
     csv = tmp_path / "ref.csv"
