@@ -6,8 +6,10 @@ slice ``("*", "*")``. Values that may reach a metric label pass through here
 first:
 
 - sensitive attributes become keyed HMAC-SHA256 tokens (``h:`` + 16 hex);
-- values outside the vocabulary, or not matching :data:`LABEL_VALUE`, fold
-  into ``__other__``;
+- values outside the vocabulary, not matching :data:`LABEL_VALUE`, or that
+  look like personal data (:func:`looks_personal`: phone numbers, account
+  numbers, IP addresses, long identifiers) fold into ``__other__``, unless
+  the config lists them (``values`` or ``display_values``);
 - each attribute tracks a bounded number of distinct values; later ones fold
   into ``__other__`` at ingest and are counted (the exposure layer then keeps
   only the top-k by frequency in each window).
@@ -33,6 +35,7 @@ __all__ = [
     "SliceKey",
     "SliceSpace",
     "coders_from_config",
+    "looks_personal",
 ]
 
 OTHER: Final = "__other__"
@@ -41,8 +44,29 @@ MISSING: Final = -1
 """Row code for an event without a value for a dimension: it joins no slice of that dimension."""
 LABEL_VALUE: Final = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")
 TOKEN: Final = re.compile(r"^h:[0-9a-f]{16}$")
+_DIGITS: Final = re.compile(r"\d")
+_IPV4: Final = re.compile(r"\d{1,3}([.-]\d{1,3}){3}")
+_ID_RUN: Final = re.compile(r"(?=[0-9A-Fa-f]*\d)(?=[0-9A-Fa-f]*[A-Fa-f])[0-9A-Fa-f]{12,}")
+MAX_DIGITS: Final = 4
+"""A value with more digits than this looks like a phone, account or customer number and is never a label."""
 TRACK_FACTOR: Final = 4
 """Each dimension tracks up to ``TRACK_FACTOR x max_values`` distinct values so top-k can change over time."""
+
+
+def looks_personal(value: str) -> bool:
+    """Whether a value looks like personal data rather than a segment name.
+
+    More than :data:`MAX_DIGITS` digits (phone, account, customer and card
+    numbers, exact dates), an IPv4 address, or a run of 12 or more hex
+    characters mixing letters and digits (ids, UUIDs, hashes). Segment names
+    (``EU``, ``en``, ``chat``, ``18-24``, ``65+``) are none of these.
+
+    >>> [looks_personal(v) for v in ("EU", "18-24", "v2", "+15550100", "10.1.2.3", "c0ffee00beef42", "2024")]
+    [False, False, False, True, True, True, False]
+    """
+    return (
+        len(_DIGITS.findall(value)) > MAX_DIGITS or _IPV4.search(value) is not None or _ID_RUN.search(value) is not None
+    )
 
 
 class Pseudonymizer:
@@ -76,10 +100,13 @@ class AttributeCoder:
     folded: int = 0
     _cache: dict[str, str] = field(default_factory=dict)
     _vocabulary: frozenset[str] | None = None
+    _allowed: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.config.values is not None:
             self._vocabulary = frozenset(self.config.values)
+        # Values the operator named may be labels even if they look personal (a region code like "10115").
+        self._allowed = frozenset((*(self.config.values or ()), *self.config.display_values))
         if self.config.sensitive:
             if self.pseudonymizer is None:
                 raise ValueError(f"attribute {self.name!r} is sensitive but no pseudonymisation key was given")
@@ -103,7 +130,7 @@ class AttributeCoder:
             assert self.pseudonymizer is not None
             # A producer that pseudonymised at the source with the shared key sends tokens already.
             value = raw if TOKEN.fullmatch(raw) else self.pseudonymizer.token(self.name, raw)
-        elif LABEL_VALUE.fullmatch(raw):
+        elif LABEL_VALUE.fullmatch(raw) and (raw in self._allowed or not looks_personal(raw)):
             value = raw
         else:
             value = OTHER

@@ -88,6 +88,23 @@ def test_coder_keeps_valid_label_characters() -> None:
     assert coder.folded == 0
 
 
+@pytest.mark.parametrize(
+    "raw", ["+15550100123", "555-0100-99", "4111111111111111", "10.20.30.40", "cust-8f3a9b2c1d0e", "1985-04-12"]
+)
+def test_coder_folds_values_that_look_like_personal_data(raw: str) -> None:
+    """Phone, card and account numbers, IP addresses, ids and exact dates never become labels, even if well formed."""
+    coder = AttributeCoder("region", AttributeConfig(), None)
+    assert coder.code(raw) == OTHER
+    assert coder.folded == 1
+
+
+def test_operator_named_values_pass_even_if_they_look_personal() -> None:
+    """A value the config lists (vocabulary or display values) is the operator's choice and stays a label."""
+    coder = AttributeCoder("postcode", AttributeConfig(values=("10115", "75001")), None)
+    assert coder.code("10115") == "10115"
+    assert coder.code("99999") == OTHER
+
+
 def test_sensitive_coder_tokenises_and_passes_tokens_through() -> None:
     """A sensitive attribute's raw values become tokens; a value that already is a token passes unchanged."""
     p = Pseudonymizer(KEY)

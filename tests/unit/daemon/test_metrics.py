@@ -416,3 +416,22 @@ def test_every_family_has_help(pipeline: Pipeline) -> None:
         assert len(m.documentation) > 20, m.name
         assert re.search(r"\(.+\)\.$", m.documentation), f"{m.name}: help should end with its unit in parentheses"
     assert not any(math.isnan(s.value) for m in collected for s in m.samples)
+
+
+def test_personal_looking_values_never_reach_metrics(pseudonym_key: bytes, example_config: Path) -> None:
+    """Phone numbers sent as a non-sensitive attribute fold into __other__ (counted) and appear nowhere on /metrics."""
+    phones = [f"+1555{i:07d}" for i in range(3)]  # few, so each group is large enough to be shown by name
+    enc = msgspec.json.Encoder()
+    raws = []
+    for i, (e, phone) in enumerate(zip(generate("baseline", events=20_000, seed=2)[0], phones * 7000, strict=False)):
+        if e["type"] == "prediction" and i % 2 == 0:
+            e = {**e, "attributes": {**e["attributes"], "region": phone}}
+        raws.append(enc.encode(e))
+    p = Pipeline(load_config(example_config), pseudonym_key)
+    p.process(raws)
+    p.flush()
+    text = generate_latest(registry_for(p, window=0.0, max_series=100_000)).decode()
+    assert not any(phone in text for phone in phones)
+    assert not re.search(r"\+1555\d+", text)
+    assert p.coders["region"].folded > 0
+    assert 'slice="__other__"' in text
