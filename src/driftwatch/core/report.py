@@ -19,8 +19,8 @@ from driftwatch.config import Config
 from driftwatch.core import summary as S
 from driftwatch.core.exposure import Exposure, Stream
 from driftwatch.core.slicing import OTHER, OVERALL
+from driftwatch.core.values import compare_groups, slice_metric
 from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS, REGISTRY, REPORTED_SLICE_METRICS
-from driftwatch.metrics.values import compare_groups, slice_metric
 
 __all__ = ["MetricRow", "Reporter"]
 

@@ -22,9 +22,9 @@ from driftwatch.core import summary as S
 from driftwatch.core.detectors import DetectorBank
 from driftwatch.core.exposure import Cache, Exposure, Stream
 from driftwatch.core.slicing import OTHER, OVERALL
+from driftwatch.core.values import MetricArrays, compare_groups, p_values, slice_metric
 from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS
 from driftwatch.metrics.stats import benjamini_hochberg
-from driftwatch.metrics.values import MetricArrays, compare_groups, p_values, slice_metric
 
 __all__ = ["RuleEvaluator"]
 

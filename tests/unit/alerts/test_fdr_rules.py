@@ -14,8 +14,8 @@ from driftwatch.config import Config
 from driftwatch.core import summary as S
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.profile import build_profile
+from driftwatch.core.values import p_values
 from driftwatch.metrics.stats import benjamini_hochberg
-from driftwatch.metrics.values import p_values
 
 T0 = 1_700_000_000_000  # ms; a multiple of the 10 s tick
 SEGMENTS = 200

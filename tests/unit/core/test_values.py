@@ -1,4 +1,4 @@
-"""Reference tests of `driftwatch.metrics.values` against Fairlearn and numpy on the same data."""
+"""Reference tests of `driftwatch.core.values` against Fairlearn and numpy on the same data."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score
 from driftwatch.config import ModelConfig
 from driftwatch.core import summary as S
 from driftwatch.core.profile import build_profile
-from driftwatch.metrics.values import compare_groups, p_values, slice_metric
+from driftwatch.core.values import compare_groups, p_values, slice_metric
 
 MODEL = ModelConfig.model_validate({"favorable": ["approve"], "features": {"x": {"kind": "numeric", "bins": 4}}})
 LAYOUT = S.Layout(MODEL, build_profile("m", MODEL, {"x": list(range(100)), "score": [i / 100 for i in range(100)]}))
