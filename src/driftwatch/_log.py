@@ -84,5 +84,17 @@ def _identity(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMap
 
 
 def get_logger(name: str, **bound: object) -> Any:
-    """A structured logger named ``name`` with ``bound`` fields on every line (worker id, model, partition)."""
+    """A structured logger named ``name`` with ``bound`` fields on every line (worker id, model, partition).
+
+    Before :func:`configure` (driftwatch used as a library, or in tests) lines
+    go through the standard library's ``logging`` like any library's, never to
+    stdout, where ``replay --json`` writes its results.
+    """
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[*_shared(), structlog.processors.KeyValueRenderer(key_order=["event"])],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )
     return structlog.stdlib.get_logger(name).bind(**bound)
