@@ -161,3 +161,20 @@ def test_verify_on_mutated_valid_headers(msg_id: str, body: bytes, flip: int) ->
     mutated = sig[:i] + ("A" if sig[i] != "A" else "B") + sig[i + 1 :]
     with pytest.raises(SignatureError):
         verify([KEY], {**headers, "webhook-signature": mutated}, body, now)
+
+
+def test_signature_differing_only_in_base64_padding_bits_is_rejected() -> None:
+    """A signature whose last character differs only in unused base64 bits decodes to the same MAC but is refused."""
+    now = 1_800_000_000.0
+    headers = signature_headers([KEY], "msg_padding", b"{}", now)
+    encoded = headers["webhook-signature"].split(",", 1)[1]
+    stem, pad = encoded.rstrip("="), "=" * (len(encoded) - len(encoded.rstrip("=")))
+    same_mac = [
+        stem[:-1] + c + pad
+        for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        if c != stem[-1] and base64.b64decode(stem[:-1] + c + pad) == base64.b64decode(encoded)
+    ]
+    assert same_mac, "a 32-byte MAC leaves unused bits in its last base64 character"
+    for variant in same_mac:
+        with pytest.raises(SignatureError):
+            verify([KEY], {**headers, "webhook-signature": f"v1,{variant}"}, b"{}", now)
