@@ -33,8 +33,12 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# The suite runs on every core (pytest-xdist; each worker starts its own broker, tests use their own topics and
+# ports) and prints the slowest tests. Any failure, and an empty collection (pytest's exit code 5), fails the target.
+PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
+
 test: lint system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The live demo (README's first command): a local Kafka-protocol broker, a worker, live traffic that drifts
 # (+60 s), turns unfair (+120 s) and draws complaints (+180 s), signed on-call webhooks and a rollback through a
