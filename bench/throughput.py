@@ -70,9 +70,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
-from _broker import tansu_broker  # noqa: E402
 from driftwatch.config import Config, TopicConfig, load_config, load_key  # noqa: E402
 from driftwatch.core.slicing import coders_from_config  # noqa: E402
+from driftwatch.demo.broker import tansu_broker  # noqa: E402
 from driftwatch.events import EventDecoder, split_messages  # noqa: E402
 from driftwatch.simulate import generate  # noqa: E402
 

@@ -115,7 +115,7 @@ def _finite(x: float | None) -> float | None:
 
 
 def _alert_json(t: AlertTransition) -> dict[str, object]:
-    return {"type": "alert", **t.to_record()}
+    return {"type": "alert", **msgspec.structs.asdict(t.to_record())}
 
 
 def _metric_json(r: MetricRow) -> dict[str, object]:

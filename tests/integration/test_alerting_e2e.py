@@ -75,7 +75,7 @@ def test_alert_to_webhook_rollback_audit_and_api(
     pseudonym_key: bytes,
     receiver: tuple[str, type[_Receiver]],
 ) -> None:
-    """A complaint spike fires its rule: on-call gets a signed Alertmanager-v4 webhook, a rollback goes to the control topic, every step is in a verifiable audit file, and the API shows the alert only with the token."""
+    """A complaint spike fires its rule: on-call gets a signed Alertmanager-v4 webhook, a rollback goes to the control topic, every step is in a verifiable audit file and the log, and the API shows the alert only with the token."""
     url, handler = receiver
     events = list(generate("complaint-spike", events=40_000, seed=31)[0])
     cfg_path = unique_config(tmp_path, example_config, "e2e")
@@ -94,6 +94,7 @@ def test_alert_to_webhook_rollback_audit_and_api(
             "group_interval": "2s",
             "receivers": [{"name": "oncall", "kind": "webhook", "url": url, "secret": {"env": "E2E_SECRET"}}],
         },
+        "egress": {"allow": ["127.0.0.1/32"]},  # the receiver listens on loopback
         "actions": {
             "rollback_model": {"kind": "rollback_model", "transport": "kafka"},
             "route_to_human": {"kind": "route_to_human", "transport": "kafka", "requires_approval": True},
@@ -137,6 +138,20 @@ def test_alert_to_webhook_rollback_audit_and_api(
         assert any(a["rule"] == "complaint_rate_high" for a in _items(alerts))
     finally:
         assert worker.stop() == 0, worker.log.read_text()[-3000:]
+
+    log = worker.log.read_text()
+    for event in (
+        "alerting_started",
+        "api_listening",
+        "notification_sent",
+        "action_planned",
+        "action_started",
+        "action_finished",
+        "alerting_stopped",
+    ):
+        assert event in log, f"no {event} in the worker's log"
+    assert TOKEN not in log
+    assert SECRET not in log
 
     control = asyncio.run(_read_all(kafka_bootstrap, "e2e-control"))
     rollbacks = [m for m in control if m.get("action") == "rollback"]

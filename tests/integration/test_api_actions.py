@@ -19,9 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from driftwatch.actions.audit import AuditLog, read_records, verify
-from driftwatch.actions.runner import ActionRunner, action_id
+from driftwatch.actions.planner import action_id
+from driftwatch.alerts.records import decode_record
 from driftwatch.alerts.silences import Silences
 from driftwatch.config import AlertingConfig, ApiConfig
+from driftwatch.daemon.actions import ActionRunner
 from driftwatch.daemon.api import ApiServer, build_api, start_api
 from driftwatch.errors import ConfigError
 
@@ -131,7 +133,8 @@ async def stack(
     target = Target()
     await target.start()
     acts = {n: {**a, "url": target.url} if a.get("url") == "TARGET" else dict(a) for n, a in actions.items()}
-    cfg = AlertingConfig.model_validate({"actions": acts, **alerting_kw})
+    # The target listens on loopback, which the egress refuses unless allowed.
+    cfg = AlertingConfig.model_validate({"actions": acts, "egress": {"allow": ["127.0.0.1/32"]}, **alerting_kw})
     clock = Clock()
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "audit.jsonl"
@@ -142,7 +145,7 @@ async def stack(
     app = build_api(
         ApiConfig(max_body_bytes=1024),
         TOKEN,
-        alerts=lambda: [record()],
+        alerts=lambda: [decode_record(record())],
         runner=runner,
         silences=silences,
         ready=lambda: ready["ready"],
@@ -235,8 +238,8 @@ def test_rate_limit_dry_run_and_kill_switch(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with stack(tmp_path / "rate", {"act": {**HTTP, "max_per_hour": 1}}) as s:
-            await s.runner.handle(record(since="1", model="m1"))
-            await s.runner.handle(record(since="2", model="m2"))
+            await s.runner.handle(record(since="2026-11-18T12:11:00.000Z", model="m1"))
+            await s.runner.handle(record(since="2026-11-18T12:12:00.000Z", model="m2"))
             assert len(s.target.requests) == 1
             async with s.session.get(s.url("/api/actions"), headers=s.headers()) as r:
                 states = {(a["labels"]["model"], a["state"], a["reason"]) for a in (await r.json())["actions"]}

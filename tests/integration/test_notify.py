@@ -23,9 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from driftwatch.alerts.engine import AlertTransition, fingerprint
-from driftwatch.alerts.notify import Notifier, NotifierService
+from driftwatch._time import rfc3339
+from driftwatch.alerts.engine import fingerprint
+from driftwatch.alerts.notifier import Notifier
+from driftwatch.alerts.records import AlertRecord, decode_record, encode_record
 from driftwatch.config import Config
+from driftwatch.daemon.notifier import NotifierService
 from driftwatch.daemon.signing import sign
 
 from .conftest import free_port
@@ -43,8 +46,10 @@ async def until(condition: Callable[[], object], timeout: float, what: str) -> N
         await asyncio.sleep(0.02)
 
 
-def config(name: str, receivers: list[dict[str, object]], **notify: object) -> Config:
-    """A minimal config with topics and consumer group unique to one test and fast notify timings."""
+def config(
+    name: str, receivers: list[dict[str, object]], *, egress: tuple[str, ...] = ("127.0.0.1/32",), **notify: object
+) -> Config:
+    """A minimal config with topics and consumer group unique to one test, fast notify timings, loopback allowed."""
     return Config.model_validate(
         {
             "attributes": {"region": {}},
@@ -59,42 +64,45 @@ def config(name: str, receivers: list[dict[str, object]], **notify: object) -> C
                     "dead_letter": {"name": f"{name}-notify-dead-letter", "partitions": 1},
                     "group_id": f"{name}-notifier",
                     **notify,
-                }
+                },
+                "egress": {"allow": list(egress)},
             },
         }
     )
 
 
-def record(state: str, model: str = "support-router", *, since: float | None = None) -> dict[str, object]:
+# One firing of complaint_rate_high as the engine writes it; record() re-stamps it with the wall clock.
+_FIRING = decode_record(
+    b'{"rule":"complaint_rate_high","state":"firing","labels":{"alertname":"complaint_rate_high",'
+    b'"model":"support-router","version":"v8","severity":"critical"},"annotations":{"summary":'
+    b'"Complaint rate above 8%","runbook_url":"https://runbooks.example.internal/c"},"value":0.129,'
+    b'"n":1488,"interval":[0.113,0.147],"window_seconds":300.0,"event_time":"2026-11-18T11:35:30.000Z",'
+    b'"active_since":"2026-11-18T11:35:30.000Z","severity":"critical","fingerprint":"-","actions":[],'
+    b'"evidence":{"window_seconds":300.0}}'
+)
+
+
+def record(state: str, model: str = "support-router", *, since: float | None = None) -> AlertRecord:
     """An alert record as the engine writes it, stamped with the wall clock."""
-    labels = {"alertname": "complaint_rate_high", "model": model, "version": "v8", "severity": "critical"}
+    labels = {**_FIRING.labels, "model": model}
     now = time.time()
-    return AlertTransition(
-        rule="complaint_rate_high",
+    return msgspec.structs.replace(
+        _FIRING,
         state=state,
         labels=labels,
-        annotations={"summary": "Complaint rate above 8%", "runbook_url": "https://runbooks.example.internal/c"},
         fingerprint=fingerprint(labels),
-        value=0.129,
-        n=1488,
-        lo=0.113,
-        hi=0.147,
-        window=300.0,
-        event_time=now,
-        active_since=now if since is None else since,
-        severity="critical",
-        actions=(),
-        evidence={"window_seconds": 300.0},
-    ).to_record()
+        event_time=rfc3339(now),
+        active_since=rfc3339(now if since is None else since),
+    )
 
 
-async def produce(bootstrap: str, topic: str, *records: dict[str, object]) -> None:
+async def produce(bootstrap: str, topic: str, *records: AlertRecord) -> None:
     """Write records to the alerts topic, keyed by fingerprint, as the worker does."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for r in records:
-            await producer.send_and_wait(topic, msgspec.json.encode(r), key=str(r["fingerprint"]).encode())
+            await producer.send_and_wait(topic, encode_record(r), key=r.fingerprint.encode())
     finally:
         await producer.stop()
 
@@ -233,22 +241,30 @@ def test_retries_through_500_429_timeout_until_delivered(kafka_bootstrap: str) -
     asyncio.run(main())
 
 
+async def dead_letter_one(
+    bootstrap: str, rx: Receiver, prefix: str, **kw: tuple[str, ...]
+) -> tuple[Config, list[dict[str, object]]]:
+    """Send one firing record to a notifier delivering to ``rx`` and wait until it is dead-lettered."""
+    await rx.start()
+    cfg = config(_unique(prefix), [{"name": "oncall", "url": rx.url}], **kw)
+    audit: list[dict[str, object]] = []
+    svc = NotifierService(cfg, bootstrap, audit=audit.append)
+    await svc.start()
+    try:
+        await produce(bootstrap, cfg.kafka.alerts.name, record("firing"))
+        await until(lambda: svc.dead_lettered == 1, 15, "the dead letter")
+    finally:
+        await svc.stop()
+        await rx.stop()
+    return cfg, audit
+
+
 def test_client_error_is_dead_lettered(kafka_bootstrap: str) -> None:
     """A 404 is not retried: the notification goes to the dead-letter topic with reason, receiver and webhook-id."""
 
     async def main() -> None:
         rx = Receiver(script=["404"])
-        await rx.start()
-        name = _unique("notify-dlq")
-        cfg = config(name, [{"name": "oncall", "url": rx.url}])
-        svc = NotifierService(cfg, kafka_bootstrap)
-        await svc.start()
-        try:
-            await produce(kafka_bootstrap, cfg.kafka.alerts.name, record("firing"))
-            await until(lambda: svc.dead_lettered == 1, 15, "the dead letter")
-        finally:
-            await svc.stop()
-            await rx.stop()
+        cfg, _ = await dead_letter_one(kafka_bootstrap, rx, "notify-dlq")
         assert len(rx.requests) == 1
         consumer = AIOKafkaConsumer(
             cfg.alerting.notify.dead_letter.name, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
@@ -263,6 +279,19 @@ def test_client_error_is_dead_lettered(kafka_bootstrap: str) -> None:
         assert headers["receiver"] == "oncall"
         assert headers["webhook-id"] == rx.requests[0][1]["webhook-id"]
         assert msg.value == rx.requests[0][2]
+
+    asyncio.run(main())
+
+
+def test_receiver_the_egress_policy_refuses_is_dead_lettered_unseen(kafka_bootstrap: str) -> None:
+    """A loopback receiver the egress allowlist does not name never sees a request: dead-lettered, refused_target."""
+
+    async def main() -> None:
+        rx = Receiver()
+        _, audit = await dead_letter_one(kafka_bootstrap, rx, "notify-egress", egress=("10.0.0.0/8",))
+        assert rx.requests == []
+        [dead] = [a for a in audit if a["type"] == "notification_dead_lettered"]
+        assert (dead["reason"], dead["attempts"]) == ("refused_target", 1)
 
     asyncio.run(main())
 

@@ -12,15 +12,14 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from driftwatch.client import Client
 from driftwatch.config import Config, load_config
 from driftwatch.core.pipeline import Pipeline
-from driftwatch.core.profile import build_profile, prediction_columns
 from driftwatch.daemon.metrics import SLICE_FAMILIES
 from driftwatch.daemon.topics import ensure_topics
+from driftwatch.profiles import load_profiles
 from driftwatch.simulate import generate
 
-from .conftest import WorkerProcess, samples, unique_config, wait_for
+from .conftest import WorkerProcess, log_events, produce, reference_profiles, samples, unique_config, wait_for
 
 PARTITIONS = 4
 
@@ -30,12 +29,7 @@ def _config_with_profiles(
 ) -> Path:
     cfg_path = unique_config(tmp_path, example, name, **kafka)
     data = yaml.safe_load(cfg_path.read_text())
-    cfg = load_config(example)
-    for mid, mc in cfg.models.items():
-        cols = prediction_columns(events, mid, limit=2000)
-        prof = tmp_path / f"{mid}.json"
-        prof.write_text(json.dumps(build_profile(mid, mc, cols).to_json()))
-        data["models"][mid]["reference"] = {"profile": str(prof)}
+    reference_profiles(data, example, events, tmp_path)
     data["metrics"] = {"window": 0, "max_series": 100000}  # since start: every closed tick
     cfg_path.write_text(json.dumps(data))
     return cfg_path
@@ -43,17 +37,6 @@ def _config_with_profiles(
 
 def _create_topics(bootstrap: str, cfg: Config) -> None:
     asyncio.run(ensure_topics(bootstrap, cfg.kafka))
-
-
-def _produce(cfg: Config, key: bytes, bootstrap: str, events: list[dict[str, object]], envelope: int) -> None:
-    """Send events through the producer client; every one must be acknowledged."""
-    client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=envelope)
-    client.start()
-    for e in events:
-        client.emit_event(e)
-    client.close()
-    assert client.dropped == client.errors == 0
-    assert client.sent == len(events)
 
 
 def _partition(request_id: str) -> int:
@@ -64,7 +47,7 @@ def _replay(cfg_path: Path, events: list[dict[str, object]], key: bytes) -> Pipe
     """The pure replay, fed source by source as Kafka partitions deliver them (same watermark semantics)."""
     enc = msgspec.json.Encoder()
     cfg = load_config(cfg_path)
-    p = Pipeline(cfg, key)
+    p = Pipeline(cfg, key, load_profiles(cfg))
     topic = {"prediction": cfg.kafka.predictions.name, "interaction": cfg.kafka.interactions.name}
     sources = [f"{t}:{i}" for t in topic.values() for i in range(PARTITIONS)]
     p.ingestor.set_sources(sources)
@@ -90,7 +73,7 @@ def test_worker_metrics_equal_the_replay(
     # First a third of the events one per message, then the rest in envelopes of 100 (in order: one producer at a time).
     third = len(events) // 3
     for envelope, part in ((1, events[:third]), (100, events[third:])):
-        _produce(cfg, pseudonym_key, kafka_bootstrap, part, envelope)
+        produce(cfg, pseudonym_key, kafka_bootstrap, part, envelope)
 
     worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "worker.log")
     try:
@@ -292,7 +275,7 @@ def test_two_workers_in_one_group_equal_the_replay(
             return all(n > 0 for n in owned) and sum(owned) == 2 * PARTITIONS
 
         wait_for(split, 60, "both workers to own input partitions", interval=0.5)
-        _produce(cfg, pseudonym_key, kafka_bootstrap, events, 50)
+        produce(cfg, pseudonym_key, kafka_bootstrap, events, 50)
 
         def matching_worker() -> int | None:
             for i, w in enumerate(workers):
@@ -423,12 +406,12 @@ def test_sigkill_mid_stream_then_restart_equals_the_replay(
     _create_topics(kafka_bootstrap, cfg)
     first = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "first.log")
     try:
-        _produce(cfg, pseudonym_key, kafka_bootstrap, events[:half], 1)  # one event per message: slow enough to stop
+        produce(cfg, pseudonym_key, kafka_bootstrap, events[:half], 1)  # one event per message: slow enough to stop
 
         _wait_mid_stream(first, predictions)
     finally:
         assert first.stop(sig=9) == -9
-    _produce(cfg, pseudonym_key, kafka_bootstrap, events[half:], 1)
+    produce(cfg, pseudonym_key, kafka_bootstrap, events[half:], 1)
 
     second = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "second.log")
     try:
@@ -449,8 +432,9 @@ def test_sigkill_mid_stream_then_restart_equals_the_replay(
     finally:
         assert second.stop() == 0, second.log.read_text()[-3000:]
     log = second.log.read_text()
-    assert '"event": "recovered_evaluation"' in log, log[-2000:]
-    assert '"event": "recovered_input"' in log, log[-2000:]
+    recovered = {e.get("stage") for e in log_events(log) if e["event"] == "recovered"}
+    assert "summaries" in recovered, log[-2000:]  # the evaluation state came from a checkpoint
+    assert "input" in recovered, log[-2000:]  # the last batch was re-sent from its intent
     assert len(want) > 500
     # The second worker did not start over: what the first one had counted came from its checkpoint.
     assert got[("driftwatch_events_total", (("kind", "prediction"),))] < 0.85 * predictions
@@ -473,7 +457,7 @@ def test_rebalance_mid_stream_equals_the_replay(
     _create_topics(kafka_bootstrap, cfg)
     workers = [WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "a.log")]
     try:
-        _produce(cfg, pseudonym_key, kafka_bootstrap, events[:half], 1)
+        produce(cfg, pseudonym_key, kafka_bootstrap, events[:half], 1)
 
         _wait_mid_stream(workers[0], predictions)
         workers.append(WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "b.log"))
@@ -483,7 +467,7 @@ def test_rebalance_mid_stream_equals_the_replay(
             return all(n > 0 for n in owned) and sum(owned) == 2 * PARTITIONS
 
         wait_for(split, 90, "the group to rebalance over both workers", interval=0.5)
-        _produce(cfg, pseudonym_key, kafka_bootstrap, events[half:], 1)
+        produce(cfg, pseudonym_key, kafka_bootstrap, events[half:], 1)
 
         def matching_worker() -> int | None:
             for i, w in enumerate(workers):
@@ -503,4 +487,5 @@ def test_rebalance_mid_stream_equals_the_replay(
     finally:
         codes = [w.stop() for w in workers]
     assert codes == [0, 0]
-    assert '"event": "recovered_input"' in logs  # the joining worker took partitions over from intents
+    # The joining worker took partitions over from intents.
+    assert any(e["event"] == "recovered" and e.get("stage") == "input" for e in log_events(logs)), logs[-2000:]

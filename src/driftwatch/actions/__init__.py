@@ -1,19 +1,18 @@
 """Runbook actions with guardrails, and the hash-chained audit trail they write ahead of every call.
 
-The pure :class:`ActionPlanner` decides (time passed in); :class:`ActionRunner`
-consumes the alerts topic, calls the targets and audits every outcome.
+The pure :class:`~driftwatch.actions.planner.ActionPlanner` decides (time
+passed in); :class:`driftwatch.daemon.actions.ActionRunner` consumes the
+alerts topic, calls the targets and audits every outcome.
 """
 
 from __future__ import annotations
 
 from driftwatch.actions.audit import AuditError, AuditLog, AuditReport, verify
-from driftwatch.actions.runner import (
+from driftwatch.actions.planner import (
     ActionConflictError,
     ActionError,
     ActionNotFoundError,
     ActionPlanner,
-    ActionRunner,
-    Alert,
     Execution,
     Outcome,
     Request,
@@ -25,8 +24,6 @@ __all__ = [
     "ActionError",
     "ActionNotFoundError",
     "ActionPlanner",
-    "ActionRunner",
-    "Alert",
     "AuditError",
     "AuditLog",
     "AuditReport",

@@ -1,4 +1,6 @@
-"""The append-only, hash-chained audit trail of alerts, deliveries and action decisions (PROMISES 21, 29).
+"""The append-only, hash-chained audit trail of alerts, deliveries and action decisions.
+
+See guarantees 21 and 29 in docs/guarantees.md.
 
 Each line of the file is one JSON record in canonical form (sorted keys, no
 spaces, UTF-8). ``prev`` is the ``hash`` of the line before (64 zeros for the
@@ -11,7 +13,7 @@ Compare the last ``seq``/``hash`` with the copy mirrored to the audit topic
 (the ``sink``) to detect that.
 
 Secrets never belong in a record: the log does not redact, its callers never
-pass them (PROMISES 23).
+pass them (guarantee 23 in docs/guarantees.md).
 """
 
 from __future__ import annotations

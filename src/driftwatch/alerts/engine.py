@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 from driftwatch._time import rfc3339
+from driftwatch.alerts.records import AlertRecord
 from driftwatch.config import Rule
 
 __all__ = ["AlertEngine", "AlertTransition", "Candidate", "fingerprint"]
@@ -72,28 +73,28 @@ class AlertTransition:
     actions: tuple[str, ...]
     evidence: dict[str, object]
 
-    def to_record(self) -> dict[str, object]:
-        """The JSON record of this transition (``replay --json`` and the alerts topic): RFC 3339 times, NaN as null."""
+    def to_record(self) -> AlertRecord:
+        """The record of this transition (``replay --json`` and the alerts topic): RFC 3339 times, NaN as null."""
 
         def fin(x: float) -> float | None:
             return x if math.isfinite(x) else None
 
-        return {
-            "rule": self.rule,
-            "state": self.state,
-            "labels": self.labels,
-            "annotations": self.annotations,
-            "value": fin(self.value),
-            "n": self.n,
-            "interval": [fin(self.lo), fin(self.hi)],
-            "window_seconds": self.window,
-            "event_time": rfc3339(self.event_time),
-            "active_since": rfc3339(self.active_since),
-            "severity": self.severity,
-            "fingerprint": self.fingerprint,
-            "actions": list(self.actions),
-            "evidence": self.evidence,
-        }
+        return AlertRecord(
+            rule=self.rule,
+            state=self.state,
+            labels=self.labels,
+            annotations=self.annotations,
+            value=fin(self.value),
+            n=self.n,
+            interval=(fin(self.lo), fin(self.hi)),
+            window_seconds=self.window,
+            event_time=rfc3339(self.event_time),
+            active_since=rfc3339(self.active_since),
+            severity=self.severity,
+            fingerprint=self.fingerprint,
+            actions=self.actions,
+            evidence=self.evidence,
+        )
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Checkpoints of the evaluation state, as plain msgpack (never pickle; PROMISES 7).
+"""Checkpoints of the evaluation state, as plain msgpack (never pickle; guarantee 7 in docs/guarantees.md).
 
 A checkpoint holds, for a set of models, everything the
 :class:`~driftwatch.core.evaluate.Evaluator` needs to continue as if it had never
@@ -9,9 +9,16 @@ detectors are not serialised: they are rebuilt by feeding them their last
 :data:`DETECTOR_HISTORY` values again, which reproduces them exactly when
 the series is shorter than that and approximately after (documented in the
 README's "State and restarts").
+
+The same two encodings serve every message driftwatch writes to Kafka
+(:mod:`driftwatch.daemon.wire`, :mod:`driftwatch.daemon.recovery`): a
+:class:`Codec` per msgpack struct type, and a sparse count matrix as the
+bytes of its flat indices and values (:func:`sparse_bytes`, :func:`sparse_of`).
 """
 
 from __future__ import annotations
+
+from typing import Generic, TypeVar
 
 import msgspec
 import numpy as np
@@ -20,6 +27,7 @@ from driftwatch.core.summary import Matrix, Sparse
 
 __all__ = [
     "DETECTOR_HISTORY",
+    "Codec",
     "DetectorState",
     "MatrixState",
     "ModelsState",
@@ -29,9 +37,13 @@ __all__ = [
     "encode_state",
     "matrix_from",
     "matrix_to",
+    "sparse_bytes",
     "sparse_from",
+    "sparse_of",
     "sparse_to",
 ]
+
+T = TypeVar("T")
 
 DETECTOR_HISTORY = 2000
 """Per-tick values kept per detector to rebuild it after a restart (2000 ticks of 10 s: 5.5 hours)."""
@@ -83,45 +95,66 @@ class ModelsState(msgspec.Struct, frozen=True):
     detectors: list[DetectorState]
 
 
+class Codec(Generic[T]):
+    """msgpack for one struct type (never pickle): :meth:`encode` it, :meth:`decode` bytes back."""
+
+    def __init__(self, kind: type[T]) -> None:
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder(kind)
+
+    def encode(self, obj: T) -> bytes:
+        """The struct -> msgpack bytes."""
+        return self._enc.encode(obj)
+
+    def decode(self, data: bytes) -> T:
+        """msgpack bytes -> the struct (raises msgspec.DecodeError on garbage)."""
+        return self._dec.decode(data)
+
+
+def sparse_bytes(m: Sparse) -> tuple[bytes, bytes]:
+    """A sparse matrix's flat indices (little-endian uint32) and values (int64) as bytes: how it is stored and sent.
+
+    >>> m = Sparse(2, 2, np.array([1, 2]), np.array([2, 5]))
+    >>> s = sparse_of(2, 2, *sparse_bytes(m))
+    >>> (s.dense() == m.dense()).all()
+    np.True_
+    """
+    return m.index.astype("<u4").tobytes(), m.values.astype("<i8").tobytes()
+
+
+def sparse_of(rows: int, width: int, index: bytes, values: bytes) -> Sparse:
+    """The sparse matrix of :func:`sparse_bytes` (never densified; the values are copied, so no view keeps the
+    whole message or checkpoint alive)."""
+    return Sparse(rows, width, np.frombuffer(index, dtype="<u4"), np.frombuffer(values, dtype="<i8").copy())
+
+
 def matrix_to(m: Matrix) -> MatrixState:
     """Matrix -> sparse state.
 
-    >>> import numpy as np
     >>> m = np.array([[0, 2], [5, 0]], np.int64)
     >>> (matrix_from(matrix_to(m)) == m).all()
     np.True_
     """
-    flat = m.ravel()
-    nz = np.flatnonzero(flat)
-    return MatrixState(int(m.shape[0]), int(m.shape[1]), nz.astype("<u4").tobytes(), flat[nz].astype("<i8").tobytes())
+    return sparse_to(Sparse.from_dense(m))
 
 
 def matrix_from(s: MatrixState) -> Matrix:
     """Sparse state -> matrix."""
-    out = np.zeros(s.rows * s.width, np.int64)
-    out[np.frombuffer(s.index, dtype="<u4")] = np.frombuffer(s.values, dtype="<i8")
-    return out.reshape(s.rows, s.width)
+    return sparse_from(s).dense()
 
 
 def sparse_to(m: Sparse) -> MatrixState:
     """Sparse matrix -> state (the same bytes as :func:`matrix_to` of its dense form)."""
-    return MatrixState(m.rows, m.width, m.index.astype("<u4").tobytes(), m.values.astype("<i8").tobytes())
+    return MatrixState(m.rows, m.width, *sparse_bytes(m))
 
 
 def sparse_from(s: MatrixState) -> Sparse:
     """State -> sparse matrix (never densified)."""
-    return Sparse(s.rows, s.width, np.frombuffer(s.index, dtype="<u4"), np.frombuffer(s.values, dtype="<i8").copy())
+    return sparse_of(s.rows, s.width, s.index, s.values)
 
 
-_ENC = msgspec.msgpack.Encoder()
-_DEC = msgspec.msgpack.Decoder(ModelsState)
-
-
-def encode_state(state: ModelsState) -> bytes:
-    """ModelsState -> msgpack bytes."""
-    return _ENC.encode(state)
-
-
-def decode_state(data: bytes) -> ModelsState:
-    """msgpack bytes -> ModelsState (raises msgspec.DecodeError on garbage)."""
-    return _DEC.decode(data)
+_STATE = Codec(ModelsState)
+encode_state = _STATE.encode
+"""ModelsState -> msgpack bytes."""
+decode_state = _STATE.decode
+"""msgpack bytes -> ModelsState (raises msgspec.DecodeError on garbage)."""

@@ -10,6 +10,7 @@ wait is an empty fetch request per broker every 100 ms when idle.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import aiokafka
@@ -19,9 +20,16 @@ __all__ = ["FETCH_MAX_WAIT_MS", "Transport"]
 
 FETCH_MAX_WAIT_MS: Final = 100
 
+_FAUST_LOGGER: Final = logging.getLogger(faust_aiokafka.__name__)
+"""The services below log as Faust's driver does (mode would name them after this module, i.e. driftwatch's)."""
+
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, with the worker consumer's fetch wait lowered."""
+
+    @classmethod
+    def _init_subclass_logger(cls) -> None:
+        cls.logger = _FAUST_LOGGER
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -32,6 +40,10 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 class _Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, running :class:`_ConsumerThread`."""
+
+    @classmethod
+    def _init_subclass_logger(cls) -> None:
+        cls.logger = _FAUST_LOGGER
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -1,43 +1,47 @@
 """The alerting side of a worker: notifier, action runner, HTTP API and audit trail, off the stream loop.
 
 ``driftwatch run`` starts it next to the Faust app, in its own thread and
-event loop (PROMISES 6: webhook and action I/O never runs inside the stream
-loop). It reads the alerts topic the evaluation stage writes (the outbox),
+event loop (guarantee 6 in docs/guarantees.md: webhook and action I/O never
+runs inside the stream loop). It reads the alerts topic the evaluation stage writes (the outbox),
 so it keeps working while the metrics pipeline is busy, and the metrics
 pipeline never waits for a receiver.
 
-- :class:`~driftwatch.alerts.notify.NotifierService` delivers notifications
+- :class:`~driftwatch.daemon.notifier.NotifierService` delivers notifications
   (only when receivers are configured);
-- :class:`~driftwatch.actions.runner.ActionRunner` decides and runs the
+- :class:`~driftwatch.daemon.actions.ActionRunner` decides and runs the
   runbook actions, and audits every firing and resolved transition;
 - :class:`~driftwatch.actions.audit.AuditLog` is the hash-chained file, also
   mirrored to the audit topic;
 - the API (``alerting.api.enabled``) serves alerts, actions, approvals,
   silences, ``/healthz`` and ``/readyz``.
+
+Its counters reach ``/metrics`` through
+:class:`~driftwatch.daemon.metrics.AlertingCollector`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from driftwatch._log import get_logger
 from driftwatch.actions.audit import AuditLog, read_records
-from driftwatch.actions.runner import ActionRunner
-from driftwatch.alerts.notify import NotifierService
+from driftwatch.alerts.records import AlertRecord
 from driftwatch.alerts.silences import Silences
 from driftwatch.config import Config
+from driftwatch.daemon.actions import ActionRunner
 from driftwatch.daemon.api import ApiServer, build_api, start_api
+from driftwatch.daemon.notifier import NotifierService
 
 __all__ = ["AlertingService"]
+
+log = get_logger(__name__)
 
 
 class AlertingService:
@@ -49,7 +53,7 @@ class AlertingService:
         bootstrap: str,
         *,
         versions_seen: Callable[[str], Sequence[str]],
-        alerts: Callable[[], list[dict[str, object]]],
+        alerts: Callable[[], Sequence[AlertRecord]],
         pipeline_ready: Callable[[], bool],
     ) -> None:
         self.config = config
@@ -154,8 +158,16 @@ class AlertingService:
                     ready=self.ready,
                 )
                 self.api = await start_api(app, al.api.host, al.api.port)
-                print(json.dumps({"event": "api", "url": self.api.url}), flush=True)
+                log.info("api_listening", host=self.api.host, port=self.api.port)
             self._started.set()
+            log.info(
+                "alerting_started",
+                receivers=len(al.notify.receivers),
+                actions=len(al.actions),
+                api=self.api is not None,
+                dry_run=al.dry_run,
+                kill_switch=al.kill_switch,
+            )
             await self._stop.wait()
         finally:
             self._started.set()
@@ -177,9 +189,12 @@ class AlertingService:
             with contextlib.suppress(Exception):
                 await producer.stop()
             self.audit.close()
+            log.info(
+                "alerting_stopped", audit_mirrored=self.audit_mirrored, audit_mirror_failed=self.audit_mirror_failed
+            )
 
     def _audit_notification(self, event: dict[str, object]) -> None:
-        """The notifier's deliveries and suppressions, as audit records (PROMISES 17, 29)."""
+        """The notifier's deliveries and suppressions, as audit records (guarantees 17 and 29 in docs/guarantees.md)."""
         if self.audit is None:
             return
         kind = str(event.get("type", "notification"))
@@ -203,49 +218,3 @@ class AlertingService:
                 self.audit_mirrored += 1
             except Exception:  # the file is the record; the topic is a copy
                 self.audit_mirror_failed += 1
-
-    # -------------------------------------------------------------- metrics
-
-    def collect(self) -> Iterator[Metric]:
-        """Notification, action and audit counters for /metrics."""
-        n = self.notifier
-        if n is not None:
-            yield CounterMetricFamily("driftwatch_notifications_sent", "Notifications delivered.", value=n.sent)
-            yield CounterMetricFamily(
-                "driftwatch_notifications_retried", "Delivery attempts that will be retried.", value=n.retried
-            )
-            yield CounterMetricFamily(
-                "driftwatch_notifications_dead_lettered",
-                "Notifications given up on (sent to the notifier's dead-letter topic).",
-                value=n.dead_lettered,
-            )
-            sup = CounterMetricFamily(
-                "driftwatch_notifications_suppressed", "Notifications not sent, by reason.", labels=["reason"]
-            )
-            for reason, count in sorted(n.suppressed.items()):
-                sup.add_metric([reason], count)
-            yield sup
-        r = self.runner
-        if r is not None:
-            c = r.counters
-            acts = CounterMetricFamily("driftwatch_actions", "Runbook action steps, by outcome.", labels=["outcome"])
-            for f in dataclasses.fields(c):
-                value = getattr(c, f.name)
-                if isinstance(value, int):
-                    acts.add_metric([f.name], value)
-            yield acts
-            held = CounterMetricFamily(
-                "driftwatch_actions_suppressed", "Actions a guardrail held back, by reason.", labels=["reason"]
-            )
-            for reason, count in sorted(c.suppressed.items()):
-                held.add_metric([reason], count)
-            yield held
-            waiting = sum(1 for a in r.actions() if a.get("state") == "proposed")
-            yield GaugeMetricFamily(
-                "driftwatch_actions_awaiting_approval", "Proposed actions waiting for approval.", value=waiting
-            )
-        yield CounterMetricFamily(
-            "driftwatch_audit_mirror_failed",
-            "Audit records not copied to the audit topic (the file still has them).",
-            value=self.audit_mirror_failed,
-        )

@@ -1,7 +1,8 @@
 """The HTTP API: alerts, actions and their approval, silences, and health (aiohttp).
 
 Every route but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer
-<token>``, compared in constant time (PROMISES 19/20); a missing or wrong
+<token>``, compared in constant time (guarantees 19 and 20 in
+docs/guarantees.md); a missing or wrong
 token gets 401 with ``WWW-Authenticate: Bearer``. Without a token the API
 refuses to start unless ``allow_unauthenticated_loopback`` is set *and* it
 binds a loopback address.
@@ -23,25 +24,27 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 from aiohttp import web
 
 from driftwatch._duration import parse_duration
+from driftwatch._log import get_logger
 from driftwatch.actions.audit import AuditError
-from driftwatch.actions.runner import ActionConflictError, ActionNotFoundError
+from driftwatch.actions.planner import ActionConflictError, ActionNotFoundError
+from driftwatch.alerts.records import AlertRecord
 from driftwatch.alerts.silences import SilenceError, SilenceNotFoundError, Silences
 from driftwatch.config import ApiConfig
 from driftwatch.errors import ConfigError
 
 __all__ = ["ACTOR_HEADER", "ActionsLike", "ApiServer", "build_api", "is_loopback", "start_api"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ACTOR_HEADER = "X-Driftwatch-Actor"
 """The header naming who, among token holders, makes a change."""
@@ -91,6 +94,12 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return _json({"error": message}, status, headers)
 
 
+def _route(request: web.Request) -> str:
+    """The matched route's pattern (``/api/actions/{id}/approve``), never the raw path with its ids."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "?"
+
+
 class _HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -102,7 +111,7 @@ def build_api(
     cfg: ApiConfig,
     token: bytes | None,
     *,
-    alerts: Callable[[], list[dict[str, object]]],
+    alerts: Callable[[], Sequence[AlertRecord]],
     runner: ActionsLike,
     silences: Silences,
     ready: Callable[[], bool],
@@ -147,10 +156,10 @@ def build_api(
             headers = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
             return _error(e.status, e.reason, headers)
         except AuditError:
-            log.error("api: the audit trail cannot be written; nothing was run")
+            log.error("api_audit_unwritable", route=_route(request))
             return _error(503, "the audit trail cannot be written; nothing was run")
         except Exception:  # a bug, never input: tests drive arbitrary input through every route
-            log.exception("api: unexpected error")
+            log.exception("api_internal_error", route=_route(request))
             return _error(500, "internal error")
 
     async def body(request: web.Request) -> bytes:
@@ -165,7 +174,7 @@ def build_api(
         return f"{token_id}/{who}"
 
     async def get_alerts(request: web.Request) -> web.Response:
-        return _json({"alerts": alerts()})
+        return _json({"alerts": [msgspec.to_builtins(a) for a in alerts()]})
 
     async def get_actions(request: web.Request) -> web.Response:
         return _json({"actions": runner.actions()})

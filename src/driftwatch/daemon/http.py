@@ -1,35 +1,41 @@
-"""Outgoing HTTP for webhooks and actions: one POST, classified, never a redirect, optionally SSRF-safe.
+"""The one HTTP egress of driftwatch (webhooks, Alertmanager pushes, runbook actions): one POST, classified,
+never a redirect, SSRF-safe unless the configuration allows a target.
 
 :func:`post_json` never raises for a network or HTTP failure: it returns an
 :class:`HttpResult` whose :class:`DeliveryOutcome` says what to do next, the
 way Alertmanager's notifiers do (2xx done; connection errors, timeouts, 408,
 429 and 5xx worth a retry; other 4xx, every 3xx and a refused target not).
 
-With ``deny_private`` (PROMISES 22) the host is resolved once, every address
-it resolves to must be global (IPv4-mapped, NAT64, 6to4 and Teredo IPv6
-addresses are judged by the IPv4 address inside), and the connection goes to
-those checked addresses — the URL, and so the Host header and TLS SNI, keep the
-hostname. Without it the same single resolution is used, unchecked.
+The target's host is resolved once and every address it resolves to must be
+global (IPv4-mapped, NAT64, 6to4 and Teredo IPv6 addresses are judged by the
+IPv4 address inside), unless the :class:`EgressPolicy` allows it: an address
+inside an allowed network, or a host whose name is allowed
+(``alerting.egress.allow``, see guarantee 22 in docs/guarantees.md). The
+connection goes to those checked addresses — the URL, and so the Host header
+and TLS SNI, keep the hostname — and the response is read up to a cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import enum
 import ipaddress
 import math
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from driftwatch.alerts.notifier import DeliveryOutcome
+from driftwatch.config import egress_entry
+
 __all__ = [
     "DeliveryOutcome",
+    "EgressPolicy",
     "HttpResult",
     "classify",
     "post_json",
@@ -39,14 +45,6 @@ __all__ = [
 
 _USER_AGENT = "driftwatch-notifier/1"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class DeliveryOutcome(enum.StrEnum):
-    """What an attempt means: delivered, worth a retry, or a failure no retry can fix."""
-
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    FAIL = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +129,54 @@ def refusal_reason(address: str) -> str | None:
     return None
 
 
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class EgressPolicy:
+    """Which non-global targets egress may reach: addresses in ``networks``, and hosts named in ``hosts``.
+
+    The default policy allows global addresses only.
+
+    >>> p = EgressPolicy.from_allow(["127.0.0.1/32", "Gateway.Internal"])
+    >>> p.refusal("gateway.internal", "10.1.2.3") is None, p.refusal("x", "::ffff:127.0.0.1") is None
+    (True, True)
+    >>> p.refusal("x", "169.254.169.254"), p.refusal("x", "1.1.1.1") is None
+    ('not a global address', True)
+    """
+
+    networks: tuple[_Network, ...] = ()
+    hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_allow(cls, allow: Iterable[str]) -> EgressPolicy:
+        """The policy of an ``alerting.egress.allow`` list (validated at config load; a bad entry is a ValueError)."""
+        networks: list[_Network] = []
+        hosts: set[str] = set()
+        for text in allow:
+            entry = egress_entry(text)
+            if entry is None:
+                raise ValueError(f"egress allow entry {text!r} is neither a CIDR nor a host name")
+            if isinstance(entry, str):
+                hosts.add(entry)
+            else:
+                networks.append(entry)
+        return cls(tuple(networks), frozenset(hosts))
+
+    def refusal(self, host: str, address: str) -> str | None:
+        """Why connecting to ``address`` (resolved from ``host``) is refused, or None when it is allowed."""
+        if host.rstrip(".").lower() in self.hosts:
+            return None
+        reason = refusal_reason(address)
+        if reason is None or not self.networks:
+            return reason
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return reason
+        return None if any(a in net for a in (ip, _effective(ip)) for net in self.networks) else reason
+
+
 class _PinnedResolver(AbstractResolver):
     """Answers every lookup with the addresses already resolved and checked (no second DNS answer)."""
 
@@ -153,16 +199,15 @@ class _Refused(Exception):
     """The target resolves to an address egress must not reach."""
 
 
-async def _resolve_once(host: str, port: int, deny_private: bool) -> list[tuple[str, int]]:
-    """One resolution; with ``deny_private`` every answer must be global. Returns (address, family) to try."""
+async def _resolve_once(host: str, port: int, policy: EgressPolicy) -> list[tuple[str, int]]:
+    """One resolution; every answer must pass ``policy``. Returns (address, family) to try."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError("no address")
-    if deny_private:
-        for info in infos:
-            if refusal_reason(str(info[4][0])) is not None:
-                raise _Refused
+    for info in infos:
+        if policy.refusal(host, str(info[4][0])) is not None:
+            raise _Refused
     out: list[tuple[str, int]] = []
     for family, _, _, _, sockaddr in infos:
         if (str(sockaddr[0]), int(family)) not in out:
@@ -186,7 +231,7 @@ async def post_json(
     headers: Mapping[str, str],
     *,
     timeout: float,
-    deny_private: bool,
+    policy: EgressPolicy,
     max_response_bytes: int = 65536,
 ) -> HttpResult:
     """POST ``body`` as JSON to ``url`` once: no redirects, response capped; see the module docstring."""
@@ -197,7 +242,7 @@ async def post_json(
     send = {"Content-Type": "application/json", "User-Agent": _USER_AGENT, **headers}
     try:
         async with asyncio.timeout(timeout):
-            addresses = await _resolve_once(host.strip("[]"), port, deny_private)
+            addresses = await _resolve_once(host.strip("[]"), port, policy)
             connector = aiohttp.TCPConnector(resolver=_PinnedResolver(addresses), use_dns_cache=False, force_close=True)
             async with (
                 aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session,

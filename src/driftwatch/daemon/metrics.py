@@ -69,13 +69,14 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from driftwatch import __version__
 from driftwatch.core.counters import Counters
@@ -86,11 +87,15 @@ from driftwatch.metrics.registry import REGISTRY
 
 if TYPE_CHECKING:
     from driftwatch.core.pipeline import Pipeline
+    from driftwatch.daemon.alerting import AlertingService
 
 __all__ = [
     "LABEL_VALUE",
     "SLICE_FAMILIES",
+    "AlertingCollector",
     "DriftwatchCollector",
+    "WorkerCollector",
+    "counter_family",
     "registry_for",
 ]
 
@@ -343,3 +348,189 @@ def registry_for(
         )
     )
     return registry
+
+
+# ------------------------------------------------------------------------------------------- the alerting side
+
+
+def counter_family(
+    name: str, documentation: str, values: float | Mapping[str, float], *, label: str = ""
+) -> CounterMetricFamily:
+    """A counter family: one sample for a number, or one sample per ``label`` value of a mapping (in its order).
+
+    >>> [(s.name, s.labels, s.value) for s in counter_family("x", "X.", {"a": 1, "b": 2}, label="k").samples]
+    [('x_total', {'k': 'a'}, 1), ('x_total', {'k': 'b'}, 2)]
+    """
+    if not isinstance(values, Mapping):
+        return CounterMetricFamily(name, documentation, value=values)
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in values.items():
+        family.add_metric([value], count)
+    return family
+
+
+class AlertingCollector:
+    """The alerting side's counters at scrape time: notifications, runbook actions, the audit copy."""
+
+    def __init__(self, service: AlertingService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the notifier's and the action runner's counters as they are now."""
+        s = self.service
+        if s.notifier is not None:
+            n = s.notifier.counters
+            yield counter_family("driftwatch_notifications_sent", "Notifications delivered.", n.sent)
+            yield counter_family(
+                "driftwatch_notifications_retried", "Delivery attempts that will be retried.", n.retried
+            )
+            yield counter_family(
+                "driftwatch_notifications_dead_lettered",
+                "Notifications given up on (sent to the notifier's dead-letter topic).",
+                n.dead_lettered,
+            )
+            yield counter_family(
+                "driftwatch_notifications_suppressed",
+                "Notifications not sent, by reason.",
+                dict(sorted(n.suppressed.items())),
+                label="reason",
+            )
+        if s.runner is not None:
+            a = s.runner.counters
+            yield counter_family(
+                "driftwatch_actions", "Runbook action steps, by outcome.", a.by_outcome(), label="outcome"
+            )
+            yield counter_family(
+                "driftwatch_actions_suppressed",
+                "Actions a guardrail held back, by reason.",
+                dict(sorted(a.suppressed.items())),
+                label="reason",
+            )
+            yield GaugeMetricFamily(
+                "driftwatch_actions_awaiting_approval",
+                "Proposed actions waiting for approval.",
+                value=sum(1 for x in s.runner.actions() if x.get("state") == "proposed"),
+            )
+        yield counter_family(
+            "driftwatch_audit_mirror_failed",
+            "Audit records not copied to the audit topic (the file still has them).",
+            s.audit_mirror_failed,
+        )
+
+
+# ------------------------------------------------------------------------------------------------- the worker
+
+EVALUATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Bucket bounds (seconds) of ``driftwatch_evaluation_duration_seconds``."""
+
+
+class WorkerState(Protocol):
+    """What :class:`WorkerCollector` reads of a worker (:class:`~driftwatch.daemon.worker.Worker`) at scrape time."""
+
+    core: Pipeline
+    assignment: frozenset[tuple[str, int]]
+    highwater: dict[str, int]
+    position: dict[str, int]
+    progress_wall: dict[str, float]
+    dead_lettered: int
+    duplicates_skipped: int
+    summaries_rejected: int
+    evaluation_seconds: list[int]
+    evaluation_seconds_sum: float
+    last_evaluation_wall: float | None
+
+    @property
+    def checkpoints_written(self) -> int: ...
+
+    @property
+    def recovery(self) -> dict[str, float]: ...
+
+
+class WorkerCollector:
+    """The worker's own health: partitions owned, dead-lettered events, skipped redeliveries, watermark lag."""
+
+    def __init__(self, worker: WorkerState) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the worker's state at scrape time."""
+        w = self.worker
+        config = w.core.config
+        names = {config.kafka.predictions.name, config.kafka.interactions.name}
+        assigned = sum(1 for topic, _ in w.assignment if topic in names)
+        yield GaugeMetricFamily(
+            "driftwatch_input_partitions_assigned",
+            "Input partitions (both topics) this worker consumes.",
+            value=assigned,
+        )
+        yield counter_family(
+            "driftwatch_dead_lettered", "Events this worker sent to the dead-letter topic.", w.dead_lettered
+        )
+        yield counter_family(
+            "driftwatch_summaries_skipped_duplicate",
+            "Summary messages skipped because their source offsets were already applied (redelivery).",
+            w.duplicates_skipped,
+        )
+        yield counter_family(
+            "driftwatch_summaries_rejected", "Summary messages that could not be decoded.", w.summaries_rejected
+        )
+        if w.last_evaluation_wall is not None:
+            yield GaugeMetricFamily(
+                "driftwatch_last_evaluation_age_seconds",
+                "Wall time since the evaluation stage last advanced.",
+                value=max(time.time() - w.last_evaluation_wall, 0.0),
+            )
+        closed = w.core.evaluator.closed_before
+        if closed is not None:
+            yield GaugeMetricFamily(
+                "driftwatch_last_tick_age_seconds",
+                "Wall time minus the end of the last closed tick: how far evaluation lags behind the clock.",
+                value=max(time.time() - closed * config.windows.tick, 0.0),
+            )
+        yield from self._lag(names)
+        buckets, acc = [], 0
+        for bound, n in zip((*map(str, EVALUATION_BUCKETS), "+Inf"), w.evaluation_seconds, strict=True):
+            acc += n
+            buckets.append((bound, acc))
+        yield HistogramMetricFamily(
+            "driftwatch_evaluation_duration_seconds",
+            "Time the evaluation stage took to close ticks and evaluate the rules, per batch of summaries.",
+            buckets=buckets,
+            sum_value=w.evaluation_seconds_sum,
+        )
+        yield counter_family("driftwatch_checkpoints_written", "Evaluation checkpoints written.", w.checkpoints_written)
+        recovery = GaugeMetricFamily(
+            "driftwatch_recovery_seconds",
+            "How long the last recovery of a partition's state took (stage: input or summaries).",
+            labels=["stage", "partition"],
+        )
+        for name, secs in sorted(w.recovery.items()):
+            stage, _, part = name.partition(" ")
+            recovery.add_metric([stage, part], secs)
+        yield recovery
+
+    def _lag(self, names: set[str]) -> Iterator[Metric]:
+        w = self.worker
+        lag = GaugeMetricFamily(
+            "driftwatch_consumer_lag",
+            "Messages in an input partition not yet processed (high watermark minus position).",
+            labels=["topic", "partition"],
+        )
+        stalled = GaugeMetricFamily(
+            "driftwatch_consumer_stalled_seconds",
+            "Wall time an input partition with lag has not advanced (0 when caught up); alert above ~60 s.",
+            labels=["topic", "partition"],
+        )
+        now = time.time()
+        for topic, part in sorted(tp for tp in w.assignment if tp[0] in names):
+            key = f"{topic}:{part}"
+            hw = w.highwater.get(key)
+            pos = w.position.get(key)
+            if hw is None or pos is None:
+                continue
+            behind = max(int(hw) - pos, 0)
+            labels = [topic, str(part)]
+            lag.add_metric(labels, behind)
+            stalled.add_metric(labels, now - w.progress_wall.get(key, now) if behind else 0.0)
+        yield lag
+        yield stalled

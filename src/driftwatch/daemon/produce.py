@@ -23,14 +23,15 @@ def event_ms(event: dict[str, object]) -> int:
 
 
 def paced(
-    events: Iterable[dict[str, object]], start_ms: int, stop: threading.Event | None = None
+    events: Iterable[dict[str, object]], start_ms: int, stop: threading.Event | None = None, speed: float = 1.0
 ) -> Iterator[dict[str, object]]:
-    """Yield each event when wall time reaches its event time (relative to ``start_ms``); end early on ``stop``."""
+    """Yield each event when wall time reaches its event time (relative to ``start_ms``, event time running
+    ``speed`` times as fast as wall time); end early on ``stop``."""
     stop = stop or threading.Event()
     t0 = time.monotonic()
     for event in events:
         while not stop.is_set():
-            wait = (event_ms(event) - start_ms) / 1000 - (time.monotonic() - t0)
+            wait = (event_ms(event) - start_ms) / 1000 / speed - (time.monotonic() - t0)
             if wait <= 0:
                 break
             stop.wait(min(wait, 0.2))

@@ -18,21 +18,43 @@ Two state topics, one partition per partition they describe:
 
 Reads go backwards from the end of a state partition, so recovery time does
 not grow with the topic's history (the dev broker does not compact).
+
+The worker keeps each stage's progress in a recovery manager (after
+quix-streams' RecoveryManager): :class:`InputRecovery` for the input
+partitions and :class:`EvalRecovery` for the summary partitions. Each one
+knows what its partitions have done so far; ``assign`` takes partitions
+over (restoring their state) and ``keep_only`` forgets those no longer
+assigned.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import dataclasses
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from driftwatch.config import Config
+from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.snapshot import Codec, decode_state, encode_state
+from driftwatch.daemon.wire import PartialMsg, SummaryMsg, from_msg
+from driftwatch.events import split_messages
+
 __all__ = [
     "CHUNK_BYTES",
     "EvalChunk",
+    "EvalRecovery",
     "IngestIntent",
+    "InputRecovery",
+    "WorkerContext",
     "decode_chunk",
     "decode_intent",
     "encode_chunk",
@@ -71,29 +93,16 @@ class EvalChunk(msgspec.Struct, frozen=True):
     applied: dict[str, int] = {}  # "topic:partition|model" -> highest source offset applied
 
 
-_ENC = msgspec.msgpack.Encoder()
-_DEC_INTENT = msgspec.msgpack.Decoder(IngestIntent)
-_DEC_CHUNK = msgspec.msgpack.Decoder(EvalChunk)
-
-
-def encode_intent(i: IngestIntent) -> bytes:
-    """IngestIntent -> msgpack."""
-    return _ENC.encode(i)
-
-
-def decode_intent(data: bytes) -> IngestIntent:
-    """msgpack -> IngestIntent (raises msgspec.DecodeError on garbage)."""
-    return _DEC_INTENT.decode(data)
-
-
-def encode_chunk(c: EvalChunk) -> bytes:
-    """EvalChunk -> msgpack."""
-    return _ENC.encode(c)
-
-
-def decode_chunk(data: bytes) -> EvalChunk:
-    """msgpack -> EvalChunk (raises msgspec.DecodeError on garbage)."""
-    return _DEC_CHUNK.decode(data)
+_INTENT = Codec(IngestIntent)
+encode_intent = _INTENT.encode
+"""IngestIntent -> msgpack."""
+decode_intent = _INTENT.decode
+"""msgpack -> IngestIntent (raises msgspec.DecodeError on garbage)."""
+_CHUNK = Codec(EvalChunk)
+encode_chunk = _CHUNK.encode
+"""EvalChunk -> msgpack."""
+decode_chunk = _CHUNK.decode
+"""msgpack -> EvalChunk (raises msgspec.DecodeError on garbage)."""
 
 
 def split_chunks(
@@ -219,3 +228,265 @@ async def last_checkpoint(bootstrap: str, topic: str, partition: int, key: bytes
         if got is not None or len(records) < count:
             return got
         count *= 4
+
+
+_REBUILD_SLICE = 5000
+"""Input records decoded at a time while rebuilding the join state."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerContext:
+    """What a recovery manager shares with its worker."""
+
+    config: Config
+    bootstrap: str
+    core: Pipeline
+    lock: threading.Lock  # held around every change of the core (/metrics reads it from another thread)
+    log: Any  # the worker's logger (bound to its id)
+
+
+class _Recovery:
+    """A recovery manager: the worker's context as attributes."""
+
+    def __init__(self, worker: WorkerContext) -> None:
+        self.config = worker.config
+        self.bootstrap = worker.bootstrap
+        self.core = worker.core
+        self.lock = worker.lock
+        self.log = worker.log
+
+
+class InputRecovery(_Recovery):
+    """The input partitions of one worker (both input topics, ``"topic:partition"``): which are recovered, where
+    each one resumes, and which of its recent batches may still feed the join.
+
+    :meth:`assign` takes partitions over from their last intents; :meth:`keep_only` forgets those no longer
+    assigned (one that comes back later is recovered again).
+    """
+
+    def __init__(self, worker: WorkerContext, *, resend: Callable[[str, Sequence[Any]], Awaitable[None]]) -> None:
+        super().__init__(worker)
+        self._resend = resend  # folds and sends one partition's batch again, as the ingest stage does
+        self.recovered: set[str] = set()
+        self.skip_to: dict[str, int] = {}  # partition -> last offset already sent before a restart or rebalance
+        self.join_batches: dict[str, deque[tuple[float, int, int]]] = {}  # partition -> (max event time, lo, events)
+        self.seconds: dict[str, float] = {}  # "input <partition>" -> how long its last recovery took
+
+    def pending(self, assigned: Iterable[str]) -> list[str]:
+        """The assigned partitions not recovered yet, in order."""
+        return sorted(set(assigned) - self.recovered)
+
+    def keep_only(self, assigned: set[str]) -> None:
+        """Forget the partitions no longer assigned: one that comes back later is recovered again."""
+        self.recovered &= assigned
+
+    def fresh(self, tp: str, messages: Sequence[Any]) -> list[Any]:
+        """The messages of a partition not already sent before a restart or rebalance."""
+        skip = self.skip_to.get(tp, -1)
+        return [m for m in messages if m.offset > skip]
+
+    def rebuild_from(self, tp: str, lo: int) -> int:
+        """Where the partition's join state could be rebuilt from, for a batch starting at ``lo`` (its intent)."""
+        batches = self.join_batches.setdefault(tp, deque())
+        return batches[0][1] if batches else lo
+
+    def remember(self, tp: str, lo: int, events: int) -> None:
+        """Track the oldest batch whose events may still matter to the join, for the TTL (within max_entries):
+        predictions can be joined that long, and a label marks its request as labelled that long."""
+        batches = self.join_batches[tp]
+        ing = self.core.ingestor
+        batches.append((ing.max_ts, lo, events))
+        j = self.config.join
+        horizon = ing.watermark - j.ttl
+        total = sum(n for _, _, n in batches)
+        while len(batches) > 1 and (batches[0][0] < horizon or total - batches[0][2] >= j.max_entries):
+            total -= batches.popleft()[2]
+
+    async def assign(self, tps: Sequence[str]) -> None:
+        """Take over input partitions: rebuild their join state, then re-send each one's last batch exactly.
+
+        The last intent of a partition names the batch that was being sent when its previous owner stopped and
+        where its join state can be rebuilt from. Rebuilding comes first for every partition (predictions before
+        interactions); only then are the batches re-sent (the evaluation stage drops what it had already applied),
+        and everything up to each batch's end is skipped when Kafka redelivers it.
+        """
+        started = time.monotonic()
+        preds = self.config.kafka.predictions.name
+        ordered = sorted(tps, key=lambda tp: (not tp.startswith(preds + ":"), tp))
+        intents: dict[str, IngestIntent] = {}
+        for tp in ordered:
+            topic, _, part = tp.rpartition(":")
+            found = (await last_intents(self.bootstrap, self.config.kafka.ingest_state, int(part), [topic])).get(topic)
+            if found is not None:
+                intents[tp] = found
+        rebuilt = {tp: await self._rebuild_join(tp, intents[tp]) for tp in ordered if tp in intents}
+        crash_wm = max((it.watermark for it in intents.values()), default=-math.inf)
+        with self.lock:
+            self.core.ingestor.rebuilt(crash_wm)
+            # Event time resumes where it stood: waiting interactions expire when they would have.
+            self.core.ingestor.seed_sources(dict.fromkeys(intents, crash_wm + self.config.windows.lateness))
+        for tp in ordered:
+            self.recovered.add(tp)
+            it = intents.get(tp)
+            if it is None:
+                continue  # a partition never processed
+            batch: list[Any] = []
+            await read_range(self.bootstrap, it.topic, it.partition, it.lo, it.hi + 1, batch.append)
+            if batch:
+                await self._resend(tp, batch)
+            self.skip_to[tp] = it.hi
+            self.seconds[f"input {tp}"] = time.monotonic() - started
+        if intents:
+            self.log.info(
+                "recovered",
+                stage="input",
+                partitions={
+                    tp: {"join_events_rebuilt": rebuilt.get(tp, 0), "resent": [it.lo, it.hi]}
+                    for tp, it in intents.items()
+                },
+                seconds=round(time.monotonic() - started, 3),
+            )
+
+    async def _rebuild_join(self, tp: str, it: IngestIntent) -> int:
+        """Fold the partition's records before its last batch into the join state only (they were counted before)."""
+        if it.rebuild_from >= it.lo:
+            return 0
+        records: list[Any] = []
+        await read_range(self.bootstrap, it.topic, it.partition, it.rebuild_from, it.lo, records.append)
+        n = 0
+        with self.lock:
+            for i in range(0, len(records), _REBUILD_SLICE):
+                raws, _ = split_messages([r.value or b"" for r in records[i : i + _REBUILD_SLICE]])
+                n += self.core.ingestor.rebuild(raws)
+        self.join_batches[tp] = deque([(self.core.ingestor.max_ts, it.rebuild_from, n)])
+        return n
+
+
+class EvalRecovery(_Recovery):
+    """The summary partitions of one worker: what each has applied (per source partition and model, so a re-sent
+    batch is applied once), its models, its checkpoints.
+
+    :meth:`assign` takes a partition over from its last checkpoint; :meth:`keep_only` drops the models of the
+    partitions no longer assigned (another worker restores them).
+    """
+
+    def __init__(self, worker: WorkerContext, *, topic: Any, replay: Callable[[bytes, int, int], None]) -> None:
+        super().__init__(worker)
+        k = self.config.kafka
+        self.topic = topic  # the eval-state topic (Faust), checkpoints are written to
+        self._replay = replay  # applies one summary message again (data, partition, offset), without its watermark
+        self.key = f"{k.app_id}/{k.summaries.name}".encode()  # checkpoints of another app are never restored
+        self.offset: dict[int, int] = {}  # partition -> last summary offset applied (present once recovered)
+        self.models: dict[int, set[str]] = {}
+        self.checkpointed: dict[int, float] = {}  # partition -> monotonic time of its last checkpoint
+        self.applied: dict[str, int] = {}  # "topic:partition|model" -> highest source offset applied
+        # Chunks of a batch not yet complete: mark -> ((source range, worker), first offset, partials so far).
+        self.held: dict[str, tuple[tuple[tuple[int, int], str], int, list[PartialMsg]]] = {}
+        self.seconds: dict[str, float] = {}  # "summaries <partition>" -> how long its last recovery took
+        self.checkpoints_written = 0
+
+    async def admit(self, partition: int, offset: int) -> bool:
+        """Whether the summary message at ``offset`` is still to be applied (the partition is taken over first)."""
+        if partition not in self.offset:
+            await self.assign(partition, offset)
+        return offset > self.offset[partition]
+
+    async def assign(self, partition: int, up_to: int) -> None:
+        """Take over a summary partition: restore its last checkpoint, then re-apply the summaries before ``up_to``."""
+        started = time.monotonic()
+        got = await last_checkpoint(self.bootstrap, self.config.kafka.eval_state, partition, self.key)
+        start = 0
+        models: set[str] = set()
+        if got is not None:
+            blob, last = got
+            state = decode_state(blob)
+            models = {s.model_id for s in state.streams}
+            with self.lock:
+                self.core.evaluator.restore(state)
+            for k, v in last.applied.items():
+                self.applied[k] = max(v, self.applied.get(k, -1))
+            start = last.offset + 1
+        self.models[partition] = models
+        self.offset[partition] = start - 1
+        replayed = 0
+
+        def apply(rec: Any) -> None:
+            nonlocal replayed
+            self._replay(rec.value or b"", partition, rec.offset)
+            self.offset[partition] = rec.offset
+            replayed += 1
+
+        await read_range(self.bootstrap, self.config.kafka.summaries.name, partition, start, up_to, apply)
+        self.checkpointed[partition] = time.monotonic() if got is None else 0.0
+        self.seconds[f"summaries {partition}"] = time.monotonic() - started
+        if got is not None or replayed:
+            self.log.info(
+                "recovered",
+                stage="summaries",
+                partition=partition,
+                checkpoint_offset=start - 1,
+                models=sorted(models),
+                summaries_replayed=replayed,
+                seconds=round(time.monotonic() - started, 3),
+            )
+
+    def keep_only(self, owned: set[int]) -> None:
+        """Forget the models of summary partitions this worker no longer owns (another worker restores them)."""
+        for p in [p for p in self.offset if p not in owned]:
+            with self.lock:
+                self.core.evaluator.drop(self.models.pop(p, set()))
+            del self.offset[p]
+            self.checkpointed.pop(p, None)
+
+    def merge(self, msg: SummaryMsg, partition: int, offset: int) -> bool:
+        """Apply a summary message's partials once (a batch's chunks together, when the last one arrives);
+        False for a redelivered batch, already applied."""
+        # One batch sends its partials per model (in one or more messages): progress is kept per source and model.
+        model = msg.partials[0].model_id
+        self.models.setdefault(partition, set()).add(model)
+        marks = {f"{tp}|{model}": hi for tp, (_, hi) in msg.sources.items()}
+        if marks and all(hi <= self.applied.get(m, -1) for m, hi in marks.items()):
+            return False
+        parts = msg.partials
+        if len(marks) == 1:
+            (mark,) = marks
+            ident = (msg.sources[mark.rpartition("|")[0]], msg.worker)
+            held = self.held.get(mark)
+            if held is not None and held[0] != ident:
+                held = None  # an unfinished batch of a worker that stopped: its re-sent batch replaces it
+            if not msg.final:
+                self.held[mark] = (ident, offset, [*(held[2] if held else []), *parts])
+                return True
+            if held is not None:
+                parts = [*held[2], *parts]
+            self.held.pop(mark, None)
+        with self.lock:
+            self.core.evaluator.apply([from_msg(p) for p in parts])
+        for m, hi in marks.items():
+            self.applied[m] = max(hi, self.applied.get(m, -1))
+        return True
+
+    def due(self, partitions: Iterable[int]) -> list[int]:
+        """The partitions (of ``partitions``) whose last checkpoint is ``kafka.checkpoint_interval`` old."""
+        now = time.monotonic()
+        every = self.config.kafka.checkpoint_interval
+        return [p for p in partitions if now - self.checkpointed.get(p, 0.0) >= every]
+
+    async def checkpoint(self, partition: int) -> None:
+        """Write the state of the models on one summary partition to its eval-state partition (chunked; awaited)."""
+        models = self.models.get(partition, set())
+        with self.lock:
+            blob = encode_state(self.core.evaluator.snapshot(models))
+        applied = {k: v for k, v in self.applied.items() if k.rpartition("|")[2] in models}
+        # Resume before the first chunk of a batch still incomplete: complete batches before it are skipped by mark.
+        resume = min(
+            [self.offset.get(partition, -1)]
+            + [first - 1 for mark, (_, first, _) in self.held.items() if mark.rpartition("|")[2] in models]
+        )
+        chunks = split_chunks(uuid.uuid4().hex, blob, resume, applied)
+        futs = [await self.topic.send(key=self.key, value=encode_chunk(c), partition=partition) for c in chunks]
+        for f in futs:
+            await f
+        self.checkpointed[partition] = time.monotonic()
+        self.checkpoints_written += 1
+        self.log.info("checkpoint_written", partition=partition, offset=resume, chunks=len(chunks), bytes=len(blob))

@@ -7,13 +7,9 @@ from collections.abc import Sequence
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftwatch.config import Config, KafkaConfig, TopicConfig
-from driftwatch.errors import DriftwatchError
+from driftwatch.errors import StreamingError
 
 __all__ = ["StreamingError", "alerting_topics", "ensure_topics"]
-
-
-class StreamingError(DriftwatchError, RuntimeError):
-    """The streaming daemon cannot start or run (broker, topics); the message says what to fix."""
 
 
 async def ensure_topics(bootstrap: str, kafka: KafkaConfig, extra: Sequence[TopicConfig] = ()) -> dict[str, int]:

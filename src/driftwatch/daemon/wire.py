@@ -9,9 +9,9 @@ partials as a heartbeat, so evaluation time keeps moving.
 from __future__ import annotations
 
 import msgspec
-import numpy as np
 
-from driftwatch.core.summary import Partial, Sparse
+from driftwatch.core.snapshot import Codec, sparse_bytes, sparse_of
+from driftwatch.core.summary import Partial
 
 __all__ = ["PartialMsg", "SummaryMsg", "decode_summary", "encode_summary", "from_msg", "to_msg"]
 
@@ -39,39 +39,18 @@ class SummaryMsg(msgspec.Struct, frozen=True):
 
 
 def to_msg(p: Partial) -> PartialMsg:
-    """Partial -> wire (sparse: most cells of a tick's summary are zero)."""
-    c = p.cells
-    return PartialMsg(
-        p.model_id,
-        p.version,
-        p.tick,
-        list(p.keys),
-        c.width,
-        c.index.astype("<u4").tobytes(),
-        c.values.astype("<i8").tobytes(),
-    )
+    """Partial -> wire (sparse: most cells of a tick's summary are zero; the checkpoints' encoding)."""
+    return PartialMsg(p.model_id, p.version, p.tick, list(p.keys), p.cells.width, *sparse_bytes(p.cells))
 
 
 def from_msg(m: PartialMsg) -> Partial:
     """Wire -> Partial (kept sparse)."""
-    cells = Sparse(
-        len(m.keys),
-        m.width,
-        np.frombuffer(m.index, dtype="<u4"),
-        np.frombuffer(m.values, dtype="<i8").copy(),  # a copy: a view would keep the whole message alive
-    )
+    cells = sparse_of(len(m.keys), m.width, m.index, m.values)
     return Partial(m.model_id, m.version, m.tick, tuple(m.keys), cells)  # msgspec decodes each key as a tuple
 
 
-_ENC = msgspec.msgpack.Encoder()
-_DEC = msgspec.msgpack.Decoder(SummaryMsg)
-
-
-def encode_summary(msg: SummaryMsg) -> bytes:
-    """SummaryMsg -> bytes."""
-    return _ENC.encode(msg)
-
-
-def decode_summary(data: bytes) -> SummaryMsg:
-    """bytes -> SummaryMsg (raises msgspec.DecodeError on garbage)."""
-    return _DEC.decode(data)
+_SUMMARY = Codec(SummaryMsg)
+encode_summary = _SUMMARY.encode
+"""SummaryMsg -> bytes."""
+decode_summary = _SUMMARY.decode
+"""bytes -> SummaryMsg (raises msgspec.DecodeError on garbage)."""

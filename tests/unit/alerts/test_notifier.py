@@ -1,4 +1,4 @@
-"""Tests for the notifier core in `driftwatch.alerts.notify`: grouping, routing, silencing, payload, ids, retries."""
+"""Tests for the notifier core in `driftwatch.alerts.notifier`: grouping, routing, silencing, payload, ids, retries."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from driftwatch.actions.planner import action_id
 from driftwatch.alerts.engine import AlertTransition, fingerprint
-from driftwatch.alerts.notify import Notification, Notifier, NotifyInputError, retry_delay
+from driftwatch.alerts.notifier import DeliveryOutcome, Notification, Notifier, group_hash, retry_delay
+from driftwatch.alerts.records import AlertRecord, AlertRecordError
 from driftwatch.config import NotifyConfig
-from driftwatch.daemon.http import DeliveryOutcome
 
 GOLDEN = Path(__file__).parents[1] / "data" / "notify_webhook_v4.json"
 T0 = 1_795_000_000.0
@@ -31,7 +33,7 @@ def rec(
     *,
     since: float | None = None,
     rule: str = "complaint_rate_high",
-) -> dict[str, object]:
+) -> AlertRecord:
     """An alert record exactly as the engine writes it to the alerts topic."""
     lab = dict(lab or labels())
     lab["alertname"] = rule
@@ -275,9 +277,9 @@ def test_group_of_only_silenced_alerts_sends_nothing() -> None:
 
 
 def test_malformed_record_raises_input_error_and_is_counted() -> None:
-    """A record missing fields raises NotifyInputError (a DriftwatchError) and counts as rejected."""
+    """A record missing fields raises AlertRecordError (a DriftwatchError) and counts as rejected."""
     nt = notifier()
-    with pytest.raises(NotifyInputError):
+    with pytest.raises(AlertRecordError):
         nt.update({"state": "firing", "labels": {"a": 1}}, T0)
     assert nt.counters.rejected_records == 1
 
@@ -460,6 +462,29 @@ def test_client_error_is_not_retried() -> None:
     assert nt.pending() == 0
 
 
+def test_attempts_are_logged_with_receiver_group_hash_and_attempt() -> None:
+    """Each outcome is one log line naming the receiver, a hash of the group key and the attempt, never the body."""
+    nt = notifier([{"name": "oncall", "url": "https://hooks.example.internal/dw", "max_age": "10m"}])
+    nt.update(rec("firing", T0, labels(attribute="region", slice="EU")), T0)
+    [n] = nt.due(T0 + 30)
+    with capture_logs() as logs:
+        nt.result(n.id, DeliveryOutcome.RETRY, T0 + 31, retry_after=5.0, reason="http_503")
+        nt.due(T0 + 36)
+        nt.result(n.id, DeliveryOutcome.FAIL, T0 + 37, reason="http_404")
+    assert [(e["event"], e["receiver"], e["group"], e["attempt"]) for e in logs] == [
+        ("notification_retry", "oncall", group_hash(n.group_key), 1),
+        ("notification_dead_lettered", "oncall", group_hash(n.group_key), 2),
+    ]
+    assert (logs[0]["reason"], logs[1]["reason"]) == ("http_503", "http_404")
+    assert "EU" not in repr(logs)
+    assert "support-router" not in repr(logs)
+    nt.update(rec("firing", T0 + 40, labels(model="claims-triage")), T0 + 40)
+    [m] = nt.due(T0 + 70)
+    with capture_logs() as logs:
+        nt.result(m.id, DeliveryOutcome.DELIVERED, T0 + 71)
+    assert [(e["event"], e["attempt"], e["status"]) for e in logs] == [("notification_sent", 1, "firing")]
+
+
 def test_group_notifications_are_delivered_in_order() -> None:
     """While a group's older notification is retried, its newer one waits behind it."""
     nt = notifier()
@@ -517,8 +542,6 @@ def test_alertmanager_stale_push_is_superseded() -> None:
 
 def test_firing_webhook_carries_approval_links_with_the_runners_action_id() -> None:
     """An action that needs approval is listed with the id the action runner gives it and the API's approve/deny links."""
-    from driftwatch.actions.runner import action_id
-
     nt = Notifier(
         NotifyConfig.model_validate(
             {"receivers": [{"name": "oncall", "url": "https://hooks.example.internal/dw"}], "group_wait": "30s"}
@@ -529,8 +552,8 @@ def test_firing_webhook_carries_approval_links_with_the_runners_action_id() -> N
     record = rec("firing", T0)
     nt.update(record, T0)
     [n] = nt.due(T0 + 30)
-    [entry] = payload(n)["driftwatch"]["alerts"][record["fingerprint"]]["actions"]
-    aid = action_id("rollback_model", str(record["fingerprint"]), str(record["active_since"]))
+    [entry] = payload(n)["driftwatch"]["alerts"][record.fingerprint]["actions"]
+    aid = action_id("rollback_model", record.fingerprint, record.active_since)
     assert entry == {
         "name": "rollback_model",
         "id": aid,

