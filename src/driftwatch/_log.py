@@ -23,7 +23,10 @@ from typing import IO, Any
 
 import structlog
 
-__all__ = ["SECRET_FIELDS", "configure", "get_logger"]
+__all__ = ["QUIET_LIBRARIES", "SECRET_FIELDS", "configure", "get_logger"]
+
+QUIET_LIBRARIES = ("faust", "mode", "aiokafka", "aiohttp.access")
+"""Libraries whose INFO is a line per step or request: held at WARNING unless the level is debug."""
 
 SECRET_FIELDS = ("secret", "token", "password", "authorization", "key", "signature")
 """Substrings of field names whose values are always masked."""
@@ -71,6 +74,8 @@ def configure(*, json: bool | None = None, level: str = "info", stream: IO[str] 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
     structlog.configure(
         processors=[*_shared(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

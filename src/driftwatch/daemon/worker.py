@@ -71,8 +71,6 @@ from driftwatch.profiles import load_profiles
 __all__ = ["Worker"]
 
 _PARTIALS_PER_MESSAGE = 16
-_LIBRARIES = ("faust", "mode", "aiokafka")
-"""Loggers kept at WARNING, as Faust's own ``loglevel="warning"`` had them: their INFO is a line per step."""
 
 
 class _TableManager(TableManager):
@@ -85,7 +83,7 @@ class _TableManager(TableManager):
 
     @classmethod
     def _init_subclass_logger(cls) -> None:
-        cls.logger = logging.getLogger(TableManager.__module__)  # Faust's (kept at WARNING), not driftwatch's
+        cls.logger = logging.getLogger(TableManager.__module__)  # Faust's (held at WARNING by driftwatch._log), not driftwatch's
 
     async def on_start(self) -> None:
         while not self.should_stop:
@@ -206,9 +204,6 @@ class Worker:
 
     def startup(self, *, wait: bool = True) -> int:
         """Serve ``/metrics`` and start the alerting side (``wait``: until it is up); return the ``/metrics`` port."""
-        for name in _LIBRARIES:
-            lib = logging.getLogger(name)
-            lib.setLevel(max(lib.getEffectiveLevel(), logging.WARNING))
         k = self.config.kafka
         topics = [k.predictions.name, k.interactions.name, k.summaries.name]
         self.log.info("worker_started", topics=topics, bootstrap=_hosts(self.bootstrap))
