@@ -102,4 +102,6 @@ def get_logger(name: str, **bound: object) -> Any:
             wrapper_class=structlog.stdlib.BoundLogger,
             cache_logger_on_first_use=False,
         )
-    return structlog.stdlib.get_logger(name).bind(**bound)
+    # A lazy proxy: the configuration is read when a line is logged, so a module-level logger created at import
+    # (before the command line calls configure()) still renders as configured.
+    return structlog.stdlib.get_logger(name, **bound)
