@@ -423,6 +423,64 @@ def run(
 
 
 @app.command()
+def sidecar(
+    config: ConfigOpt,
+    bootstrap: BootstrapOpt = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Listen address (default: the config's sidecar.host).",
+            envvar="DRIFTWATCH_SIDECAR_HOST",
+            show_envvar=True,
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Listen port (default: the config's sidecar.port; 0 = any free port).",
+            envvar="DRIFTWATCH_SIDECAR_PORT",
+            show_envvar=True,
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    unix_socket: Annotated[
+        Path | None,
+        typer.Option(
+            "--unix-socket",
+            help="Listen on this Unix socket instead of host:port (default: the config's sidecar.unix_socket).",
+            envvar="DRIFTWATCH_SIDECAR_SOCKET",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Accept events from model servers in any language (POST /v1/events, NDJSON or a JSON array) and produce
+    them to Kafka with the Python client's rules: validated, minimised, pseudonymised, murmur2-partitioned."""
+    from driftwatch._log import configure
+
+    configure()  # JSON lines on stderr unless it is a terminal; before the sidecar module binds its logger
+    from driftwatch.daemon.sidecar import run_sidecar
+    from driftwatch.errors import SecretMissingError
+
+    cfg, key = _load(config)
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("unix_socket", unix_socket)) if v is not None}
+    if overrides:
+        cfg = cfg.model_copy(update={"sidecar": cfg.sidecar.model_copy(update=overrides)})
+        problems = cfg.sidecar_problems()
+        if problems:
+            raise _fail(2, "; ".join(problems))
+    token = None
+    if cfg.sidecar.token is not None:
+        try:
+            token = cfg.sidecar.token.read()
+        except SecretMissingError as e:
+            raise _fail(2, f"sidecar.token: {e.problems[0]}") from None
+        if len(token) < 16:
+            raise _fail(2, "sidecar.token: use at least 16 bytes (e.g. `openssl rand -hex 32`)")
+    raise typer.Exit(run_sidecar(cfg, key, bootstrap=bootstrap or cfg.kafka.bootstrap, token=token))
+
+
+@app.command()
 def demo(
     bootstrap: BootstrapOpt = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="Config (default: the shipped example).")] = Path(

@@ -17,6 +17,13 @@
 - The model server is never blocked: ``emit_*`` only appends to a bounded
   buffer; when Kafka is slow and the buffer is full the event is dropped and
   counted in :attr:`Client.dropped`. A background thread owns the producer.
+
+The rules every producer follows live here once, shared with ``driftwatch
+sidecar`` (:mod:`driftwatch.daemon.sidecar`), so both send the same bytes'
+meaning: :class:`Minimiser` (configured attributes only, sensitive values as
+keyed tokens), :func:`murmur2` and :func:`partition_for` (Kafka's default
+partitioner) and :func:`envelopes` / :func:`pack` (NDJSON envelopes per
+partition).
 """
 
 from __future__ import annotations
@@ -24,22 +31,167 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from driftwatch.config import Config
 from driftwatch.core.slicing import AttributeCoder, coders_from_config
 from driftwatch.events import Interaction, Prediction
 
-__all__ = ["Client"]
+__all__ = ["Client", "Envelope", "Minimiser", "envelopes", "murmur2", "pack", "partition_for", "partitions_for"]
 
 _ENC = msgspec.json.Encoder()
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+class Minimiser:
+    """Data minimisation at the source: only configured attributes leave, sensitive values as keyed tokens.
+
+    The tokens are :class:`~driftwatch.core.slicing.AttributeCoder`'s (keyed
+    HMAC-SHA256 with the config's privacy key), so the worker recognises them
+    and never sees the raw value.
+    """
+
+    def __init__(self, config: Config, key: bytes | None) -> None:
+        self.configured = frozenset(config.attributes)
+        self.sensitive = tuple(a for a, ac in config.attributes.items() if ac.sensitive)
+        self._sensitive = frozenset(self.sensitive)
+        self._coders: dict[str, AttributeCoder] = coders_from_config(config, key)
+        self._codes = tuple((a, self._coders[a].code) for a in self.sensitive)
+
+    def attributes(self, attributes: Mapping[str, object]) -> dict[str, object]:
+        """Only configured attributes, sensitive ones as keyed tokens: raw values never leave the model server."""
+        sensitive, coders = self._sensitive, self._coders
+        return {
+            a: coders[a].code(v) if a in sensitive and isinstance(v, str) else v
+            for a, v in attributes.items()
+            if a in self.configured
+        }
+
+    def decoded(self, predictions: Sequence[_S]) -> list[_S]:
+        """The same for predictions decoded by :class:`~driftwatch.events.EventDecoder` (whose config-shaped
+        attributes have already lost unconfigured attributes): sensitive values replaced by their tokens."""
+        codes, replace = self._codes, msgspec.structs.replace
+        if not codes:
+            return list(predictions)
+        out = []
+        for ev in predictions:
+            attrs: Any = ev.attributes  # type: ignore[attr-defined]  # every decoded prediction has them
+            tokens = {a: code(v) for a, code in codes if (v := getattr(attrs, a)) is not None}
+            out.append(replace(ev, attributes=replace(attrs, **tokens)) if tokens else ev)
+        return out
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (``org.apache.kafka.common.utils.Utils.murmur2``) as an unsigned 32-bit int.
+
+    Equal to ``aiokafka.partitioner.murmur2`` (about twice as fast: whole words are unpacked at once).
+
+    >>> murmur2(b"21") - 2**32, murmur2(b"foobar") - 2**32, murmur2(b"abc")
+    (-973932308, -790332482, 479470107)
+    """
+    return _hashes((data,))[0]
+
+
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """Kafka's default partitioner for a keyed record: ``toPositive(murmur2(key)) % count``.
+
+    librdkafka's ``murmur2_random`` and the Java client's default agree, so any producer
+    keyed by ``request_id`` puts a request's prediction and interactions on one partition.
+
+    >>> partition_for(b"foobar", range(50))
+    16
+    """
+    return partitions_for((key,), partitions)[0]
+
+
+def partitions_for(keys: Iterable[bytes], partitions: Sequence[int]) -> list[int]:
+    """:func:`partition_for` of many keys at once (one call, not one per key)."""
+    count = len(partitions)
+    return [partitions[(h & 0x7FFFFFFF) % count] for h in _hashes(keys)]
+
+
+def _hashes(keys: Iterable[bytes]) -> list[int]:
+    """murmur2 of every key: the one implementation, a loop over keys so a batch pays no call per key."""
+    out = []
+    words_of, m, mask = _WORDS, _M, _MASK
+    for data in keys:
+        n = len(data)
+        h = 0x9747B28C ^ n
+        words = n >> 2
+        if words:
+            unpack = words_of[words] if words < 64 else struct.Struct(f"<{words}I")
+            for k in unpack.unpack_from(data):
+                k = (k * m) & mask
+                k ^= k >> 24
+                h = ((h * m) ^ (k * m)) & mask
+        rest = n & 3
+        if rest:
+            i = words << 2
+            if rest == 3:
+                h ^= data[i + 2] << 16
+            if rest >= 2:
+                h ^= data[i + 1] << 8
+            h = ((h ^ data[i]) * m) & mask
+        h ^= h >> 13
+        h = (h * m) & mask
+        out.append(h ^ (h >> 15))
+    return out
+
+
+class Envelope(NamedTuple):
+    """One Kafka message: newline-delimited events of one topic that share a partition."""
+
+    topic: str
+    partition: int
+    value: bytes
+    events: int
+
+
+def envelopes(items: Iterable[tuple[str, bytes, bytes]], partitions: Sequence[int], size: int) -> list[Envelope]:
+    """Group ``(topic, request id, event json)`` items by the partition their request id maps to, in order,
+    into NDJSON envelopes of up to ``size`` events (the predictions and interactions topics are co-partitioned,
+    so one partition list serves both).
+
+    >>> [(e.topic, e.events) for e in envelopes([("p", b"r1", b"{}"), ("p", b"r1", b"{}"), ("i", b"r1", b"{}")], [0], 1)]
+    [('p', 1), ('p', 1), ('i', 1)]
+    """
+    items = list(items)
+    placed = partitions_for([rid for _, rid, _ in items], partitions)
+    return pack(((topic, p, data) for (topic, _, data), p in zip(items, placed, strict=True)), size)
+
+
+def pack(placed: Iterable[tuple[str, int, bytes]], size: int) -> list[Envelope]:
+    """Group ``(topic, partition, event json)`` items, in order, into NDJSON envelopes of up to ``size`` events.
+
+    >>> [(e.partition, e.value) for e in pack([("t", 1, b"a"), ("t", 0, b"b"), ("t", 1, b"c")], 100)]
+    [(1, b'a\\nc'), (0, b'b')]
+    """
+    groups: dict[tuple[str, int], list[bytes]] = {}
+    for topic, p, data in placed:
+        group = groups.get((topic, p))
+        if group is None:
+            groups[(topic, p)] = [data]
+        else:
+            group.append(data)
+    out = []
+    for (topic, p), events in groups.items():
+        for i in range(0, len(events), size):
+            chunk = events[i : i + size]
+            out.append(Envelope(topic, p, b"\n".join(chunk), len(chunk)))
+    return out
 
 
 class Client:
@@ -63,8 +215,7 @@ class Client:
         self.dropped = 0
         self.sent = 0
         self.errors = 0
-        self._coders: dict[str, AttributeCoder] = coders_from_config(config, key)
-        self._sensitive = {a for a, ac in config.attributes.items() if ac.sensitive}
+        self._minimiser = Minimiser(config, key)
         self._buffer: deque[tuple[str, bytes, bytes]] = deque()  # (topic, partition key, event json)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -161,12 +312,7 @@ class Client:
     # ---------------------------------------------------------------- private
 
     def _minimised(self, attributes: Mapping[str, object]) -> dict[str, object]:
-        """Only configured attributes, sensitive ones as keyed tokens: raw values never leave the model server."""
-        return {
-            a: self._coders[a].code(v) if a in self._sensitive and isinstance(v, str) else v
-            for a, v in attributes.items()
-            if a in self.config.attributes
-        }
+        return self._minimiser.attributes(attributes)
 
     def _queue(self, topic: str, request_id: str, event: Mapping[str, object], typ: type[msgspec.Struct]) -> None:
         data = _ENC.encode(event)
@@ -215,18 +361,9 @@ class Client:
             self._buffer.clear()
         if not items:
             return
-        groups: dict[tuple[str, int], list[bytes]] = {}
-        for topic, rid, data in items:
-            # Kafka's default partitioner (murmur2, positive) so the request's events meet on one partition.
-            p = partitions[(murmur2(rid) & 0x7FFFFFFF) % len(partitions)]
-            groups.setdefault((topic, p), []).append(data)
         futures = []
-        for (topic, p), events in groups.items():
-            for i in range(0, len(events), self.envelope_size):
-                envelope = b"\n".join(events[i : i + self.envelope_size])
-                futures.append(
-                    (await producer.send(topic, envelope, partition=p), len(events[i : i + self.envelope_size]))
-                )
+        for env in envelopes(items, partitions, self.envelope_size):
+            futures.append((await producer.send(env.topic, env.value, partition=env.partition), env.events))
         for fut, n in futures:
             try:
                 await fut

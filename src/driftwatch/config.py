@@ -42,8 +42,11 @@ __all__ = [
     "ReferenceConfig",
     "Rule",
     "SecretRef",
+    "SidecarConfig",
     "TopicConfig",
     "WindowConfig",
+    "egress_entry",
+    "is_loopback",
     "load_config",
     "load_key",
 ]
@@ -403,6 +406,27 @@ class AlertingConfig(_Model):
     control_topic: TopicConfig = TopicConfig(name="driftwatch-control", partitions=1)
 
 
+class SidecarConfig(_Model):
+    """``driftwatch sidecar``: model servers in any language POST events over localhost HTTP; it produces them."""
+
+    host: str = Field("127.0.0.1", description="Listen address; anything but loopback needs a token.")
+    port: int = Field(9466, ge=0, le=65535, description="Listen port (0 = any free port, logged at start).")
+    unix_socket: Path | None = Field(None, description="Listen on this Unix socket instead of host:port.")
+    token: SecretRef | None = Field(None, description="Bearer token every POST /v1/events must carry.")
+    buffer_events: int = Field(100_000, ge=1, description="Events held until Kafka acknowledges them.")
+    buffer_bytes: int = Field(64 * 2**20, ge=65536, description="Bytes of events held until Kafka acknowledges them.")
+    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Largest request body (413 above it).")
+    on_full: Literal["reject", "drop"] = Field(
+        "reject", description="A full buffer answers 429 with Retry-After (reject) or accepts, drops and counts (drop)."
+    )
+    drain_grace: Duration = Field(10.0, description="On SIGTERM: how long buffered events may take to reach Kafka.")
+    envelope_size: int = Field(100, ge=1, le=10_000, description="Events per Kafka message (NDJSON envelope).")
+    linger: Duration = Field(0.05, description="Longest wait to fill envelopes before producing.")
+    produce_timeout: Duration = Field(
+        10.0, description="A produce or metadata request slower than this fails: not ready, retried."
+    )
+
+
 class Config(_Model):
     """The whole driftwatch configuration."""
 
@@ -418,6 +442,7 @@ class Config(_Model):
     kafka: KafkaConfig = KafkaConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerting: AlertingConfig = AlertingConfig()
+    sidecar: SidecarConfig = SidecarConfig()
     rules: tuple[Rule, ...] = ()
 
     def dimensions(self) -> tuple[str, ...]:
@@ -493,6 +518,26 @@ class Config(_Model):
                 if wrong:
                     out.append(f"{where}.resolve_threshold: must lie on the healthy side of threshold")
         out += self._alerting_problems()
+        out += self.sidecar_problems()
+        return out
+
+    def sidecar_problems(self) -> list[str]:
+        """What is inconsistent in the ``sidecar`` section (also after command-line overrides)."""
+        sc, out = self.sidecar, []
+        if sc.max_body_bytes > sc.buffer_bytes:
+            out.append(
+                f"sidecar.max_body_bytes: {sc.max_body_bytes} exceeds sidecar.buffer_bytes ({sc.buffer_bytes}); "
+                "a full request must fit in the buffer"
+            )
+        if sc.unix_socket is None and sc.token is None and not is_loopback(sc.host):
+            out.append(
+                f"sidecar.token: listening on {sc.host!r} (not loopback) needs a token "
+                "(token: {env: DRIFTWATCH_SIDECAR_TOKEN}), or bind 127.0.0.1 / a unix_socket"
+            )
+        if sc.produce_timeout <= 0:
+            out.append("sidecar.produce_timeout: must be > 0")
+        if sc.linger <= 0:
+            out.append("sidecar.linger: must be > 0")
         return out
 
     def _alerting_problems(self) -> list[str]:
@@ -529,6 +574,20 @@ class Config(_Model):
                     "set alerting.api.enabled: true (with a token) or drop requires_approval"
                 )
         return out
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _key_paths(err: ValidationError) -> list[str]:

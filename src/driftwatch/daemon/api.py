@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 import time
@@ -39,7 +38,7 @@ from driftwatch.actions.audit import AuditError
 from driftwatch.actions.planner import ActionConflictError, ActionNotFoundError
 from driftwatch.alerts.records import AlertRecord
 from driftwatch.alerts.silences import SilenceError, SilenceNotFoundError, Silences
-from driftwatch.config import ApiConfig
+from driftwatch.config import ApiConfig, is_loopback
 from driftwatch.errors import ConfigError
 
 __all__ = ["ACTOR_HEADER", "ActionsLike", "ApiServer", "build_api", "is_loopback", "start_api"]
@@ -70,20 +69,6 @@ class ActionsLike(Protocol):
     async def deny(self, action_id: str, actor: str) -> Mapping[str, object]:
         """Deny; the action's state after."""
         ...
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``).
-
-    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
-    (True, True, False)
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _json(data: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
