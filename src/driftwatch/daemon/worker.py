@@ -83,7 +83,9 @@ class _TableManager(TableManager):
 
     @classmethod
     def _init_subclass_logger(cls) -> None:
-        cls.logger = logging.getLogger(TableManager.__module__)  # Faust's (held at WARNING by driftwatch._log), not driftwatch's
+        cls.logger = logging.getLogger(
+            TableManager.__module__
+        )  # Faust's (held at WARNING by driftwatch._log), not driftwatch's
 
     async def on_start(self) -> None:
         while not self.should_stop:
