@@ -86,6 +86,11 @@ def test_demo_runs_the_runbook_loop_and_stops_cleanly(pseudonym_key: bytes, tmp_
     assert paged < resolved
     assert "rejected an unsigned" not in out
     assert "demo stopped" in out
+    # The complaints that fired the rollback came in over HTTP through the sidecar, as from a non-Python service.
+    via_sidecar = re.search(r"interactions through the sidecar: (\d+) accepted, (\d+) rejected", out)
+    assert via_sidecar, out[-2000:]
+    assert int(via_sidecar.group(1)) > 100
+    assert via_sidecar.group(2) == "0"
 
     kinds = _kinds(audit)
     assert kinds.index("action.started") < kinds.index("action.succeeded")

@@ -18,6 +18,12 @@ to send v8 no more traffic, and the alert resolves once v8's window has
 emptied. Every step is in the audit file (``--audit-file``), which
 ``driftwatch audit verify`` checks.
 
+Part of the traffic takes the path a model server in another language
+would: the customer interactions (complaints, escalations, labels, ...) are
+posted as NDJSON to a ``driftwatch sidecar`` on loopback, which validates,
+pseudonymises and produces them; the predictions go through the Python
+client. So every join in the demo crosses the two paths.
+
 The demo shortens ticks (2 s), lateness (1 s) and every window and duration
 of the rules (by 5: a 5 minute window becomes 1 minute) so the whole story
 fits in a few minutes; production keeps the configured values. With
@@ -29,6 +35,7 @@ predictions per wall second.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -39,6 +46,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +69,7 @@ from driftwatch.config import (
 )
 from driftwatch.core.profile import build_profile, prediction_columns
 from driftwatch.daemon.produce import paced
+from driftwatch.daemon.sidecar import Sidecar
 from driftwatch.daemon.signing import SignatureError, load_secrets, verify
 from driftwatch.daemon.worker import Worker
 from driftwatch.demo.broker import tansu_broker
@@ -172,6 +182,49 @@ class _Gateway:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _SidecarThread:
+    """A ``driftwatch sidecar`` on a free loopback port, on its own event loop in a thread; ``post`` sends NDJSON."""
+
+    def __init__(self, config: Config, key: bytes | None, bootstrap: str) -> None:
+        cfg = config.model_copy(update={"sidecar": config.sidecar.model_copy(update={"host": "127.0.0.1", "port": 0})})
+        self._sidecar = Sidecar(cfg, key, bootstrap=bootstrap)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="demo-sidecar")
+        self.accepted = 0
+        self.rejected = 0
+        self.url = ""
+
+    def __enter__(self) -> _SidecarThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._sidecar.start(), self._loop).result(30)
+        self.url = f"http://127.0.0.1:{self._sidecar.port}/v1/events"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):  # drains what is buffered, bounded by sidecar.drain_grace
+            asyncio.run_coroutine_threadsafe(self._sidecar.stop(), self._loop).result(60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def post(self, lines: list[bytes], stop: threading.Event) -> None:
+        """POST one NDJSON batch as a model server would; on 429 wait as told and try again (until ``stop``)."""
+        body = b"\n".join(lines) + b"\n"
+        while not stop.is_set():
+            req = urllib.request.Request(
+                self.url, data=body, headers={"Content-Type": "application/x-ndjson"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    reply = json.loads(resp.read())
+                self.accepted += int(reply["accepted"])
+                self.rejected += len(reply["rejected"])
+                return
+            except urllib.error.HTTPError as e:
+                if e.code != 429:
+                    raise
+                stop.wait(float(e.headers.get("Retry-After", "1")))
 
 
 def _scaled(rule_values: Mapping[str, object], tick: float, speedup: float) -> dict[str, object]:
@@ -391,7 +444,6 @@ def run_demo(
         gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode(), now_ms))
         cfg = _demo_config(config, tmp, run_id, speedup)
         cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit_file.resolve(), run_id)})
-        import asyncio
 
         from driftwatch.daemon.topics import alerting_topics, ensure_topics
 
@@ -400,14 +452,26 @@ def run_demo(
         stop = threading.Event()
         client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=50, linger=0.05)
         client.start()
+        sidecar = stack.enter_context(_SidecarThread(cfg, key, bootstrap))
+        encode = json.JSONEncoder(separators=(",", ":")).encode
 
         def produce() -> None:
             # Small blocks: the stream reads the schedule again every ~2 s of traffic, so a rollback takes effect.
             stream = generate_schedule(
                 at, events=10**9, seed=int(time.time()) % 10_000, rate=rate / clock_speed, start_ms=t0_ms, block=64
             )
+            batch: list[bytes] = []
+            sent = time.monotonic()
             for e in paced(stream, t0_ms, stop, speed=clock_speed):
-                client.emit_event(e)
+                if e.get("type") == "interaction":  # what a customer-service app in any language reports
+                    batch.append(encode(e).encode())
+                else:
+                    client.emit_event(e)
+                if batch and (len(batch) >= 200 or time.monotonic() - sent > 0.25):
+                    sidecar.post(batch, stop)
+                    batch, sent = [], time.monotonic()
+            if batch:
+                sidecar.post(batch, stop)
 
         producer = threading.Thread(target=produce, daemon=True, name="demo-producer")
         producer.start()
@@ -457,5 +521,6 @@ def run_demo(
         console.print(
             f"demo stopped; first metrics after {view.first_metrics:.1f} s" if view.first_metrics else "demo stopped"
         )
+        console.print(f"interactions through the sidecar: {sidecar.accepted} accepted, {sidecar.rejected} rejected")
         console.print(f"audit trail: {audit_file} (check it: driftwatch audit verify {audit_file})")
     return 0
