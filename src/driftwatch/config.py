@@ -32,6 +32,7 @@ __all__ = [
     "DetectorConfig",
     "EgressConfig",
     "FeatureConfig",
+    "GrafanaConfig",
     "JoinConfig",
     "KafkaConfig",
     "MetricsConfig",
@@ -427,6 +428,19 @@ class SidecarConfig(_Model):
     )
 
 
+class GrafanaConfig(_Model):
+    """Where the dashboards of ``driftwatch export grafana`` live, for deep links in alert notifications."""
+
+    url: str | None = Field(
+        None, description="Grafana's base URL; when set, every alert notification carries a dashboard_url annotation."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
+
+
 class Config(_Model):
     """The whole driftwatch configuration."""
 
@@ -443,6 +457,7 @@ class Config(_Model):
     metrics: MetricsConfig = MetricsConfig()
     alerting: AlertingConfig = AlertingConfig()
     sidecar: SidecarConfig = SidecarConfig()
+    grafana: GrafanaConfig = GrafanaConfig()
     rules: tuple[Rule, ...] = ()
 
     def dimensions(self) -> tuple[str, ...]:

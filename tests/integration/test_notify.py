@@ -216,6 +216,33 @@ def test_signed_webhooks_firing_then_resolved(kafka_bootstrap: str, monkeypatch:
     asyncio.run(main())
 
 
+def test_webhook_links_the_dashboard_when_grafana_is_configured(kafka_bootstrap: str) -> None:
+    """With grafana.url set, the running notifier's webhook carries a dashboard_url with the alert's variables."""
+
+    async def main() -> None:
+        rx = Receiver()
+        await rx.start()
+        name = _unique("notify-dashboard")
+        base = config(name, [{"name": "oncall", "url": rx.url}])
+        cfg = base.model_copy(
+            update={"grafana": base.grafana.model_copy(update={"url": "https://grafana.example.test"})}
+        )
+        svc = NotifierService(cfg, kafka_bootstrap)
+        await svc.start()
+        try:
+            await produce(kafka_bootstrap, cfg.kafka.alerts.name, record("firing"))
+            await until(lambda: len(rx.bodies) == 1, 15, "the firing notification")
+        finally:
+            await svc.stop()
+            await rx.stop()
+        (alert,) = rx.bodies[0]["alerts"]  # type: ignore[misc]
+        url = alert["annotations"]["dashboard_url"]
+        assert url.startswith("https://grafana.example.test/d/driftwatch-")
+        assert "var-model=support-router" in url
+
+    asyncio.run(main())
+
+
 def test_retries_through_500_429_timeout_until_delivered(kafka_bootstrap: str) -> None:
     """A receiver answering 500, then 429 with Retry-After, then hanging, then 200 gets the notification once."""
 

@@ -49,6 +49,7 @@ from driftwatch._log import get_logger
 from driftwatch._time import rfc3339
 from driftwatch.alerts.records import AlertRecord, action_id, decode_record
 from driftwatch.config import NotifyConfig, ReceiverConfig
+from driftwatch.exports.links import DashboardLinks
 
 __all__ = [
     "AuditHook",
@@ -224,12 +225,16 @@ class Notifier:
         counters: NotifyCounters | None = None,
         approvals: Mapping[str, bool] | None = None,
         api_url: str | None = None,
+        dashboards: DashboardLinks | None = None,
     ) -> None:
         """``approvals``: action name -> requires approval; with ``api_url`` a firing alert's webhook carries
-        each of its actions' id and, for those awaiting approval, the API's approve and deny links."""
+        each of its actions' id and, for those awaiting approval, the API's approve and deny links. With
+        ``dashboards`` (:meth:`DashboardLinks.from_config`, set when the config has ``grafana.url``) every alert
+        gets a ``dashboard_url`` annotation: its rule's Grafana dashboard with the alert's labels filled in."""
         self.config = notify
         self._approvals = dict(approvals or {})
         self._api_url = api_url.rstrip("/") if api_url else None
+        self._dashboards = dashboards
         self.receivers = {r.name: r for r in notify.receivers}
         self.counters = counters or NotifyCounters()
         self._silenced = is_silenced or (lambda labels, now: False)
@@ -257,11 +262,15 @@ class Notifier:
         if rec.state not in ("firing", "resolved"):
             return
         severity = rec.severity or rec.labels.get("severity", "info")
+        annotations = dict(rec.annotations)
+        if self._dashboards is not None:
+            # A rule's own dashboard_url annotation wins.
+            annotations.setdefault("dashboard_url", self._dashboards.url(rec.rule, rec.labels))
         # Remembered with sorted labels and the severity resolved, as the payloads show them.
         alert = msgspec.structs.replace(
             rec,
             labels=dict(sorted(rec.labels.items())),
-            annotations=dict(sorted(rec.annotations.items())),
+            annotations=dict(sorted(annotations.items())),
             severity=severity,
         )
         for rc in self.config.receivers:

@@ -37,6 +37,7 @@ from driftwatch.config import Config
 from driftwatch.daemon.http import EgressPolicy, HttpResult, post_json
 from driftwatch.daemon.signing import load_secrets, signature_headers
 from driftwatch.errors import StreamingError
+from driftwatch.exports.links import DashboardLinks
 
 __all__ = ["NotifierService", "api_url"]
 
@@ -115,6 +116,7 @@ class NotifierService:
             counters=self.counters,  # one set of counters across state reloads
             approvals={name: ac.requires_approval for name, ac in self._config.alerting.actions.items()},
             api_url=api_url(self._config),
+            dashboards=DashboardLinks.from_config(self._config),
         )
 
     # Counters as plain attributes, for the exporter.
