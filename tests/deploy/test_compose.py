@@ -124,15 +124,15 @@ def test_the_mounted_config_reads_its_secrets_where_compose_puts_them(compose: d
 
 
 def test_ports_and_health_probes_match_the_config(compose: dict[str, Any]) -> None:
-    """The worker's healthcheck asks its API's /healthz on the config's API port (enabled, on every interface),
-    and Prometheus scrapes the config's metrics port."""
+    """The worker's healthcheck asks /readyz on the config's metrics port (on every interface), which Prometheus
+    scrapes too; the API is enabled on every interface for approvals."""
     cfg = load_config(_driftwatch_config(compose, "driftwatch"))
     api = cfg.alerting.api
     assert api.enabled
     assert api.host == "0.0.0.0"
     assert cfg.metrics.host == "0.0.0.0"
     probe = " ".join(compose["services"]["driftwatch"]["healthcheck"]["test"])
-    assert f"http://127.0.0.1:{api.port}/healthz" in probe
+    assert f"http://127.0.0.1:{cfg.metrics.port}/readyz" in probe
     prom = yaml.safe_load((ROOT / "deploy" / "compose" / "prometheus.yml").read_text())
     targets = [
         t

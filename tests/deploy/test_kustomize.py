@@ -205,9 +205,9 @@ def test_deploy_configs_keep_the_example_domain() -> None:
         assert cfg.alerting.dry_run is True
 
 
-def test_worker_probes_hit_the_api_and_metrics_ports(rendered: dict[str, Docs], tmp_path: Path) -> None:
-    """The worker's probes ask /healthz and /readyz on the container port of the config's API (enabled, on every
-    interface), and its metrics port is the config's."""
+def test_worker_probes_hit_the_metrics_port(rendered: dict[str, Docs], tmp_path: Path) -> None:
+    """The worker's probes ask /healthz and /readyz on the container port of the config's metrics endpoint (on every
+    interface), which serves them with or without the API."""
     docs = rendered["base"]
     cfg = _load(docs, tmp_path)
     (container,) = _one(docs, "Deployment", "driftwatch-worker")["spec"]["template"]["spec"]["containers"]
@@ -217,7 +217,7 @@ def test_worker_probes_hit_the_api_and_metrics_ports(rendered: dict[str, Docs], 
     for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
         assert get["path"] == path
-        assert _port(container, get["port"]) == cfg.alerting.api.port
+        assert _port(container, get["port"]) == cfg.metrics.port
     assert _port(container, "metrics") == cfg.metrics.port
     assert container["args"] == ["run", "-c", "/etc/driftwatch/config/driftwatch.yaml"]
 

@@ -135,7 +135,7 @@ def _run_worker(bootstrap: str, text: str, tmp_path: Path, name: str, probes: li
     ports = {"api": data["alerting"]["api"]["port"], "metrics": data["metrics"]["port"]}
     log = tmp_path / "worker.log"
     with _process(["run", "-c", str(config), "--bootstrap", bootstrap], tmp_path / "data", log) as proc:
-        healthz = f"http://127.0.0.1:{ports['api']}/healthz"
+        healthz = f"http://127.0.0.1:{ports['metrics']}/healthz"
         wait_for(lambda: _status(healthz) == 200 or proc.poll() is not None, 90, healthz)
         assert proc.poll() is None, log.read_text()[-3000:]
         sim_log = tmp_path / "simulator.log"
@@ -163,12 +163,13 @@ def test_worker_answers_the_kubernetes_probes(bootstrap: str, tmp_path: Path) ->
 
 
 def test_worker_answers_the_compose_healthcheck(bootstrap: str, tmp_path: Path) -> None:
-    """`driftwatch run` with the compose config answers the path its healthcheck asks (/healthz on the API), and
-    /readyz once the simulator's traffic flows."""
+    """`driftwatch run` with the compose config answers the path its healthcheck asks (/readyz on the metrics
+    port), and the API's probes too."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert "/healthz'" in compose["services"]["driftwatch"]["healthcheck"]["test"][3]
+    assert ":9464/readyz'" in compose["services"]["driftwatch"]["healthcheck"]["test"][3]
     text = (ROOT / "deploy" / "compose" / "driftwatch.yaml").read_text()
-    _run_worker(bootstrap, text, tmp_path, "dplcompose", [("api", "/healthz"), ("api", "/readyz")])
+    probes = [("metrics", "/healthz"), ("metrics", "/readyz"), ("api", "/healthz"), ("api", "/readyz")]
+    _run_worker(bootstrap, text, tmp_path, "dplcompose", probes)
 
 
 def test_sidecar_answers_its_probes_and_takes_events_with_the_token(bootstrap: str, tmp_path: Path) -> None:

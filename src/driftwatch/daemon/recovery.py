@@ -29,6 +29,7 @@ assigned.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import math
@@ -182,16 +183,21 @@ async def read_range(
             await c.stop()
 
 
-async def _tail(bootstrap: str, topic: str, partition: int, count: int) -> list[Any]:
-    """The last ``count`` records of a partition (fewer if it is shorter)."""
+async def end_offset(bootstrap: str, topic: str, partition: int) -> int:
+    """The offset the next record of ``topic``/``partition`` will get."""
     tp = TopicPartition(topic, partition)
     c = await _consumer(bootstrap)
     try:
         c.assign([tp])
-        end = (await c.end_offsets([tp]))[tp]
+        return int((await c.end_offsets([tp]))[tp])
     finally:
         with contextlib.suppress(Exception):
             await c.stop()
+
+
+async def _tail(bootstrap: str, topic: str, partition: int, count: int) -> list[Any]:
+    """The last ``count`` records of a partition (fewer if it is shorter)."""
+    end = await end_offset(bootstrap, topic, partition)
     out: list[Any] = []
     await read_range(bootstrap, topic, partition, max(0, end - count), end, out.append)
     return out
@@ -384,12 +390,34 @@ class EvalRecovery(_Recovery):
         self.held: dict[str, tuple[tuple[tuple[int, int], str], int, list[PartialMsg]]] = {}
         self.seconds: dict[str, float] = {}  # "summaries <partition>" -> how long its last recovery took
         self.checkpoints_written = 0
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _lock(self, partition: int) -> asyncio.Lock:
+        return self._locks.setdefault(partition, asyncio.Lock())
 
     async def admit(self, partition: int, offset: int) -> bool:
         """Whether the summary message at ``offset`` is still to be applied (the partition is taken over first)."""
-        if partition not in self.offset:
-            await self.assign(partition, offset)
+        lock = self._lock(partition)
+        if partition not in self.offset or lock.locked():  # a take-over in progress must finish first
+            async with lock:
+                if partition not in self.offset:
+                    await self.assign(partition, offset)
         return offset > self.offset[partition]
+
+    async def take_over_idle(self, partition: int) -> None:
+        """Take over an assigned summary partition that has delivered nothing yet, up to its end.
+
+        A worker must be ready (``/readyz``) without traffic: restoring the
+        partition when its first message arrives would keep an idle worker
+        unready, and a rollout waiting forever.
+        """
+        if partition in self.offset:
+            return
+        async with self._lock(partition):
+            if partition in self.offset:
+                return
+            end = await end_offset(self.bootstrap, self.config.kafka.summaries.name, partition)
+            await self.assign(partition, end)
 
     async def assign(self, partition: int, up_to: int) -> None:
         """Take over a summary partition: restore its last checkpoint, then re-apply the summaries before ``up_to``."""

@@ -54,7 +54,7 @@ import msgspec
 from faust.exceptions import ConsumerNotStarted
 from faust.tables import TableManager
 from faust.worker import Worker as FaustWorker
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from driftwatch._log import get_logger
 from driftwatch.alerts.engine import AlertTransition
@@ -62,6 +62,7 @@ from driftwatch.alerts.records import AlertRecord, encode_record
 from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.daemon._fetch import Transport as FetchTransport
+from driftwatch.daemon.exposition import serve_http
 from driftwatch.daemon.metrics import EVALUATION_BUCKETS, AlertingCollector, WorkerCollector, registry_for
 from driftwatch.daemon.recovery import EvalRecovery, IngestIntent, InputRecovery, WorkerContext, encode_intent
 from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, to_msg
@@ -234,13 +235,16 @@ class Worker:
         self.log.info("stopped")
 
     def serve_metrics(self) -> int:
-        """Start ``/metrics`` on the configured address; return the bound port."""
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on the configured address; return the bound port."""
         m = self.config.metrics
         registry = registry_for(self.core, window=m.window, max_series=m.max_series, lock=self.lock)
         registry.register(WorkerCollector(self))
         self.registry = registry
-        server, _ = start_http_server(m.port, addr=m.host, registry=registry)
-        return int(server.server_port)
+        return serve_http(m.host, m.port, registry, self.ready)
+
+    def ready(self) -> bool:
+        """Recovered, and the alerting side (when it runs) has loaded its state: ``/readyz``."""
+        return self.recovered() and (self.alerting is None or bool(self.alerting.ready()))
 
     def start_alerting(self, *, wait: bool = True) -> Any:
         """Start the notifier, action runner, API and audit trail in their own thread (after :meth:`serve_metrics`)."""
@@ -405,7 +409,8 @@ class Worker:
         self._ready = ready
 
     async def _recover_assigned(self) -> None:
-        """Recover input partitions assigned but silent since (their last batch may need re-sending)."""
+        """Recover partitions assigned but silent since: inputs (their last batch may need re-sending) and summaries
+        (so an idle worker turns ready)."""
         try:
             assigned = self._assigned_inputs()
         except Exception:  # the consumer is not started yet
@@ -414,6 +419,10 @@ class Worker:
         if pending:
             await self.input_recovery.assign(pending)
         self.input_recovery.keep_only(assigned)
+        summaries = self.config.kafka.summaries.name
+        for topic, partition in sorted(self.assignment):
+            if topic == summaries:
+                await self.eval_recovery.take_over_idle(partition)
 
     async def _send_heartbeat(self) -> None:
         self._update_sources(time.monotonic())
