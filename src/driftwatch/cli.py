@@ -328,7 +328,10 @@ def check_config(
 ) -> None:
     """Validate a config and its rules offline; list every problem with its file and key path."""
     cfg, _ = _load(config, need_key=not skip_secrets)
-    problems = profile_problems(cfg)
+    from driftwatch.actions.planner import config_problems
+
+    # What load_config cannot see: the profile files, and the action templates only the action side reads.
+    problems = profile_problems(cfg) + [p for p in config_problems(cfg.alerting) if p not in cfg.problems()]
     if problems:
         raise _fail(2, "invalid configuration:\n" + "\n".join(f"  - {config}: {p}" for p in problems))
     if show:

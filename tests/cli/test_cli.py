@@ -212,6 +212,26 @@ models:
     assert "missing.json" in out
 
 
+def test_check_config_catches_bad_action_templates(tmp_path: Path) -> None:
+    """An action body naming a field no alert has fails check-config, not the first firing in production."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        """
+attributes: {region: {}}
+models:
+  m: {favorable: [approve], reference: {learn_events: 1000}}
+alerting:
+  actions:
+    page: {kind: http, url: "https://hooks.example.test/x", body: {text: "{labels.model} {no_such_field}"}}
+"""
+    )
+    res = runner.invoke(app, ["check-config", str(cfg), "--skip-secrets"])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())
+    assert "alerting.actions.page.body" in out
+    assert "no_such_field" in out
+
+
 def test_baseline_build_from_csv(tmp_path: Path, example_config: Path) -> None:
     """baseline build writes a profile with quantile bins for every feature, score and prediction."""
     csv = tmp_path / "ref.csv"
