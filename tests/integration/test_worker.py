@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from driftwatch.config import Config, load_config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.daemon.metrics import SLICE_FAMILIES
 from driftwatch.daemon.topics import ensure_topics
+from driftwatch.daemon.worker import DEAD_LETTER_MAX_BYTES
 from driftwatch.profiles import load_profiles
 from driftwatch.simulate import generate
 
@@ -119,7 +121,9 @@ def test_worker_metrics_equal_the_replay(
 def test_malformed_events_are_dead_lettered(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str]
 ) -> None:
-    """Bad JSON, wrong types, missing fields, unknown schema versions and oversized events go to the dead-letter topic with reasons; the valid ones around them all count."""
+    """Bad JSON, wrong types, missing fields, unknown schema versions, oversized and 1,000-deep events go to the
+    dead-letter topic with reasons but never their values in headers (one too large to send is stored cut, with a
+    flag); the valid ones around them all count."""
     cfg_path = unique_config(tmp_path, example_config, "dlq")
     cfg = load_config(cfg_path)
     good = {
@@ -136,11 +140,14 @@ def test_malformed_events_are_dead_lettered(
         json.dumps({k: v for k, v in good.items() if k != "request_id"}).encode(): "missing_field",
         json.dumps({**good, "schema_version": 2}).encode(): "unsupported_schema_version",
         json.dumps({**good, "event_id": "x" * 70_000}).encode(): "oversized",
+        json.dumps({**good, "event_id": "y" * 1_500_000}).encode(): "oversized",  # past what a producer may send
+        b'{"a":' * 1000 + b"1" + b"}" * 1000: "too_deep",
+        json.dumps({**good, "kind": "555-0100-private"}).encode(): "invalid_field",
     }
 
     async def produce_and_read() -> list[tuple[bytes, dict[str, bytes]]]:
         await ensure_topics(kafka_bootstrap, cfg.kafka)
-        prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=1_000_000)
+        prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=4_000_000)
         await prod.start()
         for n, raw in enumerate(bad):
             await prod.send_and_wait(
@@ -162,8 +169,8 @@ def test_malformed_events_are_dead_lettered(
             interval=0.3,
         )
         s = samples(worker.scrape())
-        for reason in bad.values():
-            assert s[("driftwatch_events_rejected_total", (("reason", reason),))] == 1
+        for reason, count in Counter(bad.values()).items():
+            assert s[("driftwatch_events_rejected_total", (("reason", reason),))] == count
     finally:
         assert worker.stop() == 0, worker.log.read_text()[-3000:]
 
@@ -186,9 +193,19 @@ def test_malformed_events_are_dead_lettered(
 
     dlq = asyncio.run(read_dlq())
     assert {h["driftwatch-reason"].decode() for _, h in dlq} == set(bad.values())
+    assert len(dlq) == len(bad)
+    assert sum("driftwatch-truncated" in h for _, h in dlq) == 1  # the 1.5 MB event, stored cut
     for value, headers in dlq:
-        assert bad[value] == headers["driftwatch-reason"].decode()  # the original bytes, with the reason
+        if "driftwatch-truncated" in headers:
+            (original,) = [raw for raw in bad if len(raw) == int(headers["driftwatch-truncated"])]
+            assert value == original[: len(value)]
+            assert len(value) == DEAD_LETTER_MAX_BYTES
+        else:
+            original = value
+        assert bad[original] == headers["driftwatch-reason"].decode()  # the original bytes, with the reason
         assert headers["driftwatch-source"].decode().startswith(cfg.kafka.interactions.name + ":")
+        assert "driftwatch-message" not in headers
+        assert not any(b"555-0100" in h or b"xxxxxxxx" in h for h in headers.values())
 
 
 # What a SIGKILL may change (README, "State and restarts"): the join of the few interactions still waiting for

@@ -69,7 +69,11 @@ from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, t
 from driftwatch.events import split_messages
 from driftwatch.profiles import load_profiles
 
-__all__ = ["Worker"]
+__all__ = ["DEAD_LETTER_MAX_BYTES", "Worker"]
+
+DEAD_LETTER_MAX_BYTES = 512 * 1024
+"""A dead-lettered event longer than this is stored cut to it, with ``driftwatch-truncated: <original length>``
+(below the producer's 1 MiB request limit, with room for headers and the batch)."""
 
 _PARTIALS_PER_MESSAGE = 16
 
@@ -341,19 +345,18 @@ class Worker:
         for err in decoded.errors:
             m = messages[origin[err.index]]
             self.dead_lettered += 1
-            pending.append(
-                await self.dead_letter.send(
-                    key=m.key,
-                    value=raws[err.index],
-                    headers=[
-                        ("driftwatch-reason", err.reason.encode()),
-                        ("driftwatch-field", (err.field or "").encode()),
-                        ("driftwatch-message", err.message.encode()[:500]),
-                        ("driftwatch-source", f"{m.topic}:{m.partition}:{m.offset}".encode()),
-                        ("driftwatch-schema-version", b"1"),
-                    ],
-                )
-            )
+            value = raws[err.index]
+            # Headers say why and where, never what: a decoder message can quote the offending value.
+            headers = [
+                ("driftwatch-reason", err.reason.encode()),
+                ("driftwatch-field", (err.field or "").encode()[:256]),
+                ("driftwatch-source", f"{m.topic}:{m.partition}:{m.offset}".encode()),
+                ("driftwatch-schema-version", b"1"),
+            ]
+            if len(value) > DEAD_LETTER_MAX_BYTES:  # the producer would refuse it, and the agent must go on
+                headers.append(("driftwatch-truncated", str(len(value)).encode()))
+                value = value[:DEAD_LETTER_MAX_BYTES]
+            pending.append(await self.dead_letter.send(key=m.key, value=value, headers=headers))
         sources = {tp: (lo, hi)}
         by_model: dict[str, list[Any]] = {}
         for p in partials:
