@@ -54,6 +54,8 @@ __all__ = [
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 _ATTR = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_LABEL = r"^[A-Za-z0-9_.:+-]{1,64}$"
+"""A metric label value (a display value is shown as one); the grammar of ``core.slicing.LABEL_VALUE``."""
 
 
 class _Model(BaseModel):
@@ -471,6 +473,13 @@ class Config(_Model):
         for a in self.attributes:
             if not re.match(_ATTR, a):
                 out.append(f"attributes.{a}: name must match {_ATTR}")
+            # Display values become metric label values and alert labels: the label grammar, and no reserved name.
+            for j, dv in enumerate(self.attributes[a].display_values):
+                if not re.fullmatch(_LABEL, dv) or dv == "__other__" or re.fullmatch(r"h:[0-9a-f]{16}", dv):
+                    out.append(
+                        f"attributes.{a}.display_values[{j}]: {dv!r} must match {_LABEL} "
+                        "and be neither __other__ nor a token"
+                    )
         for i, p in enumerate(self.protected):
             if p not in names:
                 out.append(f"protected[{i}]: {p!r} is not a configured attribute")

@@ -67,6 +67,15 @@ def _check(promtool: str, text: str) -> None:
     assert report.strip() == "", f"promtool lint output:\n{report}"
 
 
+def _firing(text: str, rule: str) -> bool:
+    """Whether the scrape shows one firing alert of ``rule`` for some model version."""
+    return any(
+        line.startswith(f'driftwatch_alerts{{alertname="{rule}",model="') and 'state="firing"' in line
+        for line in text.splitlines()
+        if line.endswith(" 1.0")
+    )
+
+
 def test_scraped_metrics_pass_promtool(pseudonym_key: bytes, example_config: Path) -> None:
     """A served scrape after simulated bias traffic parses and lints clean in promtool and as OpenMetrics."""
     promtool = _promtool()
@@ -78,8 +87,11 @@ def test_scraped_metrics_pass_promtool(pseudonym_key: bytes, example_config: Pat
     with _serve(registry_for(pipeline)) as url:
         ctype, text = _scrape(url)
         assert ctype.startswith("text/plain; version=0.0.4")
-        assert 'driftwatch_alerts{alertname="selection_rate_disparity",state="firing"} 1.0' in text
+        assert _firing(text, "selection_rate_disparity")
         assert "driftwatch_fairness_disparate_impact_ratio{" in text
+        assert "driftwatch_fairness_disparate_impact_ratio_lower{" in text
+        assert "driftwatch_selection_rate_samples{" in text
+        assert "driftwatch_feature_samples{" in text
         assert 'quantile="0.9"' in text
         _check(promtool, text)
         ctype, om = _scrape(url, OPENMETRICS)
@@ -122,6 +134,6 @@ def test_scrapes_during_processing_with_a_lock(pseudonym_key: bytes, example_con
     assert len(texts) >= 2
     final = texts[-1]
     assert f'driftwatch_events_total{{kind="prediction"}} {float(pipeline.counters.predictions)}' in final
-    assert 'driftwatch_alerts{alertname="complaint_rate_high",state="firing"} 1.0' in final
+    assert _firing(final, "complaint_rate_high")
     for text in (texts[0], texts[len(texts) // 2], final):
         _check(promtool, text)

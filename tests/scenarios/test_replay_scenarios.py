@@ -47,7 +47,8 @@ def _matches(t: AlertTransition, inj: Injection, key: bytes) -> bool:
         return "attribute" not in labels
     value = inj.value
     assert value is not None
-    if inj.attribute == "age_band":  # sensitive in the example config: tokens, never raw values
+    shown = load_config(EXAMPLE_CONFIG).attributes["age_band"].display_values
+    if inj.attribute == "age_band" and value not in shown:  # sensitive: a token unless listed in display_values
         value = Pseudonymizer(key).token("age_band", value)
     if labels.get("attribute") != inj.attribute:
         return False

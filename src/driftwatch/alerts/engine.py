@@ -145,6 +145,11 @@ class AlertEngine:
         """Fingerprint -> state for every pending or firing alert."""
         return {fp: s.state for fp, s in self._states.items() if s.state != "inactive"}
 
+    def open_alerts(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(rule, state, labels) of every pending or firing alert, from the engine's own state (also right after a
+        checkpoint was restored, when no transition of them is in memory)."""
+        return [(s.rule, s.state, s.labels) for s in self._states.values() if s.state != "inactive"]
+
     def evaluate(self, rule: Rule, now: float, candidates: Iterable[Candidate]) -> list[AlertTransition]:
         """Advance every candidate of ``rule`` to event time ``now``; return the transitions."""
         out: list[AlertTransition] = []

@@ -6,6 +6,13 @@ everything else, including values folded at ingest, is merged into
 ``__other__``, itself withheld when it has fewer than k members. Rules,
 reports and /metrics all read slices through :class:`Exposure`, so what is
 alerted on is what is shown.
+
+It also decides the name a person reads: an exposed token of a sensitive
+attribute whose raw value the config lists in ``display_values`` is shown as
+that raw value (in metric rows, /metrics labels, alert labels and evidence,
+and so in webhooks and the audit); each side of a pair ``a:b`` is named the
+same way. Every other sensitive value stays a token, and a group below
+``min_group_size`` is never named at all (it is folded before naming).
 """
 
 from __future__ import annotations
@@ -16,12 +23,16 @@ import numpy as np
 
 from driftwatch.config import Config
 from driftwatch.core import summary as S
-from driftwatch.core.slicing import OTHER, AttributeCoder, SliceSpace
+from driftwatch.core.slicing import OTHER, TOKEN_LENGTH, AttributeCoder, SliceSpace
 
 __all__ = ["Cache", "Exposure", "Stream"]
 
-Cache = dict[tuple[int, int, int], tuple[list[str], S.Matrix]]
-"""Exposed values and their summaries by (stream, window ticks, dimension), shared within one evaluation."""
+Cache = dict[tuple[int, int, int], tuple[list[str], list[str], S.Matrix]]
+"""Exposed slice values, their shown names and summaries by (stream, window ticks, dimension), shared within one
+evaluation."""
+
+_MAX_LABEL = 64
+"""Longest label value; a pair whose shown name would be longer keeps its tokens (see :meth:`Exposure.shown`)."""
 
 
 class Stream:
@@ -49,11 +60,20 @@ class Exposure:
         self.attrs = tuple(config.attributes)
 
     def exposed(self, s: Stream, wt: int, dim: int, cache: Cache | None = None) -> tuple[list[str], S.Matrix]:
-        """Values of dimension ``dim`` shown by name in window ``wt`` (top-k, >= k members) and their summaries.
+        """Names of the values of dimension ``dim`` shown in window ``wt`` (top-k, >= k members) and their summaries.
 
         Everything else, including values folded at ingest, is merged into
-        ``__other__``, itself withheld when it has fewer than k members.
+        ``__other__``, itself withheld when it has fewer than k members. A
+        name is the value's display name where the config allows one (see
+        :meth:`shown`), else the value itself (a token where sensitive).
         """
+        _, shown, m = self.exposed_keys(s, wt, dim, cache)
+        return shown, m
+
+    def exposed_keys(
+        self, s: Stream, wt: int, dim: int, cache: Cache | None = None
+    ) -> tuple[list[str], list[str], S.Matrix]:
+        """Like :meth:`exposed`, with each exposed value's slice value first (its key in the stream's slice space)."""
         key = (id(s), wt, dim)
         if cache is not None and key in cache:
             return cache[key]
@@ -79,21 +99,56 @@ class Exposure:
             if other[S.N_PRED] >= k_min:
                 out_names.append(OTHER)
                 parts.append(other)
-        result = (out_names, np.array(parts, np.int64).reshape(len(parts), s.layout.width))
+        result = (
+            out_names,
+            [self.shown(dim_name, nm) for nm in out_names],
+            np.array(parts, np.int64).reshape(len(parts), s.layout.width),
+        )
         if cache is not None:
             cache[key] = result
         return result
 
-    def value_token(self, dim: str, value: str | None) -> str | None:
-        """The exposed form of a configured value: its pseudonymous token where the attribute is sensitive."""
+    def shown(self, dim: str, value: str) -> str:
+        """The name shown for an exposed slice value of dimension ``dim``.
+
+        A token whose raw value is in the attribute's ``display_values`` is
+        shown as that raw value; in a pair ``a:b`` each side is named so (a
+        pair whose shown name would exceed 64 characters keeps its tokens).
+        Anything else, ``__other__`` included, is shown as it is. Only call
+        this on values :meth:`exposed_keys` exposed: it is what keeps groups
+        below ``min_group_size`` unnamed.
+        """
+        if value == OTHER:
+            return value
+        if ":" not in dim:
+            return self.display(dim, value)
+        a, b = dim.split(":")
+        ca, cb = self.coders.get(a), self.coders.get(b)
+        # A sensitive side is a token of fixed length, which tells where the sides meet.
+        if cb is not None and cb.display and len(value) > TOKEN_LENGTH and value[-TOKEN_LENGTH - 1] == ":":
+            va, vb = value[: -TOKEN_LENGTH - 1], value[-TOKEN_LENGTH:]
+        elif ca is not None and ca.display and len(value) > TOKEN_LENGTH and value[TOKEN_LENGTH] == ":":
+            va, vb = value[:TOKEN_LENGTH], value[TOKEN_LENGTH + 1 :]
+        else:
+            return value
+        pair = f"{self.display(a, va)}:{self.display(b, vb)}"
+        return pair if len(pair) <= _MAX_LABEL else value
+
+    def shown_value(self, dim: str, value: str | None) -> str | None:
+        """The shown name of a raw value named in the config (a rule's ``value``), to compare with exposed names.
+
+        A sensitive attribute's value becomes its token, then its display
+        name where listed; a pair's value is compared as written (its sides
+        as shown, e.g. ``18-24:de``).
+        """
         if value is None or ":" in dim:
             return value
         coder = self.coders[dim]
         if coder.config.sensitive and coder.pseudonymizer is not None:
-            return coder.pseudonymizer.token(dim, value)
+            return self.display(dim, coder.pseudonymizer.token(dim, value))
         return value
 
     def display(self, attribute: str, value: str) -> str:
-        """The display name of an exposed value where the operator allowed one; else the value itself."""
+        """The display name of a token of ``attribute`` where the operator allowed one; else the value itself."""
         coder = self.coders.get(attribute)
         return coder.display.get(value, value) if coder is not None else value

@@ -6,7 +6,10 @@ n in the rule's window, whether the condition holds (on the value or, with
 whether it is healthy, with Benjamini-Hochberg across the rule's slices when
 ``fdr_q`` is set, and (for the whole model) the slices that contribute most.
 A group comparison is one candidate per protected attribute, its evidence
-naming the lowest and highest groups. The alert engine owns what happens next.
+naming the lowest and highest groups. Slices and groups are named as
+:class:`~driftwatch.core.exposure.Exposure` shows them (display names where
+the config allows), in labels and evidence alike. The alert engine owns what
+happens next.
 """
 
 from __future__ import annotations
@@ -53,13 +56,13 @@ class RuleEvaluator:
     def _wticks(self, rule: Rule) -> int:
         return round(rule.window / self.tick)
 
-    def _selected(self, rule: Rule, s: Stream, cache: Cache) -> list[tuple[str, str, S.Matrix]]:
-        """(dimension, value, summary row) of every slice a slice-level rule watches."""
+    def _selected(self, rule: Rule, s: Stream, cache: Cache) -> list[tuple[str, str, str, S.Matrix]]:
+        """(dimension, shown name, slice value, summary row) of every slice a slice-level rule watches."""
         wt = self._wticks(rule)
-        out: list[tuple[str, str, S.Matrix]] = []
+        out: list[tuple[str, str, str, S.Matrix]] = []
         if rule.attribute is None or rule.attribute == "*":
             m = s.store.window(wt, 1, s.layout.width)
-            out.append((OVERALL, OVERALL, m[0]))
+            out.append((OVERALL, OVERALL, OVERALL, m[0]))
         dims = (
             range(len(self.exposure.dimensions))
             if rule.attribute == "*"
@@ -68,11 +71,12 @@ class RuleEvaluator:
             else []
         )
         for d in dims:
-            names, mat = self.exposure.exposed(s, wt, d, cache)
-            want = self.exposure.value_token(self.exposure.dimensions[d], rule.value)
+            keys, names, mat = self.exposure.exposed_keys(s, wt, d, cache)
+            # A rule's value is compared with the name shown for it, as an operator reads it on /metrics.
+            want = self.exposure.shown_value(self.exposure.dimensions[d], rule.value)
             for i, name in enumerate(names):
                 if want is None or name == want:
-                    out.append((self.exposure.dimensions[d], name, mat[i]))
+                    out.append((self.exposure.dimensions[d], name, keys[i], mat[i]))
         return out
 
     def _labels(self, rule: Rule, s: Stream, dim: str, value: str) -> dict[str, str]:
@@ -100,15 +104,16 @@ class RuleEvaluator:
         tick_m: S.Matrix | None,
         now: float,
     ) -> list[Candidate]:
-        sel = self._selected(rule, s, cache)
-        if not sel:
+        keyed = self._selected(rule, s, cache)
+        if not keyed:
             return []
+        sel = [(dim, name, row) for dim, name, _, row in keyed]
         mat = np.array([r for _, _, r in sel], np.int64)
         arr = slice_metric(rule.metric, mat, s.layout, rule.feature)
         min_n = rule.min_samples or self.config.min_samples
         sufficient = (arr.n >= min_n) & ~np.isnan(arr.value)
         if rule.detector is not None:
-            return self._detector_candidates(rule, s, sel, arr, sufficient, tick_m, now)
+            return self._detector_candidates(rule, s, keyed, arr, sufficient, tick_m, now)
         assert rule.threshold is not None
         cond = sufficient & _OPS[rule.op](
             np.nan_to_num(_tested(rule, arr.value, arr.lo, arr.hi), nan=0.0), rule.threshold
@@ -182,7 +187,7 @@ class RuleEvaluator:
         self,
         rule: Rule,
         s: Stream,
-        sel: list[tuple[str, str, S.Matrix]],
+        sel: list[tuple[str, str, str, S.Matrix]],
         arr: MetricArrays,
         sufficient: np.ndarray,
         tick_m: S.Matrix | None,
@@ -191,10 +196,10 @@ class RuleEvaluator:
         det_cfg = rule.detector
         assert det_cfg is not None
         out = []
-        for i, (dim, value, _) in enumerate(sel):
+        for i, (dim, value, slice_value, _) in enumerate(sel):
             labels = self._labels(rule, s, dim, value)
             key = self.detectors.key(rule.name, labels)
-            row = s.space.find((dim, value))
+            row = s.space.find((dim, slice_value))
             x = math.nan
             if tick_m is not None and row is not None and row < tick_m.shape[0]:
                 x = float(slice_metric(rule.metric, tick_m[row : row + 1], s.layout).value[0])

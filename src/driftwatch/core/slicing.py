@@ -30,6 +30,8 @@ __all__ = [
     "MISSING",
     "OTHER",
     "OVERALL",
+    "TOKEN",
+    "TOKEN_LENGTH",
     "AttributeCoder",
     "Pseudonymizer",
     "SliceKey",
@@ -44,6 +46,8 @@ MISSING: Final = -1
 """Row code for an event without a value for a dimension: it joins no slice of that dimension."""
 LABEL_VALUE: Final = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")
 TOKEN: Final = re.compile(r"^h:[0-9a-f]{16}$")
+TOKEN_LENGTH: Final = 18
+"""Length of a token (``h:`` + 16 hex): where the sides of a pair value meet when one side is sensitive."""
 _DIGITS: Final = re.compile(r"\d")
 _IPV4: Final = re.compile(r"\d{1,3}([.-]\d{1,3}){3}")
 _ID_RUN: Final = re.compile(r"(?=[0-9A-Fa-f]*\d)(?=[0-9A-Fa-f]*[A-Fa-f])[0-9A-Fa-f]{12,}")

@@ -8,8 +8,10 @@ cached across scrapes. :func:`registry_for` wires one into a fresh registry.
 
 Slice families (gauges unless noted; labels ``model, version, attribute,
 slice, window``; ``attribute="*", slice="*"`` is the whole model; label
-values are exactly those of the metric rows, i.e. pseudonymised tokens and
-top-k values, never raw sensitive values):
+values are exactly those of the metric rows: top-k values with at least
+``privacy.min_group_size`` members, a sensitive value as its pseudonymous
+token or, where the config lists its raw value in ``display_values``, as that
+display name, never any other raw sensitive value):
 
 - ``driftwatch_predictions``: predictions in the slice and window (count).
 - one family per metric of :data:`driftwatch.metrics.registry.REGISTRY`
@@ -21,6 +23,13 @@ top-k values, never raw sensitive values):
   as log buckets, so there is no exact sum, and a windowed count would not
   be a counter; a summary because promtool rejects a ``quantile`` label on
   anything else).
+- for every proportion and comparison (``interval_on_metrics`` in the
+  registry): ``<family>_lower`` and ``<family>_upper``, the 95% interval's
+  bounds in the value's unit, and ``<family>_samples``, the n the value is
+  computed over (a proportion's denominator in the slice; for a comparison,
+  the smallest compared group's), with the value's labels.
+- ``driftwatch_feature_samples`` (labels of the drift families): the n of
+  the feature's values in the slice and window, shared by PSI and JS distance.
 - ``driftwatch_label_metrics_provisional``: ``1`` where the slice's label
   coverage is below the model's ``label_coverage_min``, so its true/false
   positive and error rates are provisional (still exported, but never
@@ -28,15 +37,18 @@ top-k values, never raw sensitive values):
   attribute, slice, window)`` to hide provisional values.
 
 Attribute families (gauges; labels ``model, version, attribute, window``,
-the attribute a protected one): one per comparison metric of the registry.
+the attribute a protected one): one per comparison metric of the registry,
+each with its ``_lower``, ``_upper`` and ``_samples``.
 
 A value whose status is ``insufficient`` is not exported at all (the series
-is absent, never 0).
+is absent, never 0), nor are its interval and samples.
 
-Alerts: ``driftwatch_alerts{alertname, state}`` (gauge): pending / firing
-alerts per configured rule, from the engine's active set (a pending alert
-that lapses leaves no transition, so the latest transition alone would go
-stale); zero for rules with none.
+Alerts: ``driftwatch_alerts{alertname, state, model, version}`` (gauge):
+pending / firing alerts per configured rule and model version, from the
+engine's active set (a pending alert that lapses leaves no transition, so the
+latest transition alone would go stale); zero for each model version the rule
+applies to that has data. (It was ``{alertname, state}``: ``sum by
+(alertname, state)`` gives the old series.)
 
 Health (never counted against the budget): ``driftwatch_events_total{kind}``,
 ``driftwatch_events_rejected_total{reason}``, ``driftwatch_join_total{outcome}``,
@@ -53,7 +65,14 @@ slices, attribute comparisons, single-attribute slices, attribute-pair
 slices; within a tier by model x version as first seen, then dimension
 order, then slice rank (largest first, ``__other__`` last). The first group
 that does not fit and every group after it are dropped, so a slice is
-exported only when every slice ranked above it is. ``driftwatch_series_dropped``
+exported only when every slice ranked above it is. What one group costs at
+most: a slice ``45 + 3 x (F + 2)`` series for a model with F monitored
+features (the prediction count; 10 proportions, each with lower, upper and
+samples; the mean score; 2 label-delay quantiles; the provisional flag; PSI,
+JS distance and samples per feature, ``score`` and ``prediction``), i.e. 63
+for the example config's models; a protected attribute 32 (8 comparisons,
+each with lower, upper and samples). Insufficient values cost nothing; the
+figures are in ``docs/metrics.md`` too. ``driftwatch_series_dropped``
 reports the last scrape (a gauge, not a cumulative counter: a count of
 scrapes would depend on how many servers scrape) by ``reason``: ``budget``,
 ``invalid_label`` (a label value not matching :data:`LABEL_VALUE`, skipped),
@@ -68,6 +87,7 @@ the collector holds it only while reading, not while formatting.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -83,13 +103,14 @@ from driftwatch.core.counters import Counters
 from driftwatch.core.evaluate import Evaluator, MetricRow
 from driftwatch.core.slicing import OVERALL, AttributeCoder
 from driftwatch.events import REASONS
-from driftwatch.metrics.registry import REGISTRY
+from driftwatch.metrics.registry import FEATURE_SAMPLES, FEATURE_SAMPLES_HELP, REGISTRY
 
 if TYPE_CHECKING:
     from driftwatch.core.pipeline import Pipeline
     from driftwatch.daemon.alerting import AlertingService
 
 __all__ = [
+    "INTERVAL_FAMILIES",
     "LABEL_VALUE",
     "SLICE_FAMILIES",
     "AlertingCollector",
@@ -108,7 +129,7 @@ _ATTRIBUTE_LABELS: Final = ("model", "version", "attribute", "window")
 _HELP: Final[dict[str, str]] = {
     "driftwatch_predictions": "Predictions of the slice in the window (count).",
     "driftwatch_label_metrics_provisional": "Set where the slice's label coverage in the window is below the model's minimum, so its TPR, FPR and error rate are provisional (1, absent otherwise).",
-    "driftwatch_alerts": "Alerts of a rule in a state, pending or firing (count).",
+    "driftwatch_alerts": "Alerts of a rule for one model version in a state, pending or firing (count).",
     "driftwatch_events": "Events decoded, by kind (count).",
     "driftwatch_events_rejected": "Events rejected at decode or ingest, by reason (count).",
     "driftwatch_join": "Interactions joined to their prediction (hit) or given up on after the grace period (miss) (count).",
@@ -121,6 +142,13 @@ _HELP: Final[dict[str, str]] = {
     "driftwatch_series_dropped": "Series withheld from this scrape, by reason: budget (slice and attribute series past max_series), invalid_label, unmapped_metric (count).",
     "driftwatch_build_info": "The running driftwatch version, in the version label (always 1).",
     **{m.family: m.help for m in REGISTRY},
+    **{
+        f: h
+        for m in REGISTRY
+        if m.interval_on_metrics
+        for f, h in zip(m.interval_families, m.interval_help(), strict=True)
+    },
+    FEATURE_SAMPLES: FEATURE_SAMPLES_HELP,
 }
 
 SLICE_FAMILIES: Final[Mapping[str, tuple[str, str | None]]] = {
@@ -128,6 +156,12 @@ SLICE_FAMILIES: Final[Mapping[str, tuple[str, str | None]]] = {
 }
 """Metric row name -> (family, ``quantile`` label value or None) for every slice and attribute metric."""
 
+INTERVAL_FAMILIES: Final[Mapping[str, tuple[str, str, str]]] = {
+    m.name: m.interval_families for m in REGISTRY if m.interval_on_metrics
+}
+"""Metric row name -> (lower, upper, samples) families, for every proportion and comparison."""
+
+_DRIFT: Final = frozenset(m.name for m in REGISTRY if m.kind == "drift")
 _SUMMARY_FAMILIES: Final = frozenset(m.family for m in REGISTRY if m.quantile is not None)
 _DROP_REASONS: Final = ("budget", "invalid_label", "unmapped_metric")
 _ALERT_STATES: Final = ("pending", "firing")
@@ -142,6 +176,8 @@ class _Group:
     first: int
     series: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
     provisional: bool = False
+    features: set[str] = field(default_factory=set)
+    """Features whose ``driftwatch_feature_samples`` is already in the group."""
 
 
 @functools.lru_cache(maxsize=8192)
@@ -212,8 +248,8 @@ class DriftwatchCollector:
             exported += len(group.series)
             for name, labels, value in group.series:
                 _add(fams[name], labels, value)
-        for (rule, state), count in alerts.items():
-            labels = {"alertname": rule, "state": state}
+        for (rule, state, model, version), count in alerts.items():
+            labels = {"alertname": rule, "state": state, "model": model, "version": version}
             if _valid(labels):
                 _add(fams["driftwatch_alerts"], labels, count)
             else:
@@ -230,21 +266,23 @@ class DriftwatchCollector:
         _add(fams["driftwatch_build_info"], {"version": __version__}, 1)
         return iter(fams.values())
 
-    def _alert_counts(self) -> dict[tuple[str, str], int]:
-        """(rule, state) -> number of pending / firing alerts; every configured rule appears, zero or not."""
-        out = {(r.name, s): 0 for r in self.evaluator.config.rules for s in _ALERT_STATES}
-        active = self.evaluator.engine.active()
-        rule_of: dict[str, str] = {}
-        # Every active fingerprint entered pending or firing by a transition naming its rule: the latest one tells.
-        for t in reversed(self.evaluator.transitions):
-            if len(rule_of) == len(active):
-                break
-            if t.fingerprint in active:
-                rule_of.setdefault(t.fingerprint, t.rule)
-        for fp, state in active.items():
-            rule = rule_of.get(fp)
-            if rule is not None and state in _ALERT_STATES:
-                out[(rule, state)] = out.get((rule, state), 0) + 1
+    def _alert_counts(self) -> dict[tuple[str, str, str, str], int]:
+        """(rule, state, model, version) -> pending / firing alerts.
+
+        Zero-filled for every configured rule and every model version it applies to that has data.
+        """
+        streams = sorted(self.evaluator.streams)
+        out = {
+            (r.name, s, m, v): 0
+            for r in self.evaluator.config.rules
+            for m, v in streams
+            if r.model in ("*", m) and r.version in ("*", v)
+            for s in _ALERT_STATES
+        }
+        for rule, state, labels in self.evaluator.engine.open_alerts():
+            if state in _ALERT_STATES:
+                key = (rule, state, labels.get("model", ""), labels.get("version", ""))
+                out[key] = out.get(key, 0) + 1
         return out
 
     def _groups(self, rows: list[MetricRow], dropped: dict[str, int]) -> list[_Group]:
@@ -284,6 +322,17 @@ class DriftwatchCollector:
                 group.provisional = True
                 _append(group, "driftwatch_label_metrics_provisional", base, 1.0, dropped)
             _append(group, family, labels, row.value, dropped)
+            bounds = INTERVAL_FAMILIES.get(row.name)
+            if bounds is not None:
+                lower, upper, samples = bounds
+                for fam, bound in ((lower, row.lo), (upper, row.hi)):
+                    if bound is not None and not math.isnan(bound):
+                        _append(group, fam, labels, bound, dropped)
+                _append(group, samples, labels, float(row.n), dropped)
+            elif row.name in _DRIFT and labels.get("feature") not in group.features:
+                # PSI and JS distance of a feature share their n: one series for both.
+                group.features.add(labels.get("feature", ""))
+                _append(group, FEATURE_SAMPLES, labels, float(row.n), dropped)
         return sorted(groups.values(), key=lambda g: (g.tier, g.first))
 
     @staticmethod
@@ -292,10 +341,14 @@ class DriftwatchCollector:
         fams: dict[str, Metric] = {
             "driftwatch_predictions": GaugeMetricFamily("driftwatch_predictions", _HELP["driftwatch_predictions"])
         }
-        for family, _ in SLICE_FAMILIES.values():
+        for name, (family, _) in SLICE_FAMILIES.items():
             if family not in fams:
                 kind = "summary" if family in _SUMMARY_FAMILIES else "gauge"
                 fams[family] = Metric(family, _HELP[family], kind)
+            for extra in INTERVAL_FAMILIES.get(name, ()):
+                fams[extra] = Metric(extra, _HELP[extra], "gauge")
+            if name in _DRIFT and FEATURE_SAMPLES not in fams:
+                fams[FEATURE_SAMPLES] = Metric(FEATURE_SAMPLES, _HELP[FEATURE_SAMPLES], "gauge")
         for name in ("driftwatch_label_metrics_provisional", "driftwatch_alerts"):
             fams[name] = GaugeMetricFamily(name, _HELP[name])
         for base in (

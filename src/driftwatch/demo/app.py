@@ -361,8 +361,11 @@ class _View:
             where = " ".join(
                 f"{k}={v}" for k, v in t.labels.items() if k in ("model", "version", "attribute", "slice", "feature")
             )
+            # Slices and groups are named as the evaluator shows them: display names where the config allows.
+            low = t.evidence.get("low_group")
+            lowest = f" lowest group={low}" if isinstance(low, str) else ""
             lines.append(
-                f"{time.strftime('%H:%M:%S')} {t.state.upper():8} {t.rule} {where} value={t.value:.3g} n={t.n}"
+                f"{time.strftime('%H:%M:%S')} {t.state.upper():8} {t.rule} {where} value={t.value:.3g} n={t.n}{lowest}"
             )
         lines.extend(self.gateway.take())
         if per and self.first_metrics is None:

@@ -26,6 +26,8 @@ __all__ = [
     "ATTRIBUTE_METRICS",
     "DETECTOR_SERIES",
     "DRIFT_METRICS",
+    "FEATURE_SAMPLES",
+    "FEATURE_SAMPLES_HELP",
     "LABEL_METRICS",
     "METRICS",
     "PROPORTION_METRICS",
@@ -73,7 +75,55 @@ class MetricSpec:
     """Its column in ``driftwatch replay``'s table (None: only in ``--json`` and on /metrics)."""
     column_order: int = 0
     """Table columns sort by this, then by declaration order."""
+    interval_on_metrics: bool = False
+    """Set for the rates on-call compares across groups (selection, complaint, escalation, TPR, FPR) and every
+    comparison; the others would cost three series per slice that no dashboard draws. /metrics also exports ``<family>_lower``, ``<family>_upper`` (the 95% interval, same unit) and
+    ``<family>_samples`` (n: a proportion's denominator, a comparison's smallest compared group), same labels."""
 
+    def __post_init__(self) -> None:
+        if self.interval_on_metrics and self.kind not in ("proportion", "comparison"):
+            raise ValueError(f"{self.name}: only proportions and comparisons export intervals on /metrics")
+
+    @property
+    def unit(self) -> str:
+        """The unit ending the help text, without its parentheses."""
+        return self.help[self.help.rindex("(") + 1 : self.help.rindex(")")]
+
+    @property
+    def interval_families(self) -> tuple[str, str, str]:
+        """(lower, upper, samples) families on /metrics; empty names unless :attr:`interval_on_metrics`."""
+        if not self.interval_on_metrics:
+            return ("", "", "")
+        return (f"{self.family}_lower", f"{self.family}_upper", f"{self.family}_samples")
+
+    def interval_help(self) -> tuple[str, str, str]:
+        """Help texts of :attr:`interval_families`, each ending with its unit in parentheses."""
+        if self.kind == "proportion":
+            what = f"the slice's {_COUNTED.get(self.denominator, ' + '.join(self.denominator))} in the window"
+        else:
+            rates = " or ".join(self.compares)
+            what = f"the smallest compared group's denominator of {rates} in the window"
+        return (
+            f"Lower bound of the 95% interval of {self.family} ({self.unit}).",
+            f"Upper bound of the 95% interval of {self.family} ({self.unit}).",
+            f"Samples behind {self.family} with the same labels: {what} (count).",
+        )
+
+
+_COUNTED: Final[dict[tuple[str, ...], str]] = {
+    ("n_pred",): "predictions",
+    ("n_label",): "labelled predictions",
+    ("tp", "fn"): "labelled positives (TP + FN)",
+    ("fp", "tn"): "labelled negatives (FP + TN)",
+}
+"""What a proportion's denominator counts, for help texts."""
+
+FEATURE_SAMPLES: Final = "driftwatch_feature_samples"
+"""/metrics family of the n of the drift metrics (PSI and JS distance share it)."""
+FEATURE_SAMPLES_HELP: Final = (
+    "Values of the feature (or score, or prediction) in the slice and window that PSI and JS distance are "
+    "computed over (count)."
+)
 
 _PER_PREDICTION = "per prediction of the slice in the window (ratio; several per request can exceed 1)"
 _ACROSS = "across the groups of a protected attribute in the window"
@@ -88,6 +138,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         denominator=("n_pred",),
         detectable=True,
         column="selection",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "mean_score",
@@ -105,6 +156,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         denominator=("n_pred",),
         detectable=True,
         column="complaint",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "escalation_rate",
@@ -115,6 +167,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         denominator=("n_pred",),
         detectable=True,
         column="escalation",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "thumbs_down_rate",
@@ -155,6 +208,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         denominator=("tp", "fn"),
         needs_labels=True,
         column="tpr",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "fpr",
@@ -164,6 +218,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         numerator=("fp",),
         denominator=("fp", "tn"),
         needs_labels=True,
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "error_rate",
@@ -220,6 +275,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         f"Lowest over highest selection rate {_ACROSS} (ratio).",
         compares=("selection_rate",),
         comparison="ratio",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "statistical_parity_difference",
@@ -228,6 +284,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         f"Highest minus lowest selection rate {_ACROSS} (ratio difference).",
         compares=("selection_rate",),
         comparison="difference",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "equalized_odds_difference",
@@ -237,6 +294,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         compares=("tpr", "fpr"),
         comparison="difference",
         needs_labels=True,
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "equal_opportunity_difference",
@@ -246,6 +304,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         compares=("tpr",),
         comparison="difference",
         needs_labels=True,
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "complaint_parity_ratio",
@@ -254,6 +313,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         f"Lowest over highest complaint rate {_ACROSS} (ratio).",
         compares=("complaint_rate",),
         comparison="ratio",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "complaint_parity_difference",
@@ -262,6 +322,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         f"Highest minus lowest complaint rate {_ACROSS} (ratio difference).",
         compares=("complaint_rate",),
         comparison="difference",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "escalation_parity_ratio",
@@ -270,6 +331,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         f"Lowest over highest escalation rate {_ACROSS} (ratio).",
         compares=("escalation_rate",),
         comparison="ratio",
+        interval_on_metrics=True,
     ),
     MetricSpec(
         "escalation_parity_difference",
@@ -278,6 +340,7 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         f"Highest minus lowest escalation rate {_ACROSS} (ratio difference).",
         compares=("escalation_rate",),
         comparison="difference",
+        interval_on_metrics=True,
     ),
 )
 """Every metric, in the order metric rows are reported (slice metrics, drift per feature, comparisons)."""
@@ -339,8 +402,15 @@ def markdown() -> str:
         "family on `/metrics` (slice metrics carry `model, version, attribute, slice, window`; drift metrics add",
         "`feature`; comparisons carry `model, version, attribute, window`).",
         "",
-        "| metric | kind | definition | Prometheus family | needs labels | detector |",
-        "|---|---|---|---|---|---|",
+        "Proportions and comparisons also export their 95% interval and sample count, with the labels of the",
+        "value: `<family>_lower`, `<family>_upper` (same unit as the value) and `<family>_samples` (n: a",
+        "proportion's denominator in the slice; for a comparison, the smallest compared group's denominator).",
+        "Drift metrics share `driftwatch_feature_samples` (labels of the value, `feature` included): the n of",
+        "the feature's values in the slice and window. These series appear only with the value (an insufficient",
+        "value exports none of them).",
+        "",
+        "| metric | kind | definition | Prometheus family | needs labels | detector | interval and n on /metrics |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in REGISTRY:
         if s.kind == "proportion":
@@ -357,14 +427,62 @@ def markdown() -> str:
         else:
             definition = "mean score, normal 95% interval"
         family = s.family + (f'{{quantile="{s.quantile}"}}' if s.quantile is not None else "")
+        if s.interval_on_metrics:
+            extra = ", ".join(f"`{f}`" for f in s.interval_families)
+        elif s.kind == "drift":
+            extra = f"`{FEATURE_SAMPLES}` (n)"
+        else:
+            extra = ""
         lines.append(
             f"| `{s.name}` | {s.kind} | {definition} | `{family}` | {'yes' if s.needs_labels else ''} | "
-            f"{'yes' if s.detectable else ''} |"
+            f"{'yes' if s.detectable else ''} | {extra} |"
         )
+    lines += _OTHER_FAMILIES
     lines += ["", "## Help texts", ""]
     seen: set[str] = set()
     for s in REGISTRY:
         if s.family not in seen:
             seen.add(s.family)
             lines.append(f"- `{s.family}`: {s.help}")
+        for name, text in zip(s.interval_families, s.interval_help(), strict=True):
+            if s.interval_on_metrics:
+                lines.append(f"- `{name}`: {text}")
+        if s.kind == "drift" and FEATURE_SAMPLES not in seen:
+            seen.add(FEATURE_SAMPLES)
+            lines.append(f"- `{FEATURE_SAMPLES}`: {FEATURE_SAMPLES_HELP}")
     return "\n".join(lines) + "\n"
+
+
+_N_PROPORTIONS = sum(1 for s in REGISTRY if s.kind == "proportion")
+_N_INTERVALS = sum(1 for s in REGISTRY if s.kind == "proportion" and s.interval_on_metrics)
+_N_OTHER_SLICE = sum(1 for s in REGISTRY if s.kind in ("mean", "quantile"))
+_N_COMPARISONS = sum(1 for s in REGISTRY if s.kind == "comparison")
+_N_CMP_INTERVALS = sum(1 for s in REGISTRY if s.kind == "comparison" and s.interval_on_metrics)
+_SLICE_SERIES = 1 + _N_PROPORTIONS + 3 * _N_INTERVALS + _N_OTHER_SLICE + 1
+"""Most series of one slice besides drift: predictions, proportions with interval and n, mean and quantiles,
+the provisional flag."""
+
+_OTHER_FAMILIES = [
+    "",
+    "## Other families",
+    "",
+    "- `driftwatch_predictions{model, version, attribute, slice, window}`: predictions in the slice and window "
+    "(count), exported even when the slice's values are insufficient.",
+    "- `driftwatch_label_metrics_provisional{model, version, attribute, slice, window}`: 1 where the slice's label "
+    "coverage is below the model's `label_coverage_min`.",
+    "- `driftwatch_alerts{alertname, state, model, version}`: pending and firing alerts of a rule for one model "
+    "version (count), zero-filled for every model and version the rule applies to that has data. Before, the "
+    "family was `driftwatch_alerts{alertname, state}`: sum by (alertname, state) for the old series.",
+    "",
+    "## Series per slice (the `metrics.max_series` budget)",
+    "",
+    "A slice's series are kept or dropped together. At most, one slice (model x version x attribute value, the",
+    f"whole model, or an attribute pair) costs {_SLICE_SERIES} + 3 x (F + 2) series, where F is the number of",
+    "the model's monitored features (drift is also computed for `score` and `prediction`): the prediction count,",
+    f"{_N_PROPORTIONS} proportions each with lower, upper and samples, the mean score, the label delay quantiles,",
+    "the provisional flag, and PSI, JS distance and `driftwatch_feature_samples` per feature. One protected",
+    f"attribute of a model version costs at most {_N_COMPARISONS + 3 * _N_CMP_INTERVALS} series ({_N_COMPARISONS} "
+    "comparisons, each with lower, upper and samples). Insufficient values cost nothing. Health families and",
+    "`driftwatch_alerts` are outside the budget.",
+]
+"""The parts of ``docs/metrics.md`` about families that are not one metric each, and what a slice costs."""

@@ -14,9 +14,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from driftwatch.config import Config, load_config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.report import MetricRow
-from driftwatch.daemon.metrics import SLICE_FAMILIES, DriftwatchCollector, registry_for
+from driftwatch.daemon.metrics import INTERVAL_FAMILIES, SLICE_FAMILIES, DriftwatchCollector, registry_for
 from driftwatch.events import REASONS
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS, REPORTED_SLICE_METRICS
+from driftwatch.metrics.registry import (
+    ATTRIBUTE_METRICS,
+    DRIFT_METRICS,
+    FEATURE_SAMPLES,
+    PROPORTION_METRICS,
+    REGISTRY,
+    REPORTED_SLICE_METRICS,
+)
 from driftwatch.simulate import generate
 
 # Independent of the exporter's own constant on purpose.
@@ -26,6 +33,8 @@ SCENARIOS = ("bias", "complaint-spike")
 EVENTS = 40_000
 SEED = 11
 WINDOW = 300.0
+FULL = 100_000
+"""A budget nothing in these scenarios reaches (the example config's 2000 drops attribute pairs)."""
 HEALTH = (
     "driftwatch_events_total",
     "driftwatch_events_rejected_total",
@@ -109,6 +118,18 @@ def _expected(row: MetricRow) -> tuple[str, dict[str, str]]:
     return family, labels
 
 
+def _interval_series(row: MetricRow) -> list[tuple[str, float]]:
+    """The interval and sample-count series exported with a sufficient metric row, by family."""
+    if row.name in INTERVAL_FAMILIES:
+        lower, upper, samples = INTERVAL_FAMILIES[row.name]
+        assert row.lo is not None
+        assert row.hi is not None
+        return [(lower, row.lo), (upper, row.hi), (samples, float(row.n))]
+    if row.name in DRIFT_METRICS:
+        return [(FEATURE_SAMPLES, float(row.n))]
+    return []
+
+
 def _slice(row: MetricRow) -> dict[str, str]:
     return {k: row.labels[k] for k in ("model", "version", "attribute", "slice", "window")}
 
@@ -119,8 +140,8 @@ def test_every_metric_row_has_a_family() -> None:
 
 
 def test_gauges_equal_metric_rows(pipeline: Pipeline) -> None:
-    """Every sufficient value is exported exactly, insufficient ones are absent, and nothing else is exported."""
-    registry = registry_for(pipeline)
+    """Every sufficient value is exported exactly (with its interval and n), insufficient ones are absent, nothing else."""
+    registry = registry_for(pipeline, max_series=FULL)
     samples = _samples(registry)
     rows = list(pipeline.metric_rows(WINDOW))
     assert rows, "the scenario produced no metric rows"
@@ -135,6 +156,10 @@ def test_gauges_equal_metric_rows(pipeline: Pipeline) -> None:
             continue
         assert samples.get(k) == row.value, row
         expected_keys.add(k)
+        for extra, value in _interval_series(row):
+            ke = _key(extra, labels)
+            assert samples.get(ke) == value, (extra, row)
+            expected_keys.add(ke)
         if row.status == "provisional":
             expected_keys.add(_key("driftwatch_label_metrics_provisional", _slice(row)))
     assert insufficient > 0, "the scenario should leave some values insufficient"
@@ -165,7 +190,7 @@ def test_gauges_equal_metric_rows(pipeline: Pipeline) -> None:
 )
 def test_named_slices_via_get_sample_value(pipeline: Pipeline, metric: str, attribute: str, slice_: str | None) -> None:
     """Spot checks through the public registry API: a slice's gauge is the metric row's value."""
-    registry = registry_for(pipeline, window=0)
+    registry = registry_for(pipeline, window=0, max_series=FULL)
     row = next(
         r
         for r in pipeline.metric_rows(0)
@@ -198,11 +223,14 @@ def test_fairness_gauges(pipeline: Pipeline, metric: str) -> None:
 
 def test_insufficient_value_is_absent_not_zero(pipeline: Pipeline) -> None:
     """A value without enough samples has no series at all, while its slice's prediction count is shown."""
-    registry = registry_for(pipeline)
+    registry = registry_for(pipeline, max_series=FULL)
     row = next(r for r in pipeline.metric_rows(WINDOW) if r.status == "insufficient" and "slice" in r.labels)
     name, labels = _expected(row)
     assert registry.get_sample_value(name, labels) is None
     assert registry.get_sample_value("driftwatch_predictions", _slice(row)) is not None
+    # Nor are its interval and n: they belong to a value.
+    for extra in INTERVAL_FAMILIES.get(row.name, ()):
+        assert registry.get_sample_value(extra, labels) is None
 
 
 def test_counters_equal_pipeline_counters(pipeline: Pipeline) -> None:
@@ -235,21 +263,70 @@ def test_label_values_match_the_label_grammar(pipeline: Pipeline) -> None:
             assert LABEL_VALUE.fullmatch(value), f"{name}{{{label}={value!r}}}"
 
 
-def test_no_raw_sensitive_value_is_exposed(pipeline: Pipeline) -> None:
-    """age_band is sensitive: only its keyed tokens appear, never the raw bands."""
-    text = generate_latest(registry_for(pipeline, window=0)).decode()
+def test_no_raw_sensitive_value_is_exposed(pseudonym_key: bytes, example_config: Path) -> None:
+    """age_band is sensitive: a band not in display_values appears only as its keyed token, never raw."""
+    cfg = _config(example_config)
+    attrs = {**cfg.attributes, "age_band": cfg.attributes["age_band"].model_copy(update={"display_values": ("65+",)})}
+    p = _build("bias", pseudonym_key, cfg.model_copy(update={"attributes": attrs}))
+    text = generate_latest(registry_for(p, window=0, max_series=FULL)).decode()
     for raw in RAW_AGE_BANDS:
-        assert raw not in text
+        if raw != "65+":
+            assert raw not in text
     assert re.search(r'attribute="age_band",.*slice="h:[0-9a-f]{16}"', text)
+    assert re.search(r'attribute="age_band",.*slice="65\+"', text)
+
+
+def test_display_values_are_label_values(pipeline: Pipeline) -> None:
+    """The example config lists every band in display_values: age_band slices and pairs are named by band."""
+    text = generate_latest(registry_for(pipeline, window=0, max_series=FULL)).decode()
+    shown = set(re.findall(r'attribute="age_band",model="[^"]+",slice="([^"]+)"', text))
+    assert shown == set(RAW_AGE_BANDS)
+    assert re.search(r'attribute="age_band:language",model="[^"]+",slice="65\+:en"', text)
+    assert not re.search(r"h:[0-9a-f]{16}", text)
+
+
+def test_intervals_bracket_values_and_samples_count(pipeline: Pipeline) -> None:
+    """Each proportion and comparison has lower <= value <= upper and its n; drift has its feature's n; the budget counts them."""
+    samples = _samples(registry_for(pipeline, max_series=FULL))
+    rates = {"selection_rate", "complaint_rate", "escalation_rate", "tpr", "fpr"}
+    assert {m.name for m in REGISTRY if m.interval_on_metrics} == rates | ATTRIBUTE_METRICS
+    assert rates <= PROPORTION_METRICS
+    seen: set[str] = set()
+    for (name, labels), value in samples.items():
+        for metric, (lower, upper, count) in INTERVAL_FAMILIES.items():
+            family = SLICE_FAMILIES[metric][0]
+            if name != family:
+                continue
+            seen.add(metric)
+            lo, hi, n = samples[(lower, labels)], samples[(upper, labels)], samples[(count, labels)]
+            assert lo <= value <= hi, (name, labels)
+            assert n >= pipeline.config.min_samples
+            assert n == int(n)
+        if name == "driftwatch_predictions":
+            sel = samples.get(("driftwatch_selection_rate_samples", labels))
+            assert sel is None or sel == value  # a proportion over predictions is over the slice's predictions
+        if name == "driftwatch_feature_psi":
+            assert samples[(FEATURE_SAMPLES, labels)] >= pipeline.config.min_samples
+    assert {"selection_rate", "complaint_rate", "disparate_impact_ratio"} <= seen
+    # An interval or n never appears without its value.
+    value_of = {f: SLICE_FAMILIES[m][0] for m, fams in INTERVAL_FAMILIES.items() for f in fams}
+    for name, labels in samples:
+        if name in value_of:
+            assert (value_of[name], labels) in samples, (name, labels)
+        if name == FEATURE_SAMPLES:
+            assert ("driftwatch_feature_psi", labels) in samples or (
+                "driftwatch_feature_js_distance",
+                labels,
+            ) in samples
 
 
 def test_budget_keeps_whole_model_slices_first(pipeline: Pipeline) -> None:
     """With a small budget: at most that many slice series, whole-model slices first, health intact, drops counted."""
-    full = _samples(registry_for(pipeline))
-    registry = registry_for(pipeline, max_series=50)
+    full = _samples(registry_for(pipeline, max_series=FULL))
+    registry = registry_for(pipeline, max_series=100)
     samples = _samples(registry)
     budgeted = [k for k in samples if not k[0].startswith(HEALTH)]
-    assert 0 < len(budgeted) <= 50
+    assert 0 < len(budgeted) <= 100
     assert registry.get_sample_value("driftwatch_exported_series") == len(budgeted)
     dropped = registry.get_sample_value("driftwatch_series_dropped", {"reason": "budget"})
     assert dropped is not None
@@ -265,7 +342,7 @@ def test_budget_keeps_whole_model_slices_first(pipeline: Pipeline) -> None:
 
 def test_budget_order_is_tiered_and_stable(pipeline: Pipeline) -> None:
     """A larger budget only adds series, and a tier is exported only once every tier above it is complete."""
-    full = set(_budgeted_keys(registry_for(pipeline)))
+    full = set(_budgeted_keys(registry_for(pipeline, max_series=FULL)))
     tiers = [{k for k in full if _tier(k) == t} for t in range(4)]
     assert all(tiers), "every tier should have series in this scenario"
     previous: set[Key] = set()
@@ -298,27 +375,58 @@ def _tier(k: Key) -> int:
 
 
 def test_firing_alerts_are_counted_per_rule(pipeline: Pipeline) -> None:
-    """driftwatch_alerts{state="firing"} counts the engine's firing alerts per rule; every rule has a series."""
+    """driftwatch_alerts counts the engine's alerts per rule, state and model version, zero-filled where a rule applies."""
     registry = registry_for(pipeline)
     active = pipeline.engine.active()
-    rule_of = {t.fingerprint: t.rule for t in pipeline.transitions}
-    firing: dict[str, int] = {}
+    owner = {t.fingerprint: (t.rule, t.labels["model"], t.labels["version"]) for t in pipeline.transitions}
+    firing: dict[tuple[str, str, str], int] = {}
     for fp, state in active.items():
         if state == "firing":
-            firing[rule_of[fp]] = firing.get(rule_of[fp], 0) + 1
+            firing[owner[fp]] = firing.get(owner[fp], 0) + 1
     assert firing, "the scenario should leave an alert firing"
     expected_rule = {"bias": "selection_rate_disparity", "complaint-spike": "complaint_rate_high"}
-    assert any(r in firing for r in expected_rule.values())
+    assert any(r in {k[0] for k in firing} for r in expected_rule.values())
+    exported = {labels for name, labels in _samples(registry) if name == "driftwatch_alerts"}
+    expected = set()
     for rule in pipeline.config.rules:
-        got = registry.get_sample_value("driftwatch_alerts", {"alertname": rule.name, "state": "firing"})
-        assert got == firing.get(rule.name, 0)
-        pending = sum(1 for fp, st in active.items() if st == "pending" and rule_of[fp] == rule.name)
-        assert registry.get_sample_value("driftwatch_alerts", {"alertname": rule.name, "state": "pending"}) == pending
+        for model, version in pipeline.evaluator.streams:
+            if rule.model not in ("*", model) or rule.version not in ("*", version):
+                continue
+            where = {"alertname": rule.name, "model": model, "version": version}
+            for state in ("firing", "pending"):
+                expected.add(frozenset({**where, "state": state}.items()))
+            got = registry.get_sample_value("driftwatch_alerts", {**where, "state": "firing"})
+            assert got == firing.get((rule.name, model, version), 0)
+            pending = sum(
+                1 for fp, st in active.items() if st == "pending" and owner[fp] == (rule.name, model, version)
+            )
+            assert registry.get_sample_value("driftwatch_alerts", {**where, "state": "pending"}) == pending
+    assert exported == expected
+
+
+def test_alerts_restored_from_a_checkpoint_are_still_counted(
+    pipeline: Pipeline, pseudonym_key: bytes, example_config: Path
+) -> None:
+    """A worker that restored its evaluator from a checkpoint (no transition in memory) counts the same alerts."""
+    before = registry_for(pipeline)
+    restored = Pipeline(_config(example_config), pseudonym_key)
+    restored.ingestor.layouts.update(pipeline.ingestor.layouts)
+    restored.evaluator.restore(pipeline.evaluator.snapshot(pipeline.config.models))
+    assert not restored.transitions
+    after = registry_for(restored)
+    counts = {
+        labels: before.get_sample_value("driftwatch_alerts", dict(labels))
+        for name, labels in _samples(before)
+        if name == "driftwatch_alerts"
+    }
+    assert any(v for v in counts.values()), "the scenario should leave an alert open"
+    for labels, value in counts.items():
+        assert after.get_sample_value("driftwatch_alerts", dict(labels)) == value, dict(labels)
 
 
 def test_provisional_label_metrics_are_flagged(strict_labels: Pipeline) -> None:
     """Below the label coverage minimum, TPR etc. are still exported and exactly those slices are flagged provisional."""
-    samples = _samples(registry_for(strict_labels, window=0))
+    samples = _samples(registry_for(strict_labels, window=0, max_series=FULL))
     rows = list(strict_labels.metric_rows(0))
     provisional = [r for r in rows if r.status == "provisional"]
     assert provisional
@@ -352,7 +460,8 @@ def test_invalid_label_values_are_skipped_and_counted(pipeline: Pipeline, monkey
 
     monkeypatch.setattr(pipeline.evaluator, "metric_rows", rows)
     registry = registry_for(pipeline)
-    assert registry.get_sample_value("driftwatch_series_dropped", {"reason": "invalid_label"}) == 3
+    # Each bad complaint_rate row: its value, lower, upper and samples series.
+    assert registry.get_sample_value("driftwatch_series_dropped", {"reason": "invalid_label"}) == 3 * 4
     assert registry.get_sample_value("driftwatch_series_dropped", {"reason": "unmapped_metric"}) == 1
     for _name, labels in _samples(registry):
         for _, value in labels:

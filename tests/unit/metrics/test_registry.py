@@ -15,6 +15,7 @@ from driftwatch.daemon.metrics import SLICE_FAMILIES, registry_for
 from driftwatch.metrics import registry as R
 from driftwatch.simulate import generate
 
+INTERVAL_RATES = {"selection_rate", "complaint_rate", "escalation_rate", "tpr", "fpr"}
 DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
 
 
@@ -44,6 +45,27 @@ def test_declaration_is_complete(metric: R.MetricSpec) -> None:
         assert metric.comparison in ("ratio", "difference")
     if metric.kind == "quantile":
         assert metric.quantile is not None
+    # Proportions and comparisons carry their interval and n on /metrics, in the value's unit.
+    # Intervals where on-call compares groups: every comparison, and the rates the fairness dashboard draws.
+    assert metric.interval_on_metrics == (metric.kind == "comparison" or metric.name in INTERVAL_RATES)
+    if metric.interval_on_metrics:
+        lower, upper, samples = metric.interval_families
+        assert (lower, upper, samples) == (
+            f"{metric.family}_lower",
+            f"{metric.family}_upper",
+            f"{metric.family}_samples",
+        )
+        lo_help, hi_help, n_help = metric.interval_help()
+        unit = metric.help[metric.help.rindex("(") :]
+        assert lo_help.endswith(unit)
+        assert hi_help.endswith(unit)
+        assert n_help.endswith("(count).")
+
+
+def test_interval_only_for_proportions_and_comparisons() -> None:
+    """A mean, quantile or drift metric cannot declare intervals on /metrics."""
+    with pytest.raises(ValueError, match="only proportions and comparisons"):
+        R.MetricSpec("x", "drift", "driftwatch_x", "X (unitless).", interval_on_metrics=True)
 
 
 def test_unknown_metric_names_the_known_ones() -> None:
@@ -79,3 +101,10 @@ def test_every_metric_reaches_reports_and_metrics(bias_pipeline: Pipeline, metri
         if metric.quantile is not None:
             labels["quantile"] = f"{metric.quantile:g}"
         assert registry.get_sample_value(metric.family, labels) == pytest.approx(row.value), (metric.name, labels)
+        if metric.interval_on_metrics:
+            lower, upper, samples = metric.interval_families
+            assert registry.get_sample_value(lower, labels) == pytest.approx(row.lo)
+            assert registry.get_sample_value(upper, labels) == pytest.approx(row.hi)
+            assert registry.get_sample_value(samples, labels) == row.n
+        if metric.kind == "drift":
+            assert registry.get_sample_value(R.FEATURE_SAMPLES, labels) == row.n
