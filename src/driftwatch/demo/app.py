@@ -57,6 +57,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from driftwatch.alerts.engine import AlertTransition
 from driftwatch.client import Client
 from driftwatch.config import (
     ActionConfig,
@@ -75,7 +76,7 @@ from driftwatch.daemon.worker import Worker
 from driftwatch.demo.broker import tansu_broker
 from driftwatch.simulate import ROLLBACK, generate, generate_schedule
 
-__all__ = ["DEFAULT_SCHEDULE", "SPEEDUP", "parse_schedule", "run_demo"]
+__all__ = ["DEFAULT_SCHEDULE", "SPEEDUP", "alert_line", "parse_schedule", "run_demo"]
 
 SPEEDUP = 5
 """The demo divides every window and rule duration by this, so alerts fire and resolve within minutes."""
@@ -182,6 +183,17 @@ class _Gateway:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def alert_line(t: AlertTransition) -> str:
+    """One alert transition as the demo shows it; slices and groups named as the evaluator shows them (display
+    names where the config allows)."""
+    where = " ".join(
+        f"{k}={v}" for k, v in t.labels.items() if k in ("model", "version", "attribute", "slice", "feature")
+    )
+    low = t.evidence.get("low_group")
+    lowest = f" lowest group={low}" if isinstance(low, str) else ""
+    return f"{t.state.upper():8} {t.rule} {where} value={t.value:.3g} n={t.n}{lowest}"
 
 
 class _SidecarThread:
@@ -356,17 +368,8 @@ class _View:
                 d["worst_psi"] = r.value
             elif r.name == "disparate_impact_ratio":
                 d[f"di_{r.labels['attribute']}"] = r.value
-        lines = []
-        for t in new:
-            where = " ".join(
-                f"{k}={v}" for k, v in t.labels.items() if k in ("model", "version", "attribute", "slice", "feature")
-            )
-            # Slices and groups are named as the evaluator shows them: display names where the config allows.
-            low = t.evidence.get("low_group")
-            lowest = f" lowest group={low}" if isinstance(low, str) else ""
-            lines.append(
-                f"{time.strftime('%H:%M:%S')} {t.state.upper():8} {t.rule} {where} value={t.value:.3g} n={t.n}{lowest}"
-            )
+        lines: list[str] = []
+        lines.extend(f"{time.strftime('%H:%M:%S')} {alert_line(t)}" for t in new)
         lines.extend(self.gateway.take())
         if per and self.first_metrics is None:
             self.first_metrics = time.monotonic() - self.started

@@ -112,6 +112,28 @@ def test_notifier_payload_carries_the_display_name(monkeypatch: pytest.MonkeyPat
     assert not TOKEN.search(n.body.decode())
 
 
+def test_audit_and_demo_line_carry_the_display_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An action on the alert is audited (hash-chained file) with the display name, and the demo's alert line shows it."""
+    from driftwatch.actions.audit import AuditLog
+    from driftwatch.actions.planner import ActionPlanner
+    from driftwatch.config import AlertingConfig
+    from driftwatch.demo.app import alert_line
+
+    monkeypatch.setenv("DRIFTWATCH_PSEUDONYM_KEY", KEY.decode())
+    p = _bias(BANDS)
+    [t, *_] = [t for t in p.transitions if t.rule == "selection_rate_disparity" and t.state == "firing"]
+    record = msgspec.structs.replace(t.to_record(), actions=("review",))
+    alerting = AlertingConfig.model_validate({"actions": {"review": {"kind": "route_to_human", "transport": "kafka"}}})
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        planner = ActionPlanner(alerting, log.append, versions_seen=lambda _m: [])
+        assert planner.on_alert(record, record.event_seconds)
+    text = path.read_text()
+    assert '"low_group": "65+"' in text or '"low_group":"65+"' in text
+    assert not TOKEN.search(text)
+    assert "lowest group=65+" in alert_line(t)
+
+
 def test_values_not_listed_stay_tokens_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """With only 65+ listed, the other raw bands appear nowhere: not in rows, /metrics, alert records or webhooks."""
     monkeypatch.setenv("DRIFTWATCH_PSEUDONYM_KEY", KEY.decode())
