@@ -170,7 +170,7 @@ def test_every_panel_shows_data(
             )
             # The health rules are loaded and evaluated (they stay quiet on a healthy worker).
             groups = {g["name"] for g in prom.api("rules")["groups"]}
-            assert groups == {"driftwatch-health.rules", "driftwatch-health.alerts"}
+            assert groups == {"driftwatch-health"}
             # rate() over the rate interval needs two scrapes of every counter inside it.
             wait_for(
                 lambda: prom.query(f"count_over_time(driftwatch_events_total[{RATE_INTERVAL}]) >= 3"),

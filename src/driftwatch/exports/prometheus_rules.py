@@ -92,89 +92,85 @@ def checkpoint_window(config: Config) -> float:
 
 
 def rule_groups(config: Config) -> list[dict[str, object]]:
-    """The recording group and the alerting group, as Prometheus rule-file groups."""
+    """One group, recording rules first: rules of a group are evaluated in order, so each alert reads the records of
+    the same evaluation (groups run concurrently: an alert in another group could read the previous step's value,
+    and its description would vary)."""
     age = evaluation_age_limit(config)
     ckpt = duration(checkpoint_window(config))
-    recording: dict[str, object] = {
-        "name": "driftwatch-health.rules",
-        "rules": [
-            {"record": "driftwatch:consumer_lag:sum", "expr": f"sum by ({_BY}) (driftwatch_consumer_lag)"},
-            {
-                "record": "driftwatch:events:rate5m",
-                "expr": f"sum by ({_BY}) (rate(driftwatch_events_total[5m]))",
-            },
-            {
-                "record": "driftwatch:events_rejected:rate5m",
-                "expr": f"sum by ({_BY}, reason) (rate(driftwatch_events_rejected_total[5m]))",
-            },
-            {
-                "record": "driftwatch:dead_lettered:rate5m",
-                "expr": f"sum by ({_BY}) (rate(driftwatch_dead_lettered_total[5m]))",
-            },
-        ],
-    }
-    alerts: dict[str, object] = {
-        "name": "driftwatch-health.alerts",
-        "rules": [
-            _alert(
-                "DriftwatchConsumerStalled",
-                f"max by ({_BY}, topic, partition) (driftwatch_consumer_stalled_seconds) > {STALL_SECONDS}",
-                "1m",
-                "critical",
-                "A driftwatch worker stopped consuming a partition that has lag",
-                "{{ $labels.instance }} has not advanced {{ $labels.topic }}[{{ $labels.partition }}] for "
-                "{{ $value | humanizeDuration }} although messages are waiting.",
-            ),
-            _alert(
-                "DriftwatchConsumerLagGrowing",
-                f"driftwatch:consumer_lag:sum > {LAG_MESSAGES} and deriv(driftwatch:consumer_lag:sum[10m]) > 0",
-                "15m",
-                "warning",
-                "driftwatch is falling behind its input topics",
-                "{{ $labels.instance }} is {{ $value | humanize }} messages behind and the lag has grown for 15 "
-                "minutes: add workers (up to the partition count) or find the slow stage.",
-            ),
-            _alert(
-                "DriftwatchEvaluationBehind",
-                f"driftwatch_last_tick_age_seconds > {age:g}",
-                "5m",
-                "critical",
-                "driftwatch has not closed a tick recently: metrics and alerts are stale",
-                "The last closed tick on {{ $labels.instance }} ended {{ $value | humanizeDuration }} ago (limit "
-                f"{duration(age)}: lateness + idle timeout + 5 ticks).",
-            ),
-            _alert(
-                "DriftwatchDeadLetterRate",
-                f"driftwatch:dead_lettered:rate5m / (driftwatch:events:rate5m + driftwatch:dead_lettered:rate5m) > "
-                f"{DEAD_LETTER_RATIO:g}",
-                "10m",
-                "warning",
-                "Many events go to driftwatch's dead-letter topic",
-                "{{ $value | humanizePercentage }} of the events reaching {{ $labels.instance }} are rejected; "
-                "driftwatch_events_rejected_total{reason} says why.",
-            ),
-            _alert(
-                "DriftwatchNotificationsDeadLettered",
-                f"sum by ({_BY}) (increase(driftwatch_notifications_dead_lettered_total[15m])) > 0",
-                "0s",
-                "critical",
-                "driftwatch gave up delivering alert notifications",
-                "{{ $value | humanize }} notifications from {{ $labels.instance }} were dead-lettered in 15 minutes: "
-                "their receiver is failing or refusing them.",
-            ),
-            _alert(
-                "DriftwatchCheckpointsNotWritten",
-                f"sum by ({_BY}) (increase(driftwatch_checkpoints_written_total[{ckpt}])) == 0 "
-                f"and sum by ({_BY}) (increase(driftwatch_evaluations_total[{ckpt}])) > 0",
-                "5m",
-                "warning",
-                "driftwatch evaluates but writes no checkpoints",
-                f"{{{{ $labels.instance }}}} closed ticks but wrote no checkpoint in {ckpt}: a restart would replay "
-                "much more than the checkpoint interval.",
-            ),
-        ],
-    }
-    return [recording, alerts]
+    recording: list[dict[str, object]] = [
+        {"record": "driftwatch:consumer_lag:sum", "expr": f"sum by ({_BY}) (driftwatch_consumer_lag)"},
+        {
+            "record": "driftwatch:events:rate5m",
+            "expr": f"sum by ({_BY}) (rate(driftwatch_events_total[5m]))",
+        },
+        {
+            "record": "driftwatch:events_rejected:rate5m",
+            "expr": f"sum by ({_BY}, reason) (rate(driftwatch_events_rejected_total[5m]))",
+        },
+        {
+            "record": "driftwatch:dead_lettered:rate5m",
+            "expr": f"sum by ({_BY}) (rate(driftwatch_dead_lettered_total[5m]))",
+        },
+    ]
+    alerts: list[dict[str, object]] = [
+        _alert(
+            "DriftwatchConsumerStalled",
+            f"max by ({_BY}, topic, partition) (driftwatch_consumer_stalled_seconds) > {STALL_SECONDS}",
+            "1m",
+            "critical",
+            "A driftwatch worker stopped consuming a partition that has lag",
+            "{{ $labels.instance }} has not advanced {{ $labels.topic }}[{{ $labels.partition }}] for "
+            "{{ $value | humanizeDuration }} although messages are waiting.",
+        ),
+        _alert(
+            "DriftwatchConsumerLagGrowing",
+            f"driftwatch:consumer_lag:sum > {LAG_MESSAGES} and deriv(driftwatch:consumer_lag:sum[10m]) > 0",
+            "15m",
+            "warning",
+            "driftwatch is falling behind its input topics",
+            "{{ $labels.instance }} is {{ $value | humanize }} messages behind and the lag has grown for 15 "
+            "minutes: add workers (up to the partition count) or find the slow stage.",
+        ),
+        _alert(
+            "DriftwatchEvaluationBehind",
+            f"driftwatch_last_tick_age_seconds > {age:g}",
+            "5m",
+            "critical",
+            "driftwatch has not closed a tick recently: metrics and alerts are stale",
+            "The last closed tick on {{ $labels.instance }} ended {{ $value | humanizeDuration }} ago (limit "
+            f"{duration(age)}: lateness + idle timeout + 5 ticks).",
+        ),
+        _alert(
+            "DriftwatchDeadLetterRate",
+            f"driftwatch:dead_lettered:rate5m / (driftwatch:events:rate5m + driftwatch:dead_lettered:rate5m) > "
+            f"{DEAD_LETTER_RATIO:g}",
+            "10m",
+            "warning",
+            "Many events go to driftwatch's dead-letter topic",
+            "{{ $value | humanizePercentage }} of the events reaching {{ $labels.instance }} are rejected; "
+            "driftwatch_events_rejected_total{reason} says why.",
+        ),
+        _alert(
+            "DriftwatchNotificationsDeadLettered",
+            f"sum by ({_BY}) (increase(driftwatch_notifications_dead_lettered_total[15m])) > 0",
+            "0s",
+            "critical",
+            "driftwatch gave up delivering alert notifications",
+            "{{ $value | humanize }} notifications from {{ $labels.instance }} were dead-lettered in 15 minutes: "
+            "their receiver is failing or refusing them.",
+        ),
+        _alert(
+            "DriftwatchCheckpointsNotWritten",
+            f"sum by ({_BY}) (increase(driftwatch_checkpoints_written_total[{ckpt}])) == 0 "
+            f"and sum by ({_BY}) (increase(driftwatch_evaluations_total[{ckpt}])) > 0",
+            "5m",
+            "warning",
+            "driftwatch evaluates but writes no checkpoints",
+            f"{{{{ $labels.instance }}}} closed ticks but wrote no checkpoint in {ckpt}: a restart would replay "
+            "much more than the checkpoint interval.",
+        ),
+    ]
+    return [{"name": "driftwatch-health", "rules": [*recording, *alerts]}]
 
 
 _HEADER: Final = "# Generated by `driftwatch export prometheus-rules`; do not edit. See docs/operating.md.\n"
