@@ -9,6 +9,7 @@ import io
 import json
 import math
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -160,6 +161,8 @@ def replay(
     out = sys.stdout
     enc = msgspec.json.Encoder()
     show_progress = sys.stderr.isatty() if progress is None else progress
+    # A recorded event cannot come from the future: the wall clock bounds replay too (never the past: files are old).
+    accepted = cfg.windows.event_time_range(time.time(), live=False)
     try:
         rejects = _Rejects(rejects_file)
     except OSError as e:
@@ -198,7 +201,7 @@ def replay(
         ):
             task = bar.add_task("replay", total=total)
             for lines, numbers in _batches(fh, batch):
-                decoded, transitions = pipeline.process(lines)
+                decoded, transitions = pipeline.process(lines, time_range=accepted)
                 for bad in decoded.errors:
                     rejects.add(numbers[bad.index], bad.reason, bad.field)
                 emit(transitions)

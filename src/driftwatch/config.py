@@ -23,6 +23,7 @@ from driftwatch.errors import ConfigError, SecretMissingError
 from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DETECTOR_SERIES, DRIFT_METRICS, METRICS
 
 __all__ = [
+    "MIN_EVENT_TIME",
     "ActionConfig",
     "AlertingConfig",
     "ApiConfig",
@@ -101,12 +102,33 @@ class ModelConfig(_Model):
     max_versions: int = Field(10, ge=1, le=100)
 
 
+MIN_EVENT_TIME = 946_684_800.0
+"""2000-01-01T00:00:00Z: no event of a model in production is older (a 1970 or 0 stamp is a bug upstream)."""
+
+
 class WindowConfig(_Model):
     """Event-time ticks and the sliding windows merged from them."""
 
     tick: Duration = 10.0
     lateness: Duration = 30.0
     windows: tuple[Duration, ...] = (300.0, 3600.0)
+    max_future_skew: Duration = Field(
+        300.0,
+        description="An event stamped further than this past the wall clock is rejected as timestamp_out_of_range "
+        "(live and in replay: a recorded event cannot come from the future); it never moves the watermark.",
+    )
+    max_past_age: Duration | None = Field(
+        None,
+        description="Live only: an event older than this (wall clock) is rejected as timestamp_out_of_range. "
+        "Off by default: old events are dropped as late anyway once event time has moved on.",
+    )
+
+    def event_time_range(self, now: float, *, live: bool) -> tuple[float, float]:
+        """The event times accepted at wall-clock ``now``: never before 2000-01-01, never beyond the skew."""
+        floor = MIN_EVENT_TIME
+        if live and self.max_past_age is not None:
+            floor = max(floor, now - self.max_past_age)
+        return floor, now + self.max_future_skew
 
     @field_validator("tick")
     @classmethod

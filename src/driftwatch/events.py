@@ -45,6 +45,7 @@ REASONS: Final = (
     "invalid_field",
     "oversized",
     "too_deep",
+    "timestamp_out_of_range",
 )
 """Every reason a :class:`DecodeError` can carry (a bounded set, safe as a metric label)."""
 
@@ -232,8 +233,14 @@ class EventDecoder:
         self._decoder = msgspec.json.Decoder(self.prediction_type | self.interaction_type)
         self.max_event_bytes = max_event_bytes
 
-    def decode_batch(self, raws: Sequence[bytes], start: int = 0) -> Decoded:
-        """Decode every raw event; errors carry ``start + position`` as their index."""
+    def decode_batch(
+        self, raws: Sequence[bytes], start: int = 0, *, time_range: tuple[float, float] | None = None
+    ) -> Decoded:
+        """Decode every raw event; errors carry ``start + position`` as their index.
+
+        With ``time_range`` (epoch seconds, inclusive), an event stamped outside it is rejected as
+        ``timestamp_out_of_range``: a stamp from the year 9999 must never move event time.
+        """
         ptype = self.prediction_type
         if raws and max(map(len, raws)) <= self.max_event_bytes:
             # Fast path: a clean batch decodes in one comprehension; any error takes the careful path.
@@ -241,6 +248,8 @@ class EventDecoder:
                 if any(map(too_deep, raws)):
                     raise RecursionError  # the careful path names the event
                 evs = list(map(self._decoder.decode, raws))
+                if time_range is not None and not _all_within(evs, time_range):
+                    raise RecursionError  # the careful path names the event
             except (msgspec.MsgspecError, RecursionError):
                 pass
             else:
@@ -250,9 +259,11 @@ class EventDecoder:
                 inters = [e for e in evs if e.__class__ is not ptype]
                 if not any(e.kind == "label" and e.value is None for e in inters):
                     return Decoded(preds, inters, [])  # type: ignore[arg-type]
-        return self._decode_carefully(raws, start)
+        return self._decode_carefully(raws, start, time_range)
 
-    def _decode_carefully(self, raws: Sequence[bytes], start: int) -> Decoded:
+    def _decode_carefully(
+        self, raws: Sequence[bytes], start: int, time_range: tuple[float, float] | None = None
+    ) -> Decoded:
         preds: list[Prediction] = []
         inters: list[Interaction] = []
         errors: list[DecodeError] = []
@@ -275,6 +286,11 @@ class EventDecoder:
             except RecursionError:  # belt and braces: too_deep should have caught it
                 errors.append(DecodeError(start + i, "too_deep", None, "nested too deeply to decode"))
                 continue
+            if time_range is not None and not time_range[0] <= ts_seconds(ev.ts) <= time_range[1]:
+                errors.append(
+                    DecodeError(start + i, "timestamp_out_of_range", "ts", "event time outside the accepted range")
+                )
+                continue
             if ev.__class__ is ptype:
                 preds.append(ev)  # type: ignore[arg-type]  # a config-shaped Prediction (see _types)
             else:
@@ -283,6 +299,11 @@ class EventDecoder:
                     continue
                 inters.append(ev)
         return Decoded(preds, inters, errors)
+
+
+def _all_within(events: Sequence[msgspec.Struct], time_range: tuple[float, float]) -> bool:
+    lo, hi = time_range
+    return all(lo <= ts_seconds(e.ts) <= hi for e in events)  # type: ignore[attr-defined]
 
 
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])

@@ -127,6 +127,35 @@ def test_replay_names_rejected_lines_and_writes_them(
     assert secret not in out.read_text()
 
 
+def test_replay_rejects_event_times_that_would_hijack_the_clock(
+    bias_file: Path, tmp_path: Path, example_config: Path, pseudonym_key: bytes
+) -> None:
+    """A year-9999 and a 1970 event mid-stream are rejected by reason; every alert and metric equals the clean replay."""
+    lines = bias_file.read_bytes().splitlines()
+    first = json.loads(lines[0])
+    bad = [
+        json.dumps({**first, "event_id": "future", "ts": "9999-12-31T23:59:59Z"}).encode(),
+        json.dumps({**first, "event_id": "past", "ts": 0}).encode(),
+    ]
+    dirty = tmp_path / "dirty.jsonl"
+    middle = len(lines) // 2
+    dirty.write_bytes(b"\n".join([*lines[:middle], *bad, *lines[middle:]]) + b"\n")
+    runs = {}
+    stderr = ""
+    for name, path in (("clean", bias_file), ("dirty", dirty)):
+        # A subprocess with a deadline: unbounded event time used to make this replay run for CPU-hours.
+        cmd = [sys.executable, "-m", "driftwatch", "replay", str(path), "-c", str(example_config), "--json"]
+        res = subprocess.run([*cmd, "--batch", "5000"], capture_output=True, env=_env(pseudonym_key), timeout=180)
+        assert res.returncode == 0, res.stderr.decode()
+        runs[name] = [json.loads(line) for line in res.stdout.splitlines()]
+        stderr = res.stderr.decode()
+    clean, dirty_out = runs["clean"], runs["dirty"]
+    assert [r for r in dirty_out if r["type"] != "summary"] == [r for r in clean if r["type"] != "summary"]
+    assert any(r["type"] == "alert" and r["state"] == "firing" for r in clean)
+    assert dirty_out[-1]["rejected"] == {"timestamp_out_of_range": 2}
+    assert f"line {middle + 1} (timestamp_out_of_range at ts)" in stderr
+
+
 def test_replay_missing_key_is_a_startup_error(
     tmp_path: Path, example_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

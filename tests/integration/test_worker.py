@@ -122,7 +122,7 @@ def test_malformed_events_are_dead_lettered(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str]
 ) -> None:
     """Bad JSON, wrong types, missing fields, unknown schema versions, oversized and 1,000-deep events go to the
-    dead-letter topic with reasons but never their values in headers (one too large to send is stored cut, with a
+    dead-letter topic with reasons (so do events stamped in the year 9999 or 1970) but never their values in headers (one too large to send is stored cut, with a
     flag); the valid ones around them all count."""
     cfg_path = unique_config(tmp_path, example_config, "dlq")
     cfg = load_config(cfg_path)
@@ -143,6 +143,8 @@ def test_malformed_events_are_dead_lettered(
         json.dumps({**good, "event_id": "y" * 1_500_000}).encode(): "oversized",  # past what a producer may send
         b'{"a":' * 1000 + b"1" + b"}" * 1000: "too_deep",
         json.dumps({**good, "kind": "555-0100-private"}).encode(): "invalid_field",
+        json.dumps({**good, "event_id": "future", "ts": "9999-12-31T23:59:59Z"}).encode(): "timestamp_out_of_range",
+        json.dumps({**good, "event_id": "past", "ts": 0}).encode(): "timestamp_out_of_range",
     }
 
     async def produce_and_read() -> list[tuple[bytes, dict[str, bytes]]]:

@@ -148,8 +148,9 @@ def test_every_reason_is_reachable() -> None:
         enc({**PRED, "score": -0.1}),
         enc({**PRED, "features": {"f": "x" * 300}}) + b" " * 70000,
         b'{"a":' * 1000 + b"1" + b"}" * 1000,
+        enc({**PRED, "ts": "9999-12-31T23:59:59Z"}),
     ]
-    out = EventDecoder(attributes=("region",)).decode_batch(raws)
+    out = EventDecoder(attributes=("region",)).decode_batch(raws, time_range=(0.0, 4_000_000_000.0))
     assert sorted(e.reason for e in out.errors) == sorted(REASONS)
 
 
@@ -201,6 +202,31 @@ def test_depth_counts_brackets_outside_strings_only() -> None:
     assert len(EventDecoder(attributes=("region",)).decode_batch([in_strings]).predictions) == 1
     assert not too_deep(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
     assert too_deep(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+
+
+@pytest.mark.parametrize("ts", ["9999-12-31T23:59:59Z", 0, "1970-01-02T00:00:00Z", "2024-05-01T12:10:01Z"])
+def test_event_time_outside_the_accepted_range_is_rejected(ts: object) -> None:
+    """An event stamped outside the accepted range (the year 9999, 1970, just past the skew) is rejected by reason
+    and field, and the events around it are kept."""
+    now = ts_seconds(msgspec.json.decode(b'"2024-05-01T12:00:00Z"', type=dt.datetime))
+    raws = [
+        enc({**PRED, "event_id": "a"}),
+        enc({**PRED, "event_id": "bad", "ts": ts}),
+        enc({**INTER, "ts": int(now * 1000)}),
+    ]
+    out = EventDecoder(attributes=("region",)).decode_batch(raws, time_range=(946_684_800.0, now + 600))
+    assert [p.event_id for p in out.predictions] == ["a"]
+    assert len(out.interactions) == 1
+    assert [(e.index, e.reason, e.field) for e in out.errors] == [(1, "timestamp_out_of_range", "ts")]
+
+
+def test_event_time_range_bounds_are_inclusive_and_optional() -> None:
+    """An event exactly at either bound is kept; without a range any stamp decodes."""
+    ts = ts_seconds(msgspec.json.decode(b'"2024-05-01T12:00:00Z"', type=dt.datetime))
+    raw = enc(PRED)
+    d = EventDecoder(attributes=("region",))
+    assert len(d.decode_batch([raw], time_range=(ts, ts)).predictions) == 1
+    assert len(d.decode_batch([enc({**PRED, "ts": "9999-12-31T23:59:59Z"})]).predictions) == 1
 
 
 def test_label_interaction_without_value_is_rejected() -> None:

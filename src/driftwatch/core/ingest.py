@@ -162,9 +162,15 @@ class Ingestor:
         wm = self.watermark
         return None if wm == -math.inf else math.floor(wm / self.tick)
 
-    def process(self, raws: Sequence[bytes], source: str | None = None) -> Ingested:
-        """Decode and fold one batch of raw events from one ``source`` (e.g. ``topic:partition``)."""
-        decoded = self.decoder.decode_batch(raws)
+    def process(
+        self, raws: Sequence[bytes], source: str | None = None, *, time_range: tuple[float, float] | None = None
+    ) -> Ingested:
+        """Decode and fold one batch of raw events from one ``source`` (e.g. ``topic:partition``).
+
+        ``time_range``: the event times accepted (:meth:`~driftwatch.config.WindowConfig.event_time_range` of the
+        wall clock, which the caller reads); events outside are rejected and never move event time.
+        """
+        decoded = self.decoder.decode_batch(raws, time_range=time_range)
         for err in decoded.errors:
             self.counters.rejected[err.reason] += 1
         return Ingested(decoded, self.ingest(decoded.predictions, decoded.interactions, source))

@@ -54,9 +54,14 @@ class Pipeline:
             config, self.ingestor.layouts, self.ingestor.limits, self.ingestor.coders, self.counters
         )
 
-    def process(self, raws: Sequence[bytes], source: str | None = None) -> tuple[Decoded, list[AlertTransition]]:
-        """Decode and ingest one batch of raw events (from one ``source``); return the decode result and transitions."""
-        decoded, partials = self.ingestor.process(raws, source)
+    def process(
+        self, raws: Sequence[bytes], source: str | None = None, *, time_range: tuple[float, float] | None = None
+    ) -> tuple[Decoded, list[AlertTransition]]:
+        """Decode and ingest one batch of raw events (from one ``source``); return the decode result and transitions.
+
+        ``time_range``: the event times accepted (see :meth:`Ingestor.process`); None accepts any.
+        """
+        decoded, partials = self.ingestor.process(raws, source, time_range=time_range)
         self.evaluator.apply(partials)
         return decoded, self.evaluator.advance(self.ingestor.watermark)
 

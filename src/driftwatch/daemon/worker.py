@@ -341,7 +341,8 @@ class Worker:
         """Decode and fold one partition's messages; queue its dead letters and summaries; return events folded."""
         raws, origin = split_messages([m.value or b"" for m in messages])
         with self.lock:  # /metrics is served from another thread
-            decoded, partials = self.core.ingestor.process(raws, source=tp)
+            accepted = self.config.windows.event_time_range(time.time(), live=True)
+            decoded, partials = self.core.ingestor.process(raws, source=tp, time_range=accepted)
         for err in decoded.errors:
             m = messages[origin[err.index]]
             self.dead_lettered += 1
