@@ -99,7 +99,7 @@ def test_replay_names_rejected_lines_and_writes_them(
 ) -> None:
     """Replay says which lines were rejected, with reason and field path but never the value, and --rejects keeps all."""
     secret = "555-0100-private"
-    good = '{"type":"interaction","schema_version":1,"event_id":"e","ts":0,"request_id":"r","kind":"complaint"}'
+    good = '{"type":"interaction","schema_version":1,"event_id":"e","ts":1795000000000,"request_id":"r","kind":"complaint"}'
     f = tmp_path / "mixed.jsonl"
     f.write_text(
         "\n".join(
