@@ -425,7 +425,13 @@ def run(
         asyncio.run(ensure_topics(boot, cfg.kafka, alerting_topics(cfg)))
     except StreamingError as e:
         raise _fail(1, str(e)) from None
-    Worker(cfg, key, bootstrap=boot).run()
+    try:
+        Worker(cfg, key, bootstrap=boot).run()
+    except DriftwatchError as e:  # e.g. a webhook secret or API token that is missing, short or unsafe
+        what = "; ".join(e.problems) if isinstance(e, ConfigError) else str(e)
+        raise _fail(2, f"cannot start: {what}") from None
+    except (OSError, TimeoutError) as e:  # e.g. the audit file or a port
+        raise _fail(1, f"cannot start: {e}") from None
 
 
 @app.command()

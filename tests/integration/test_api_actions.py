@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from driftwatch.actions.audit import AuditLog, read_records, verify
 from driftwatch.actions.planner import action_id
@@ -24,7 +25,7 @@ from driftwatch.alerts.records import decode_record
 from driftwatch.alerts.silences import Silences
 from driftwatch.config import AlertingConfig, ApiConfig
 from driftwatch.daemon.actions import ActionRunner
-from driftwatch.daemon.api import ApiServer, build_api, start_api
+from driftwatch.daemon.api import ACTOR_HEADER, ApiServer, build_api, start_api
 from driftwatch.errors import ConfigError
 
 TOKEN = b"api-token-0123456789abcdef"
@@ -193,6 +194,12 @@ def test_approval_flow_end_to_end(tmp_path: Path) -> None:
                 assert r.status == 400
             async with s.session.post(approve, headers=s.headers(actor="alice smith")) as r:
                 assert r.status == 400
+            # Two actor headers: the audit could only guess who approved, so it is refused.
+            two = CIMultiDict(s.headers(actor="alice"))
+            two.add(ACTOR_HEADER, "mallory")
+            async with s.session.post(approve, headers=two) as r:
+                assert r.status == 400
+                assert "once" in (await r.json())["error"]
             assert s.target.requests == []
             s.clock.t += 60
             async with s.session.post(approve, headers=s.headers()) as r:

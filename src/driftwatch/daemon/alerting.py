@@ -98,7 +98,10 @@ class AlertingService:
             self._thread.join(timeout)
 
     def ready(self) -> bool:
-        """Whether state recovery is done: the pipeline's partitions, the notifier's state, the action runner."""
+        """Whether state recovery is done: the pipeline's partitions, the notifier's state, the action runner; never
+        while the alerting thread has died."""
+        if self._error is not None or (self._thread is not None and not self._thread.is_alive()):
+            return False
         if not self._pipeline_ready():
             return False
         if self.notifier is not None and not self.notifier.state_loaded.is_set():
@@ -170,7 +173,8 @@ class AlertingService:
             )
             await self._stop.wait()
         finally:
-            self._started.set()
+            # Not _started.set() here: _main stores the error first, then sets it, so start() always sees the
+            # error (setting it here woke start() before the error was stored: a dead alerting side went unnoticed).
             if self.api is not None:
                 await self.api.stop()
             if self.notifier is not None:

@@ -153,7 +153,10 @@ def build_api(
         return await request.read()
 
     def actor(request: web.Request) -> str:
-        who = request.headers.get(ACTOR_HEADER, "")
+        given = request.headers.getall(ACTOR_HEADER, [])
+        if len(given) > 1:  # which one acted would be a guess: the audit must name exactly one person
+            raise _HttpError(400, f"{ACTOR_HEADER} given {len(given)} times; send it once")
+        who = given[0] if given else ""
         if not _ACTOR.match(who):
             raise _HttpError(400, f"{ACTOR_HEADER} must name who acts (^[A-Za-z0-9_.@-]{{1,64}}$)")
         return f"{token_id}/{who}"
