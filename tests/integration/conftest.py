@@ -149,6 +149,7 @@ class WorkerProcess:
             stdout=self._fh,
             stderr=self._err if self._err is not None else subprocess.STDOUT,
             env=env,
+            cwd=log.parent,  # the test's own directory: whatever a worker leaves behind stays out of the checkout
         )
         wait_for(lambda: self._up() or self.proc.poll() is not None, 30, "the worker's /metrics")
         if self.proc.poll() is not None:

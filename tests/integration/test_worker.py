@@ -543,3 +543,4 @@ def test_idle_worker_turns_ready_on_its_metrics_port(
         assert "driftwatch_build_info" in worker.scrape()  # /metrics is still served beside the probes
     finally:
         assert worker.stop() == 0, worker.log.read_text()[-3000:]
+    assert not list(tmp_path.glob("*-data")), "the worker left Faust's data dir in its working directory"

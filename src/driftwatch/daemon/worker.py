@@ -43,7 +43,9 @@ import asyncio
 import logging
 import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -129,6 +131,9 @@ def _faust_app(config: Config, bootstrap: str) -> faust.App:
         broker_session_timeout=k.session_timeout,
         broker_heartbeat_interval=max(k.session_timeout / 6, 0.5),
         store="memory://",
+        # Faust keeps nothing there with memory stores, but creates it: a temp dir, removed on shutdown, not an
+        # "<app_id>-data" folder left in the working directory.
+        datadir=tempfile.mkdtemp(prefix=f"driftwatch-{k.app_id}-"),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,  # topics are created (never altered) by ensure_topics
@@ -233,9 +238,10 @@ class Worker:
         faust_worker.execute_from_commandline()
 
     def shutdown(self) -> None:
-        """Stop the alerting side (after the Faust app has stopped)."""
+        """Stop the alerting side (after the Faust app has stopped) and remove Faust's temporary data dir."""
         if self.alerting is not None:
             self.alerting.stop()
+        shutil.rmtree(str(self.app.conf.datadir), ignore_errors=True)
         self.log.info("stopped")
 
     def serve_metrics(self) -> int:
