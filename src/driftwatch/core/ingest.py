@@ -170,10 +170,17 @@ class Ingestor:
         ``time_range``: the event times accepted (:meth:`~driftwatch.config.WindowConfig.event_time_range` of the
         wall clock, which the caller reads); events outside are rejected and never move event time.
         """
-        decoded = self.decoder.decode_batch(raws, time_range=time_range)
+        decoded = self.decoder.decode_batch(raws)
+        # Event times are needed to fold anyway: computed once here, checked with two numpy reductions. Only a batch
+        # that holds an event outside the range is decoded again, by the decoder, which names each such event.
+        ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+        if time_range is not None and not (_within(ts_p, time_range) and _within(ts_i, time_range)):
+            decoded = self.decoder.decode_batch(raws, time_range=time_range)
+            ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
         for err in decoded.errors:
             self.counters.rejected[err.reason] += 1
-        return Ingested(decoded, self.ingest(decoded.predictions, decoded.interactions, source))
+        partials = self.ingest(decoded.predictions, decoded.interactions, source, times=(ts_p, ts_i))
+        return Ingested(decoded, partials)
 
     def rebuild(self, raws: Sequence[bytes]) -> int:
         """Rebuild join state from events counted before a restart: nothing counts and event time stays put.
@@ -216,16 +223,25 @@ class Ingestor:
         return len(gone)
 
     def ingest(
-        self, predictions: Sequence[Prediction], interactions: Sequence[Interaction], source: str | None = None
+        self,
+        predictions: Sequence[Prediction],
+        interactions: Sequence[Interaction],
+        source: str | None = None,
+        *,
+        times: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[S.Partial]:
-        """Fold decoded events; lateness is judged by the watermark as it stood before the batch."""
+        """Fold decoded events; lateness is judged by the watermark as it stood before the batch.
+
+        ``times``: their event times in epoch seconds, when the caller has them already.
+        """
         closed = self.closed_before()
         batch_max = -math.inf
         self._out = []
+        ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
         if predictions:
-            batch_max = max(batch_max, self._ingest_predictions(predictions, closed))
+            batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, closed))
         if interactions:
-            batch_max = max(batch_max, self._ingest_interactions(interactions, closed))
+            batch_max = max(batch_max, self._ingest_interactions(interactions, ts_i, closed))
         before = self.watermark
         if batch_max > self._source_max.get(source, -math.inf):
             self._source_max[source] = batch_max
@@ -235,10 +251,9 @@ class Ingestor:
         out, self._out = self._out, []
         return out
 
-    def _ingest_predictions(self, preds: Sequence[Prediction], closed: int | None) -> float:
+    def _ingest_predictions(self, preds: Sequence[Prediction], ts: np.ndarray, closed: int | None) -> float:
         c = self.counters
         c.predictions += len(preds)
-        ts = _seconds(preds)
         ticks = np.floor(ts / self.tick).astype(np.int64)
         # Group by model x version: one int code per event, then a stable sort (no per-event appends).
         codes: dict[tuple[str, str], int] = {}
@@ -492,10 +507,9 @@ class Ingestor:
             cells = S.Sparse(nrows, width, flat[lo:hi], vals[lo:hi])
             self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells))
 
-    def _ingest_interactions(self, inters: Sequence[Interaction], closed: int | None) -> float:
+    def _ingest_interactions(self, inters: Sequence[Interaction], ts: np.ndarray, closed: int | None) -> float:
         c = self.counters
         c.interactions += len(inters)
-        ts = _seconds(inters)
         ticks = np.floor(ts / self.tick).astype(np.int64)
         if closed is not None:
             keep = ticks >= closed
@@ -606,6 +620,10 @@ def slice_limits(config: Config) -> tuple[int, ...]:
 _KIND_CODE = {**S.KIND_COLUMN, "label": S.N_LABEL}
 _DENSE_CELLS = 1 << 21
 """Largest count block (cells of the (tick, slice) pairs of one batch) counted densely: 16 MB of int64."""
+
+
+def _within(ts: np.ndarray, time_range: tuple[float, float]) -> bool:
+    return not len(ts) or bool(time_range[0] <= ts.min() and ts.max() <= time_range[1])
 
 
 def _seconds(evs: Sequence[Prediction] | Sequence[Interaction]) -> np.ndarray:
