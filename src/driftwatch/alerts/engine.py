@@ -3,15 +3,21 @@
 Pure and deterministic: driven only by the event time passed in, so the
 same input always gives the same transitions.
 
-- ``for``: the condition must hold on every evaluation for that long; one
-  false (or insufficient) evaluation while pending resets it.
+- ``for``: the condition must hold on every sufficient evaluation for that
+  long; one false evaluation while pending resets it. An insufficient one
+  neither confirms nor resets it (a pending alert without sufficient data for
+  one window length is dropped).
+- The groups a comparison alert is about: the group comparison that made an
+  alert pending or firing names its lowest and highest groups; the engine
+  remembers them (:meth:`AlertEngine.groups`) so the rule can mark a later
+  evaluation without either insufficient instead of judging the others.
 - Hysteresis: a firing alert resolves only when the value is on the healthy
   side of ``resolve_threshold`` (or the condition is false, without one).
 - ``keep_firing_for``: a firing alert that would resolve stays firing that
   long, damping flapping.
 - Insufficient data never fires and never resolves a firing alert, but an
   alert whose slice stays without sufficient data for one window length
-  resolves as stale.
+  resolves as stale (``resolved_reason: stale``; ``healthy`` otherwise).
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class AlertTransition:
     severity: str
     actions: tuple[str, ...]
     evidence: dict[str, object]
+    resolved_reason: str | None = None
 
     def to_record(self) -> AlertRecord:
         """The record of this transition (``replay --json`` and the alerts topic): RFC 3339 times, NaN as null."""
@@ -94,6 +101,7 @@ class AlertTransition:
             fingerprint=self.fingerprint,
             actions=self.actions,
             evidence=self.evidence,
+            resolved_reason=self.resolved_reason,
         )
 
 
@@ -105,6 +113,7 @@ class _State:
     since: float = 0.0
     last_sufficient: float = 0.0
     keep_until: float | None = None
+    groups: list[str] | None = None  # the lowest and highest groups of the comparison that made it pending or firing
 
 
 class AlertEngine:
@@ -145,6 +154,12 @@ class AlertEngine:
         """Fingerprint -> state for every pending or firing alert."""
         return {fp: s.state for fp, s in self._states.items() if s.state != "inactive"}
 
+    def groups(self, fp: str) -> tuple[str, ...]:
+        """The groups a pending or firing comparison alert is about (its lowest and highest groups when its
+        condition last held); empty for other alerts and for inactive fingerprints."""
+        st = self._states.get(fp)
+        return () if st is None or st.state == "inactive" or not st.groups else tuple(st.groups)
+
     def open_alerts(self) -> list[tuple[str, str, dict[str, str]]]:
         """(rule, state, labels) of every pending or firing alert, from the engine's own state (also right after a
         checkpoint was restored, when no transition of them is in memory)."""
@@ -165,6 +180,8 @@ class AlertEngine:
                 self._per_rule[rule.name] = self._per_rule.get(rule.name, 0) + 1
             if c.sufficient:
                 st.last_sufficient = now
+                if c.condition and "low_group" in c.evidence:
+                    st.groups = sorted({str(c.evidence["low_group"]), str(c.evidence.get("high_group"))})
             new = self._step(rule, st, now, c)
             if new is not None:
                 out.append(self._transition(rule, new, now, st, c, fp))
@@ -194,6 +211,10 @@ class AlertEngine:
                 return "pending"
             return None
         if st.state == "pending":
+            if not c.sufficient:  # neither confirms nor refutes; dropped when data stays away for a window
+                if now - st.last_sufficient >= rule.window:
+                    st.state = "inactive"
+                return None
             if not c.condition:
                 st.state = "inactive"
                 return None
@@ -222,8 +243,11 @@ class AlertEngine:
     @staticmethod
     def _transition(rule: Rule, state: str, now: float, st: _State, c: Candidate, fp: str) -> AlertTransition:
         evidence = dict(c.evidence)
-        if state == "resolved" and not c.sufficient:
-            evidence["resolved_because"] = "stale: no sufficient data for one window"
+        reason = None
+        if state == "resolved":
+            reason = "healthy" if c.sufficient else "stale"
+            if not c.sufficient:
+                evidence["resolved_because"] = "stale: no sufficient data for one window"
         return AlertTransition(
             rule=rule.name,
             state=state,
@@ -240,4 +264,5 @@ class AlertEngine:
             severity=rule.severity,
             actions=rule.actions,
             evidence=evidence,
+            resolved_reason=reason,
         )

@@ -518,6 +518,7 @@ class Notifier:
                 "runbook_url": a.annotations.get("runbook_url"),
                 "report_url": self._report_url(a),
                 "evidence": a.evidence,
+                "resolved_reason": a.resolved_reason,
                 "actions": self._actions(a),
             }
         payload = {

@@ -54,6 +54,7 @@ class AlertRecord(msgspec.Struct, frozen=True, kw_only=True):
     fingerprint: _Text
     actions: tuple[str, ...] = ()
     evidence: dict[str, object] = {}
+    resolved_reason: str | None = None  # a resolution: "healthy", or "stale" (no sufficient data for one window)
 
     def __post_init__(self) -> None:
         _seconds(self.event_time, "event_time")

@@ -6,7 +6,9 @@ n in the rule's window, whether the condition holds (on the value or, with
 whether it is healthy, with Benjamini-Hochberg across the rule's slices when
 ``fdr_q`` is set, and (for the whole model) the slices that contribute most.
 A group comparison is one candidate per protected attribute, its evidence
-naming the lowest and highest groups. Slices and groups are named as
+naming the lowest and highest groups; while an alert about a group is open,
+a window in which one of the groups it compared lacks ``min_samples`` gives an
+insufficient candidate (evidence ``missing_group``), never a verdict over the other groups. Slices and groups are named as
 :class:`~driftwatch.core.exposure.Exposure` shows them (display names where
 the config allows), in labels and evidence alike. The alert engine owns what
 happens next.
@@ -19,7 +21,7 @@ import operator
 
 import numpy as np
 
-from driftwatch.alerts.engine import AlertEngine, Candidate
+from driftwatch.alerts.engine import AlertEngine, Candidate, fingerprint
 from driftwatch.config import Config, Rule
 from driftwatch.core import summary as S
 from driftwatch.core.detectors import DetectorBank
@@ -249,6 +251,11 @@ class RuleEvaluator:
         v = cmp.value
         healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
         groups = {names[i]: {"rate": r, "n": n} for i, (r, n) in cmp.rates.items()}
+        gone = [g for g in self.engine.groups(fingerprint(labels)) if g not in groups]
+        if gone:
+            # A group the open alert compared lacks data: judging the others would resolve it falsely.
+            missing = {"window_seconds": rule.window, "missing_group": gone[0], "min_samples": min_n, "groups": groups}
+            return [Candidate(labels, math.nan, cmp.n, math.nan, math.nan, False, False, False, missing)]
         evidence: dict[str, object] = {
             "window_seconds": rule.window,
             "low_group": names[cmp.low_group],

@@ -63,10 +63,20 @@ def test_one_false_evaluation_resets_pending() -> None:
     assert got == [(0, "pending"), (30, "pending"), (60, "firing")]
 
 
-def test_insufficient_evaluation_resets_pending() -> None:
-    """An insufficient-data evaluation while pending resets it just like a false one."""
+def test_insufficient_evaluation_holds_pending() -> None:
+    """An insufficient-data evaluation while pending neither confirms nor resets it; a false one resets it."""
     r = rule(**{"for": "20s"})
-    assert run(r, [(0, 0.2), (10, None), (20, 0.2), (30, 0.2)]) == [(0, "pending"), (20, "pending")]
+    assert run(r, [(0, 0.2), (10, None), (20, 0.2), (30, 0.2)]) == [(0, "pending"), (20, "firing")]
+    assert run(r, [(0, 0.2), (10, 0.05), (20, 0.2), (30, 0.2)]) == [(0, "pending"), (20, "pending")]
+
+
+def test_pending_without_data_for_a_window_is_dropped() -> None:
+    """A pending alert whose series has no sufficient data for one window length goes back to inactive."""
+    r = rule(**{"for": "20s", "window": "30s"})
+    assert run(r, [(0, 0.2), (10, None), (20, None), (30, None), (40, 0.2), (50, 0.2)]) == [
+        (0, "pending"),
+        (40, "pending"),
+    ]
 
 
 def test_hysteresis_between_thresholds_stays_firing() -> None:
@@ -111,6 +121,8 @@ def test_resolved_transition_carries_evidence_and_times() -> None:
     )
     assert resolved.fingerprint == fingerprint(LABELS)
     assert "resolved_because" not in resolved.evidence
+    assert resolved.resolved_reason == resolved.to_record().resolved_reason == "healthy"
+    assert firing.resolved_reason is None
     assert eng.active() == {}
 
 
@@ -130,6 +142,7 @@ def test_insufficient_data_does_not_resolve_until_one_window_then_stale() -> Non
     (t,) = eng.evaluate(r, 60, [cand(0.0, r, sufficient=False)])
     assert t.state == "resolved"
     assert t.evidence["resolved_because"] == "stale: no sufficient data for one window"
+    assert t.resolved_reason == t.to_record().resolved_reason == "stale"
     assert eng.active() == {}
 
 
