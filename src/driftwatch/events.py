@@ -146,11 +146,16 @@ class DecodeError(msgspec.Struct, frozen=True):
 
 
 class Decoded(NamedTuple):
-    """A decoded batch: valid predictions and interactions (in input order) and the rejects."""
+    """A decoded batch: valid predictions and interactions (in input order) and the rejects.
+
+    ``order``: one byte per valid event in input order, 1 for a prediction and 0 for an interaction (how the two
+    lists interleave; lateness is judged event by event in that order). None when the batch holds one kind only.
+    """
 
     predictions: list[Prediction]
     interactions: list[Interaction]
     errors: list[DecodeError]
+    order: bytes | None = None
 
 
 MAX_DEPTH: Final = 32
@@ -258,7 +263,8 @@ class EventDecoder:
                     return Decoded(preds, [], [])  # type: ignore[arg-type]  # config-shaped structs (see _types)
                 inters = [e for e in evs if e.__class__ is not ptype]
                 if not any(e.kind == "label" and e.value is None for e in inters):
-                    return Decoded(preds, inters, [])  # type: ignore[arg-type]
+                    order = bytes([e.__class__ is ptype for e in evs]) if preds else None
+                    return Decoded(preds, inters, [], order)  # type: ignore[arg-type]
         return self._decode_carefully(raws, start, time_range)
 
     def _decode_carefully(
@@ -267,6 +273,7 @@ class EventDecoder:
         preds: list[Prediction] = []
         inters: list[Interaction] = []
         errors: list[DecodeError] = []
+        order = bytearray()
         decode = self._decoder.decode
         ptype = self.prediction_type
         limit = self.max_event_bytes
@@ -293,12 +300,14 @@ class EventDecoder:
                 continue
             if ev.__class__ is ptype:
                 preds.append(ev)  # type: ignore[arg-type]  # a config-shaped Prediction (see _types)
+                order.append(1)
             else:
                 if ev.kind == "label" and ev.value is None:
                     errors.append(DecodeError(start + i, "invalid_field", "value", "a label needs a value"))
                     continue
                 inters.append(ev)
-        return Decoded(preds, inters, errors)
+                order.append(0)
+        return Decoded(preds, inters, errors, bytes(order) if preds and inters else None)
 
 
 def _all_within(events: Sequence[msgspec.Struct], time_range: tuple[float, float]) -> bool:

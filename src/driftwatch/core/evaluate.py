@@ -86,6 +86,7 @@ class Evaluator:
                     SliceSpace(self.dimensions, self._limits),
                     self.window_ticks,
                 )
+                self._sort_streams()
             n = len(part.keys)
             cells = part.cells
             if not (n <= len(s.space) and tuple(s.space.keys[:n]) == part.keys):
@@ -97,7 +98,11 @@ class Evaluator:
                 cells = S.Sparse(len(s.space), width, np.zeros(0, np.int64), np.zeros(0, np.int64)).merge(
                     S.Sparse(len(s.space), width, moved, cells.values)
                 )  # merge: sorts, and sums cells whose keys share a row
-            s.store.add(part.tick, cells, closed)
+            s.store.add(part.tick, cells, closed, visible=part.visible)
+
+    def _sort_streams(self) -> None:
+        """Keep streams in (model, version) order: rules, transitions and rows never depend on arrival order."""
+        self.streams = dict(sorted(self.streams.items()))
 
     # ------------------------------------------------------------ checkpoints
 
@@ -128,6 +133,7 @@ class Evaluator:
                         for w in st.windows.values()
                     ],
                     None if st.since is None else matrix_to(st.since),
+                    [(v, t, sparse_to(m)) for v, parts in sorted(st.deferred.items()) for t, m in parts],
                 )
             )
         return ModelsState(self.closed_before, streams, self.engine.export(mine), self.detectors.export(mine))
@@ -156,7 +162,10 @@ class Evaluator:
                 w.buckets = deque((b, sparse_from(m)) for b, m in ws.buckets)
                 w.total = None if ws.total is None else matrix_from(ws.total)
             stream.store.since = None if ss.since is None else matrix_from(ss.since)
+            for v, t, m in ss.deferred:
+                stream.store.deferred.setdefault(v, []).append((t, sparse_from(m)))
             self.streams[(ss.model_id, ss.version)] = stream
+        self._sort_streams()
         self.engine.load(state.alerts)
         self.detectors.load(state.detectors, self.config.rules)
         return sorted(skipped)
@@ -179,8 +188,12 @@ class Evaluator:
             return []
         target = math.floor(watermark / self.tick)
         if self.closed_before is None:
-            first = min((t for s in self.streams.values() for t in s.store.open_ticks), default=target)
-            self.closed_before = min(first, target)
+            # Evaluation starts at the first tick holding data, once the watermark has reached it: never at a tick
+            # that depends on where the first batch happened to end.
+            first = min((t for s in self.streams.values() for t in s.store.open_ticks), default=None)
+            if first is None or target < first:
+                return []
+            self.closed_before = first
         return self._close_until(target)
 
     def _close_until(self, target: int) -> list[AlertTransition]:
@@ -202,6 +215,8 @@ class Evaluator:
         open_ticks = [t for s in self.streams.values() for t in s.store.open_ticks]
         if not open_ticks:
             return []
+        if self.closed_before is None:
+            self.closed_before = min(open_ticks)
         return self._close_until(max(open_ticks) + 1)
 
     def _evaluate(self, tick: int, closed: dict[int, S.Matrix | None]) -> list[AlertTransition]:

@@ -84,6 +84,33 @@ MAX_CELLS = 1 << (62 - _CELL_SHIFT)
 """A join entry is one int: cell << 44 | favourable << 43 | event time in ms (packed: ~70 bytes each)."""
 
 
+class _Clock(NamedTuple):
+    """Event time as each event of one batch finds it (see :meth:`Ingestor._clock`)."""
+
+    closed_p: np.ndarray  # first open tick, per prediction
+    closed_i: np.ndarray  # first open tick, per interaction
+    slowest_p: np.ndarray  # the watermark plus lateness, per prediction (how far waiting interactions have aged)
+    pos_p: np.ndarray  # position in the batch, per prediction
+    pos_i: np.ndarray  # position in the batch, per interaction
+    join: Mapping[str, int]
+
+    def early(self, preds: Sequence[Prediction], inters: Sequence[Interaction]) -> np.ndarray | None:
+        """Per interaction: whether its prediction is not known yet but comes later in this batch."""
+        if not preds or not inters or self.pos_i[0] > self.pos_p[-1]:
+            return None  # every interaction comes after every prediction
+        first: dict[str, int] = {}
+        for rid, q in zip([e.request_id for e in preds], self.pos_p.tolist(), strict=True):
+            first.setdefault(rid, q)
+        join = self.join
+        return np.array(
+            [
+                first.get(e.request_id, -1) > q and e.request_id not in join
+                for e, q in zip(inters, self.pos_i.tolist(), strict=True)
+            ],
+            dtype=bool,
+        )
+
+
 class Ingested(NamedTuple):
     """What one batch produced: the decode result and the partial summaries to merge."""
 
@@ -179,7 +206,9 @@ class Ingestor:
             ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
         for err in decoded.errors:
             self.counters.rejected[err.reason] += 1
-        partials = self.ingest(decoded.predictions, decoded.interactions, source, times=(ts_p, ts_i))
+        partials = self.ingest(
+            decoded.predictions, decoded.interactions, source, times=(ts_p, ts_i), order=decoded.order
+        )
         return Ingested(decoded, partials)
 
     def rebuild(self, raws: Sequence[bytes]) -> int:
@@ -229,19 +258,31 @@ class Ingestor:
         source: str | None = None,
         *,
         times: tuple[np.ndarray, np.ndarray] | None = None,
+        order: bytes | None = None,
     ) -> list[S.Partial]:
-        """Fold decoded events; lateness is judged by the watermark as it stood before the batch.
+        """Fold decoded events; each is judged late by the watermark as it stood just before it, so how a stream is
+        cut into batches never changes which events count.
 
-        ``times``: their event times in epoch seconds, when the caller has them already.
+        ``times``: their event times in epoch seconds, when the caller has them already. ``order``: how predictions
+        and interactions interleave (:attr:`~driftwatch.events.Decoded.order`); None: predictions first.
         """
-        closed = self.closed_before()
         batch_max = -math.inf
         self._out = []
         ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
-        if predictions:
-            batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, closed))
+        clock = self._clock(source, ts_p, ts_i, order)
+        later: list[tuple[Interaction, float, int]] = []
         if interactions:
-            batch_max = max(batch_max, self._ingest_interactions(interactions, ts_i, closed))
+            # Interactions first, as far as lateness and waiting go: one whose prediction comes later in this batch
+            # waits for it, exactly as if the batch had ended between them.
+            later, batch_max = self._admit_interactions(
+                interactions, ts_i, clock.closed_i, clock.early(predictions, interactions)
+            )
+        if predictions:
+            batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, clock.closed_p, clock.slowest_p))
+        if later:
+            self._fold_joined(
+                [e for e, _, _ in later], np.array([t for _, t, _ in later]), np.array([k for _, _, k in later])
+            )
         before = self.watermark
         if batch_max > self._source_max.get(source, -math.inf):
             self._source_max[source] = batch_max
@@ -251,7 +292,35 @@ class Ingestor:
         out, self._out = self._out, []
         return out
 
-    def _ingest_predictions(self, preds: Sequence[Prediction], ts: np.ndarray, closed: int | None) -> float:
+    def _clock(self, source: str | None, ts_p: np.ndarray, ts_i: np.ndarray, order: bytes | None) -> _Clock:
+        """Event time as each event of a batch finds it: with this source's events before it counted."""
+        others = min((v for k, v in self._source_max.items() if k != source), default=math.inf)
+        own = self._source_max.get(source)
+        seq = np.concatenate([ts_p, ts_i])
+        if order is not None and len(order) == len(seq):
+            is_pred = np.frombuffer(order, np.uint8).astype(bool)
+            pos_p, pos_i = np.flatnonzero(is_pred), np.flatnonzero(~is_pred)
+            seq = np.empty(len(seq), np.float64)
+            seq[pos_p], seq[pos_i] = ts_p, ts_i
+        else:  # predictions first
+            pos_p, pos_i = np.arange(len(ts_p)), np.arange(len(ts_p), len(seq))
+        if not len(seq):
+            empty = np.zeros(0, np.int64)
+            return _Clock(empty, empty, np.zeros(0), pos_p, pos_i, self._join)
+        # Newest time of this source before each event (a source not yet known does not hold the watermark).
+        before = np.maximum.accumulate(np.concatenate([[-math.inf if own is None else own], seq[:-1]]))
+        if own is None:
+            before[0] = math.inf if self._source_max else -math.inf
+        slowest = np.minimum(before, others)  # the watermark before each event, plus lateness
+        wm = slowest - self.config.windows.lateness
+        closed = np.full(len(seq), -(2**62), np.int64)
+        ok = np.isfinite(wm)
+        closed[ok] = np.floor(wm[ok] / self.tick).astype(np.int64)
+        return _Clock(closed[pos_p], closed[pos_i], slowest[pos_p], pos_p, pos_i, self._join)
+
+    def _ingest_predictions(
+        self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray, slowest: np.ndarray
+    ) -> float:
         c = self.counters
         c.predictions += len(preds)
         ticks = np.floor(ts / self.tick).astype(np.int64)
@@ -260,8 +329,8 @@ class Ingestor:
         code = np.array(
             [codes.setdefault(k, len(codes)) for k in [(e.model_id, e.model_version) for e in preds]], np.int64
         )
-        if closed is not None:
-            late = ticks < closed
+        late = ticks < closed
+        if late.any():
             c.late_dropped += int(late.sum())
             code[late] = -1
         order = np.argsort(code, kind="stable")
@@ -281,7 +350,7 @@ class Ingestor:
                 if not idx:
                     continue
             stream = self._stream(mid, ver)
-            self._fold_predictions(stream, [preds[i] for i in idx], ts[idx], ticks[idx], closed)
+            self._fold_predictions(stream, [preds[i] for i in idx], ts[idx], ticks[idx], slowest[idx])
         return float(ts.max()) if len(ts) else -math.inf
 
     def _learn(self, mid: str, learner: _Learner, evs: list[Prediction], ts: np.ndarray, idx: list[int]) -> list[int]:
@@ -298,12 +367,20 @@ class Ingestor:
                 self._join_order.append(
                     (float(ts[j - 1]) if j else float(ts[0]), [evs[k].request_id for k in range(j)])
                 )
+                self._learnt_waiting([e.request_id for e in evs[:j]])
                 return idx[j:]
         self.counters.reference_learning += len(evs)
         for e in evs:
             self._join[e.request_id] = _LEARNING
         self._join_order.append((float(ts.max()), [e.request_id for e in evs]))
+        self._learnt_waiting([e.request_id for e in evs])
         return []
+
+    def _learnt_waiting(self, rids: list[str]) -> None:
+        """Interactions that waited for a prediction used to learn the reference: counted as learning, not joined."""
+        if self._pending:
+            for rid in self._pending.keys() & set(rids):
+                self.counters.reference_learning += len(self._pending.pop(rid))
 
     def _stream(self, mid: str, ver: str) -> _Stream:
         s = self.streams.get((mid, ver))
@@ -373,7 +450,7 @@ class Ingestor:
         return rows
 
     def _fold_predictions(
-        self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray, closed: int | None
+        self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray, slowest: np.ndarray
     ) -> None:
         layout = stream.layout
         n = len(evs)
@@ -396,20 +473,33 @@ class Ingestor:
         if "prediction" in layout.blocks:
             cols.append(layout.blocks["prediction"].columns(preds))
         col = np.stack(cols, axis=1)
-        self._scatter(stream, rows, ticks, col, closed, score=score)
+        self._scatter(stream, rows, ticks, col, score=score)
         # Remember the request for joins: its slices, tick, time and outcome.
         rids = [e.request_id for e in evs]
         join = self._join
         join.update(zip(rids, self._pack(stream, rows, ts, fav).tolist(), strict=False))
         self._remember_order(rids, ticks)
-        if self._pending:
-            released = [w for rid in self._pending.keys() & set(rids) for w in self._pending.pop(rid)]
+        hits = self._pending.keys() & set(rids) if self._pending else ()
+        if hits:
+            # A waiting interaction joins unless event time had moved `grace` past it before its prediction came.
+            at: dict[str, int] = {}
+            for j, rid in enumerate(rids):
+                if rid in hits:
+                    at.setdefault(rid, j)
+            grace = self.config.join.grace
+            released = []
+            for rid in sorted(hits):
+                arrived = slowest[at[rid]]
+                for w in self._pending.pop(rid):
+                    if w[1] + grace < arrived:
+                        self.counters.join_misses += 1
+                    else:
+                        released.append(w)
             if released:
                 self._fold_joined(
                     [e for e, _, _ in released],
                     np.array([t for _, t, _ in released]),
                     np.array([k for _, _, k in released], np.int64),
-                    closed,
                 )
 
     def _remember_order(self, rids: list[str], ticks: np.ndarray) -> None:
@@ -447,17 +537,24 @@ class Ingestor:
         rows: np.ndarray,
         ticks: np.ndarray,
         cols: np.ndarray,
-        closed: int | None,
         score: np.ndarray | None = None,
+        visible: np.ndarray | None = None,
     ) -> None:
         """Add one count per (event, slice row, column) into sparse tick partials; negative rows/cols are skipped.
+
+        ``visible``: per event, the tick whose close reveals its count (one partial per tick and visible tick).
 
         Never builds the dense ``(ticks, slices, columns)`` block: a backlog batch spans many ticks of a
         wide slice space, and that block (hundreds of MB with 1,000+ slices) was the worker's peak RSS.
         """
         width = stream.layout.width
         nrows = len(stream.space)
-        uticks, tick_idx = np.unique(ticks, return_inverse=True)
+        if visible is None or (visible == ticks).all():
+            uticks, tick_idx = np.unique(ticks, return_inverse=True)
+            useen = uticks
+        else:
+            pairs, tick_idx = np.unique(np.stack([ticks, visible], axis=1), axis=0, return_inverse=True)
+            uticks, useen = pairs[:, 0], pairs[:, 1]
         tick_idx = tick_idx.reshape(-1)
         base = tick_idx[:, None] * nrows + rows  # (n, slices): the (tick, row) pair of each count
         row_ok = rows >= 0
@@ -502,29 +599,36 @@ class Ingestor:
         flat = (pair % nrows) * width + keys % width
         bounds = np.searchsorted(tick_of, np.arange(len(uticks) + 1))
         skeys = tuple(stream.space.keys[:nrows])
-        for i, t in enumerate(uticks.tolist()):
+        for i, (t, seen) in enumerate(zip(uticks.tolist(), useen.tolist(), strict=True)):
             lo, hi = bounds[i], bounds[i + 1]
             cells = S.Sparse(nrows, width, flat[lo:hi], vals[lo:hi])
-            self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells))
+            self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells, seen))
 
-    def _ingest_interactions(self, inters: Sequence[Interaction], ts: np.ndarray, closed: int | None) -> float:
+    def _admit_interactions(
+        self, inters: Sequence[Interaction], ts: np.ndarray, closed: np.ndarray, early: np.ndarray | None
+    ) -> tuple[list[tuple[Interaction, float, int]], float]:
+        """Count interactions, drop the late ones, and park those whose prediction comes later in the batch
+        (``early``); return the rest (to fold once the batch's predictions are in) and the newest time kept."""
         c = self.counters
         c.interactions += len(inters)
         ticks = np.floor(ts / self.tick).astype(np.int64)
-        if closed is not None:
-            keep = ticks >= closed
+        keep = ticks >= closed
+        if not keep.all():
             c.late_dropped += int((~keep).sum())
-            if not keep.all():
-                idx = np.flatnonzero(keep)
-                inters = [inters[i] for i in idx.tolist()]
-                ts, ticks = ts[idx], ticks[idx]
-        if len(inters):
-            self._fold_joined(inters, ts, ticks, closed)
-        return float(ts.max()) if len(ts) else -math.inf
+        if early is not None and early.any():
+            pending = self._pending
+            for i in np.flatnonzero(keep & early).tolist():
+                e = inters[i]
+                pending.setdefault(e.request_id, []).append((e, float(ts[i]), int(ticks[i])))
+            now = keep & ~early
+        else:
+            now = keep
+        newest = float(ts[keep].max()) if keep.any() else -math.inf
+        if now.all():
+            return list(zip(inters, ts.tolist(), ticks.tolist(), strict=True)), newest
+        return [(inters[i], float(ts[i]), int(ticks[i])) for i in np.flatnonzero(now).tolist()], newest
 
-    def _fold_joined(
-        self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, closed: int | None
-    ) -> None:
+    def _fold_joined(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray) -> None:
         """Fold interactions into their prediction's slices; park those whose prediction is not known yet."""
         c = self.counters
         found = [self._join.get(e.request_id, -1) for e in inters]
@@ -550,6 +654,10 @@ class Ingestor:
         col1 = np.full(len(inters), -1, np.int64)
         col2 = np.full(len(inters), -1, np.int64)
         at = ticks.copy()
+        # Seen when both the interaction's own tick and its prediction's tick have closed: what a rule sees at a tick
+        # then depends on event times only, never on which batch brought the interaction or its prediction.
+        pred_tick = np.floor((packed & _TS_MASK) / 1000.0 / self.tick).astype(np.int64)
+        visible = np.maximum(ticks, pred_tick)
         is_label = (col0 == S.N_LABEL) & ok
         if is_label.any():
             labeled = self._labeled
@@ -587,15 +695,19 @@ class Ingestor:
             rows = np.array([self._cell_rows[x] for x in cells[idx].tolist()], np.int64)
             d = col2[idx]
             col = np.stack([col0[idx], col1[idx], np.where(d >= 0, d + stream.layout.delay_start, -1)], axis=1)
-            self._scatter(stream, rows, at[idx], col, closed)
+            self._scatter(stream, rows, at[idx], col, visible=visible[idx])
 
     def _expire(self, watermark: float) -> None:
         grace = self.config.join.grace
         if self._pending:
             # An early interaction waits until every source has moved `grace` past it.
             slowest = watermark + self.config.windows.lateness
-            for rid in [r for r, waiting in self._pending.items() if waiting[0][1] + grace < slowest]:
-                self.counters.join_misses += len(self._pending.pop(rid))
+            for rid in [r for r, waiting in self._pending.items() if any(w[1] + grace < slowest for w in waiting)]:
+                waiting = self._pending.pop(rid)
+                still = [w for w in waiting if w[1] + grace >= slowest]
+                self.counters.join_misses += len(waiting) - len(still)
+                if still:
+                    self._pending[rid] = still
         ttl_cut = watermark - self.config.join.ttl
         limit = self.config.join.max_entries
         join, order = self._join, self._join_order

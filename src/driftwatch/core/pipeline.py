@@ -8,16 +8,22 @@ Time. Events fall into ticks of ``windows.tick`` seconds by their own event
 time. The watermark is the largest event time seen minus ``lateness``; a tick
 closes when the watermark passes its end, then it is merged into every
 window and the rules are evaluated at the tick's end. An event whose tick
-has already closed when it arrives is dropped as late (counted). Lateness is
-judged against the watermark as it stood before the batch, so the order of
-events inside a batch does not matter.
+has already closed when it arrives is dropped as late (counted). Each event
+is judged against the watermark as it stood just before it (the events before
+it in its source counted), so how a stream is cut into batches never changes
+which events count, and the rules see the same data at every tick.
 
 Joins. Interactions find their prediction by ``request_id`` (remembered for
 ``join.ttl``, at most ``join.max_entries``). Complaints, escalations and the
 other kinds count in the tick of their own event time. Labels count in the
 tick of the prediction they label (so TPR/FPR and label coverage describe
 the predictions made in a window); a label whose prediction's tick has left
-every window still counts since start. An interaction that arrives before
+every window still counts since start. What is counted in an earlier tick is
+seen by windows and rules when the interaction's own tick closes (a label of
+a prediction two minutes old appears in that prediction's tick, two minutes
+later), and an interaction that waited for its prediction is seen when the
+prediction's tick closes: what a rule sees at each tick depends on event
+times only, never on how events were batched. An interaction that arrives before
 its prediction waits up to ``join.grace``; then it is a join miss (counted,
 never guessed).
 

@@ -67,7 +67,8 @@ class WindowState(msgspec.Struct, array_like=True, frozen=True):
 
 
 class StreamState(msgspec.Struct, frozen=True):
-    """One model x version: slice rows in order, open ticks, windows and since-start total."""
+    """One model x version: slice rows in order, open ticks, windows, since-start total, and the counts of earlier
+    ticks waiting for a later tick to close (visible tick, tick, counts; empty in older checkpoints)."""
 
     model_id: str
     version: str
@@ -75,6 +76,7 @@ class StreamState(msgspec.Struct, frozen=True):
     open: list[tuple[int, MatrixState]]
     windows: list[WindowState]
     since: MatrixState | None
+    deferred: list[tuple[int, int, MatrixState]] = []
 
 
 class DetectorState(msgspec.Struct, frozen=True):

@@ -250,21 +250,36 @@ class Partial:
     Rows are named, not numbered, so partials from different processes
     merge: ``a.merge(b)`` is the summary of both batches of events. The
     counts are held sparse (:class:`Sparse`); :attr:`counts` is the dense matrix.
+
+    ``visible``: the tick at whose close the counts become visible to windows and rules, when later than ``tick``
+    (a label counts in its prediction's tick but is seen when its own tick closes; see
+    :mod:`driftwatch.core.pipeline`). It makes what a rule sees at each tick independent of how events were batched.
     """
 
-    __slots__ = ("cells", "keys", "model_id", "tick", "version")
+    __slots__ = ("cells", "keys", "model_id", "tick", "version", "visible")
 
     def __init__(
-        self, model_id: str, version: str, tick: int, keys: tuple[SliceKey, ...], counts: Matrix | Sparse
+        self,
+        model_id: str,
+        version: str,
+        tick: int,
+        keys: tuple[SliceKey, ...],
+        counts: Matrix | Sparse,
+        visible: int | None = None,
     ) -> None:
         self.model_id = model_id
         self.version = version
         self.tick = tick
+        self.visible = tick if visible is None else max(tick, visible)
         self.keys = keys
         self.cells = counts if isinstance(counts, Sparse) else Sparse.from_dense(np.asarray(counts, np.int64))
 
     def __repr__(self) -> str:
-        return f"Partial({self.model_id!r}, {self.version!r}, {self.tick}, {len(self.keys)} keys, {len(self.cells.index)} cells)"
+        seen = "" if self.visible == self.tick else f" seen at {self.visible}"
+        return (
+            f"Partial({self.model_id!r}, {self.version!r}, {self.tick}{seen}, "
+            f"{len(self.keys)} keys, {len(self.cells.index)} cells)"
+        )
 
     @property
     def counts(self) -> Matrix:
@@ -272,9 +287,14 @@ class Partial:
         return self.cells.dense()
 
     def merge(self, other: Partial) -> Partial:
-        """The partial summary of both (same model, version and tick)."""
-        if (self.model_id, self.version, self.tick) != (other.model_id, other.version, other.tick):
-            raise ValueError("only partials of the same model, version and tick merge")
+        """The partial summary of both (same model, version, tick and visible tick)."""
+        if (self.model_id, self.version, self.tick, self.visible) != (
+            other.model_id,
+            other.version,
+            other.tick,
+            other.visible,
+        ):
+            raise ValueError("only partials of the same model, version, tick and visible tick merge")
         index = {k: i for i, k in enumerate(self.keys)}
         keys = list(self.keys)
         for k in other.keys:
@@ -284,7 +304,7 @@ class Partial:
         counts = np.zeros((len(keys), self.cells.width), np.int64)
         counts[: len(self.keys)] += self.counts
         np.add.at(counts, [index[k] for k in other.keys], other.counts)
-        return Partial(self.model_id, self.version, self.tick, tuple(keys), counts)
+        return Partial(self.model_id, self.version, self.tick, tuple(keys), counts, self.visible)
 
     def as_dict(self) -> dict[SliceKey, list[int]]:
         """Counts by slice key (for comparisons that must not depend on row order)."""
@@ -341,6 +361,9 @@ class WindowStore:
         # deltas are kept as a list and summed in one sort when read (merging each small partial into a growing
         # tick re-sorted the whole tick every time: quadratic with one-event messages).
         self._open: dict[int, list[Sparse]] = {}
+        # Counts of closed (or earlier) ticks that become visible when a later tick closes: visible tick -> [(tick,
+        # counts)]. Labels wait here for their own tick, so a rule sees them at the same tick however they were batched.
+        self.deferred: dict[int, list[tuple[int, Sparse]]] = {}
         self.windows = {w: _Window(w) for w in window_ticks}
         self.since: Matrix | None = None
 
@@ -358,12 +381,18 @@ class WindowStore:
 
     @property
     def open_ticks(self) -> list[int]:
-        """The ticks still open (without summing them)."""
-        return list(self._open)
+        """The ticks still open (without summing them), with those that will reveal deferred counts."""
+        return [*self._open, *(t for t in self.deferred if t not in self._open)]
 
-    def add(self, tick: int, delta: Matrix | Sparse, closed_before: int) -> None:
-        """Fold ``delta`` into ``tick``: an open tick, or (late joins and labels) the retained buckets."""
+    def add(self, tick: int, delta: Matrix | Sparse, closed_before: int, visible: int | None = None) -> None:
+        """Fold ``delta`` into ``tick``: an open tick, or (late joins and labels) the retained buckets.
+
+        ``visible`` later than ``tick`` and not closed yet: held until that tick closes, then folded into ``tick``.
+        """
         sp = _sparse(delta)
+        if visible is not None and visible > tick and visible >= closed_before:
+            self.deferred.setdefault(visible, []).append((tick, sp))
+            return
         if tick >= closed_before:
             parts = self._open.setdefault(tick, [])
             parts.append(sp)
@@ -403,10 +432,11 @@ class WindowStore:
                 _, old = w.buckets.popleft()
                 assert w.total is not None
                 old.add_to(w.total, sign=-1)
-        if sp is None:
-            return None
-        self.since = accumulate(self.since, sp)
-        return sp.dense()
+        if sp is not None:
+            self.since = accumulate(self.since, sp)
+        for earlier, counts in self.deferred.pop(tick, ()):
+            self.add(earlier, counts, closed_before=end)  # into the buckets of its own tick, if still in a window
+        return None if sp is None else sp.dense()
 
     @property
     def open(self) -> dict[int, Matrix]:

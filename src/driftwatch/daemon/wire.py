@@ -26,6 +26,7 @@ class PartialMsg(msgspec.Struct, array_like=True, frozen=True):
     width: int
     index: bytes
     values: bytes
+    visible: int | None = None  # the tick whose close reveals these counts, when later than ``tick``
 
 
 class SummaryMsg(msgspec.Struct, frozen=True):
@@ -40,13 +41,14 @@ class SummaryMsg(msgspec.Struct, frozen=True):
 
 def to_msg(p: Partial) -> PartialMsg:
     """Partial -> wire (sparse: most cells of a tick's summary are zero; the checkpoints' encoding)."""
-    return PartialMsg(p.model_id, p.version, p.tick, list(p.keys), p.cells.width, *sparse_bytes(p.cells))
+    visible = None if p.visible == p.tick else p.visible
+    return PartialMsg(p.model_id, p.version, p.tick, list(p.keys), p.cells.width, *sparse_bytes(p.cells), visible)
 
 
 def from_msg(m: PartialMsg) -> Partial:
     """Wire -> Partial (kept sparse)."""
     cells = sparse_of(len(m.keys), m.width, m.index, m.values)
-    return Partial(m.model_id, m.version, m.tick, tuple(m.keys), cells)  # msgspec decodes each key as a tuple
+    return Partial(m.model_id, m.version, m.tick, tuple(m.keys), cells, m.visible)  # each key decodes as a tuple
 
 
 _SUMMARY = Codec(SummaryMsg)

@@ -187,7 +187,9 @@ class Worker:
         self.position: dict[str, int] = {}  # input partition -> next offset to process
         self.progress_wall: dict[str, float] = {}  # input partition -> wall time it last advanced
         self._last_data: dict[str, float] = {}  # input partition -> wall time it last delivered (or was assigned)
-        self._watermarks: dict[str, tuple[float, float]] = {}  # worker -> (watermark, wall time seen)
+        # (worker, summary partition) -> (watermark, wall time seen). Per partition: a watermark read on one partition
+        # says nothing about partials of that worker still unread on another (Kafka orders within a partition only).
+        self._watermarks: dict[tuple[str, int], tuple[float, float]] = {}
         self._ready = False
         # Health, read by /metrics.
         self.dead_lettered = 0
@@ -332,19 +334,28 @@ class Worker:
             await fut
         pending: list[Any] = []
         done = []
+        # The batch's messages announce the watermark as it was before the batch: a message read first (another
+        # model's, a chunk held until its batch's last) must not let the evaluation stage close a tick whose
+        # partials are still to come. The new watermark follows once everything is sent.
+        announced = self.core.ingestor.watermark
         for (tp, messages), (lo, hi) in zip(work, ranges, strict=True):
-            events = await self._fold_partition(tp, messages, lo, hi, pending)
+            events = await self._fold_partition(tp, messages, lo, hi, pending, announced)
             done.append((tp, lo, hi, events))
         for fut in pending:
             await fut  # delivered before the batch is acknowledged (and its offsets committed)
+        if self.core.ingestor.watermark != announced:
+            await self._send_heartbeat()
         now = time.time()
         for tp, lo, hi, events in done:
             self.input_recovery.remember(tp, lo, events)
             self.position[tp] = hi + 1
             self.progress_wall[tp] = now
 
-    async def _fold_partition(self, tp: str, messages: Sequence[Any], lo: int, hi: int, pending: list[Any]) -> int:
-        """Decode and fold one partition's messages; queue its dead letters and summaries; return events folded."""
+    async def _fold_partition(
+        self, tp: str, messages: Sequence[Any], lo: int, hi: int, pending: list[Any], announced: float
+    ) -> int:
+        """Decode and fold one partition's messages; queue its dead letters and summaries (carrying the watermark
+        ``announced``); return events folded."""
         raws, origin = split_messages([m.value or b"" for m in messages])
         with self.lock:  # /metrics is served from another thread
             accepted = self.config.windows.event_time_range(time.time(), live=True)
@@ -368,7 +379,7 @@ class Worker:
         by_model: dict[str, list[Any]] = {}
         for p in partials:
             by_model.setdefault(p.model_id, []).append(to_msg(p))
-        wm = self.core.ingestor.watermark
+        wm = announced
         if not by_model:
             pending.append(await self._send_summary(SummaryMsg(self.worker_id, wm, sources), key=b"__none__"))
         for model, parts in by_model.items():
@@ -492,16 +503,30 @@ class Worker:
             self.summaries_rejected += 1
             return
         if live and msg.watermark != -math.inf:
-            self._watermarks[msg.worker] = (msg.watermark, time.monotonic())
+            self._watermarks[(msg.worker, partition)] = (msg.watermark, time.monotonic())
         if msg.partials and not self.eval_recovery.merge(msg, partition, offset):
             self.duplicates_skipped += 1  # a redelivered batch: already counted
 
     def advance(self) -> list[AlertTransition]:
-        """Close ticks up to the lowest watermark of the ingest workers heard from recently."""
+        """Close ticks up to the lowest watermark of the ingest workers heard from recently, on every summary
+        partition this worker owns.
+
+        A tick closes only once each owned partition has carried, from each live ingest worker, a watermark past it:
+        that worker's partials for the tick were written to the partition before it, so they have all been merged.
+        A watermark read on another partition proves nothing (Kafka orders messages within a partition only), and an
+        owned partition not heard from yet holds evaluation back (every worker's heartbeat reaches every partition).
+        """
         horizon = time.monotonic() - (3 * self.config.kafka.heartbeat + self.config.kafka.session_timeout)
-        live = [wm for wm, seen in self._watermarks.values() if seen >= horizon]
-        if not live:
+        owned = {p for t, p in self.assignment if t == self.config.kafka.summaries.name}
+        lowest: dict[int, float] = {}
+        for key, (wm, seen) in list(self._watermarks.items()):
+            if seen < horizon:
+                del self._watermarks[key]  # a worker gone (its partitions are another's now)
+            elif key[1] in owned:
+                lowest[key[1]] = min(wm, lowest.get(key[1], math.inf))
+        if not owned or lowest.keys() != owned:
             return []
+        live = list(lowest.values())
         started = time.perf_counter()
         with self.lock:
             out = self.core.evaluator.advance(min(live))

@@ -91,10 +91,12 @@ def test_label_counts_in_the_window_of_its_prediction() -> None:
     p.process([pred("c", T0 + 55_000)])  # both the prediction's tick and the next one close
     p.process([inter("a", T0 + 56_000, "label", "yes"), inter("b", T0 + 56_000, "label", "yes")])
     s = p.streams[("m", "v1")]
+    assert s.store.window(0, 1, s.layout.width)[0, S.N_LABEL] == 0  # seen when the labels' own tick closes
+    p.flush()
     since = s.store.window(0, 1, s.layout.width)[0]
     window = s.store.window(6, 1, s.layout.width)[0]
     assert since[S.N_LABEL] == 2
-    assert window[S.N_PRED] == 2
+    assert window[S.N_PRED] == 3  # the labels' tick closed too, and with it the tick of c
     assert window[S.N_LABEL] == 2
 
 
