@@ -492,7 +492,7 @@ def _state_bytes(evaluator: Any) -> int:
         store = stream.store
         matrices = [*store.open_cells.values(), store.since]
         for w in store.windows.values():
-            matrices += [m for _, m in w.buckets] + [w.total]
+            matrices += [m for _, m in w.buckets] + [m for parts in w.late.values() for m in parts] + [w.total]
         total += sum(m.nbytes for m in matrices if m is not None)
     return total
 

@@ -118,6 +118,7 @@ class Evaluator:
             if mid not in wanted:
                 continue
             st = s.store
+            st.settle()
             streams.append(
                 StreamState(
                     mid,

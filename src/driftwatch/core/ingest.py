@@ -98,17 +98,21 @@ class _Clock(NamedTuple):
         """Per interaction: whether its prediction is not known yet but comes later in this batch."""
         if not preds or not inters or self.pos_i[0] > self.pos_p[-1]:
             return None  # every interaction comes after every prediction
+        inter_rids = [e.request_id for e in inters]
+        pred_rids = [e.request_id for e in preds]
+        # Set operations first (in C): usually no interaction meets its prediction for the first time in this batch.
+        new = set(pred_rids).intersection(inter_rids).difference(self.join)
+        if not new:
+            return None
         first: dict[str, int] = {}
-        for rid, q in zip([e.request_id for e in preds], self.pos_p.tolist(), strict=True):
-            first.setdefault(rid, q)
-        join = self.join
-        return np.array(
-            [
-                first.get(e.request_id, -1) > q and e.request_id not in join
-                for e, q in zip(inters, self.pos_i.tolist(), strict=True)
-            ],
-            dtype=bool,
-        )
+        for rid, q in zip(pred_rids, self.pos_p.tolist(), strict=True):
+            if rid in new and rid not in first:
+                first[rid] = q
+        out = np.zeros(len(inters), bool)
+        for i, (rid, q) in enumerate(zip(inter_rids, self.pos_i.tolist(), strict=True)):
+            if rid in new and first[rid] > q:
+                out[i] = True
+        return out
 
 
 class Ingested(NamedTuple):
@@ -270,7 +274,7 @@ class Ingestor:
         self._out = []
         ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
         clock = self._clock(source, ts_p, ts_i, order)
-        later: list[tuple[Interaction, float, int]] = []
+        later: np.ndarray | None = None
         if interactions:
             # Interactions first, as far as lateness and waiting go: one whose prediction comes later in this batch
             # waits for it, exactly as if the batch had ended between them.
@@ -279,10 +283,15 @@ class Ingestor:
             )
         if predictions:
             batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, clock.closed_p, clock.slowest_p))
-        if later:
-            self._fold_joined(
-                [e for e, _, _ in later], np.array([t for _, t, _ in later]), np.array([k for _, _, k in later])
-            )
+        if later is not None and len(later):
+            if len(later) == len(interactions):
+                self._fold_joined(interactions, ts_i, np.floor(ts_i / self.tick).astype(np.int64))
+            else:
+                self._fold_joined(
+                    [interactions[i] for i in later.tolist()],
+                    ts_i[later],
+                    np.floor(ts_i[later] / self.tick).astype(np.int64),
+                )
         before = self.watermark
         if batch_max > self._source_max.get(source, -math.inf):
             self._source_max[source] = batch_max
@@ -606,9 +615,10 @@ class Ingestor:
 
     def _admit_interactions(
         self, inters: Sequence[Interaction], ts: np.ndarray, closed: np.ndarray, early: np.ndarray | None
-    ) -> tuple[list[tuple[Interaction, float, int]], float]:
+    ) -> tuple[np.ndarray, float]:
         """Count interactions, drop the late ones, and park those whose prediction comes later in the batch
-        (``early``); return the rest (to fold once the batch's predictions are in) and the newest time kept."""
+        (``early``); return the indices of the rest (to fold once the batch's predictions are in) and the newest
+        time kept."""
         c = self.counters
         c.interactions += len(inters)
         ticks = np.floor(ts / self.tick).astype(np.int64)
@@ -624,9 +634,7 @@ class Ingestor:
         else:
             now = keep
         newest = float(ts[keep].max()) if keep.any() else -math.inf
-        if now.all():
-            return list(zip(inters, ts.tolist(), ticks.tolist(), strict=True)), newest
-        return [(inters[i], float(ts[i]), int(ticks[i])) for i in np.flatnonzero(now).tolist()], newest
+        return np.flatnonzero(now), newest
 
     def _fold_joined(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray) -> None:
         """Fold interactions into their prediction's slices; park those whose prediction is not known yet."""

@@ -338,7 +338,7 @@ def _sparse(delta: Matrix | Sparse) -> Sparse:
 
 
 class _Window:
-    __slots__ = ("buckets", "length", "step", "total")
+    __slots__ = ("buckets", "late", "length", "step", "total")
 
     def __init__(self, length_ticks: int) -> None:
         self.length = length_ticks
@@ -346,7 +346,18 @@ class _Window:
         self.step = max(1, length_ticks // 60)
         # Buckets are sparse (most of their cells are zero); only the running total is dense.
         self.buckets: deque[tuple[int, Sparse]] = deque()
+        # Late additions to existing buckets, summed into them only when read (:meth:`WindowStore.settle`): merging
+        # each into its bucket re-sorted the bucket every time. The running total includes them already.
+        self.late: dict[int, list[Sparse]] = {}
         self.total: Matrix | None = None
+
+    def settle(self) -> None:
+        """Fold the late additions into their buckets."""
+        if self.late:
+            self.buckets = deque(
+                (b, Sparse.total([m, *self.late[b]]) if b in self.late else m) for b, m in self.buckets
+            )
+            self.late = {}
 
 
 _OPEN_PARTS = 64
@@ -409,7 +420,7 @@ class WindowStore:
             while i < len(w.buckets) and w.buckets[i][0] < bid:
                 i += 1
             if i < len(w.buckets) and w.buckets[i][0] == bid:
-                w.buckets[i] = (bid, w.buckets[i][1].merge(sp))
+                w.late.setdefault(bid, []).append(sp)
             else:
                 w.buckets.insert(i, (bid, sp))
             w.total = accumulate(w.total, sp)
@@ -429,14 +440,24 @@ class WindowStore:
                 w.total = accumulate(w.total, sp)
             # A bucket stays while it lies wholly inside the last `length` ticks.
             while w.buckets and w.buckets[0][0] * w.step < end - w.length:
-                _, old = w.buckets.popleft()
+                bid, old = w.buckets.popleft()
                 assert w.total is not None
                 old.add_to(w.total, sign=-1)
+                for part in w.late.pop(bid, ()):
+                    part.add_to(w.total, sign=-1)
         if sp is not None:
             self.since = accumulate(self.since, sp)
+        by_tick: dict[int, list[Sparse]] = {}
         for earlier, counts in self.deferred.pop(tick, ()):
-            self.add(earlier, counts, closed_before=end)  # into the buckets of its own tick, if still in a window
+            by_tick.setdefault(earlier, []).append(counts)
+        for earlier, parts in sorted(by_tick.items()):  # into the buckets of its own tick, if still in a window
+            self.add(earlier, Sparse.total(parts), closed_before=end)
         return None if sp is None else sp.dense()
+
+    def settle(self) -> None:
+        """Fold late additions into their window buckets (before the buckets are read, e.g. for a checkpoint)."""
+        for w in self.windows.values():
+            w.settle()
 
     @property
     def open(self) -> dict[int, Matrix]:
