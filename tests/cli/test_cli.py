@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -130,15 +131,21 @@ def test_replay_names_rejected_lines_and_writes_them(
 def test_replay_rejects_event_times_that_would_hijack_the_clock(
     bias_file: Path, tmp_path: Path, example_config: Path, pseudonym_key: bytes
 ) -> None:
-    """A year-9999 and a 1970 event mid-stream are rejected by reason; every alert and metric equals the clean replay."""
+    """A year-9999, a 1970 and a +2 h event (two hours ahead of its neighbours) mid-stream are rejected by reason;
+    every alert and metric equals the clean replay."""
     lines = bias_file.read_bytes().splitlines()
     first = json.loads(lines[0])
+    middle = len(lines) // 2
+    neighbour = json.loads(lines[middle])
+    ts = neighbour["ts"]
+    ts_ms = ts if isinstance(ts, int) else round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+    ahead_ms = ts_ms + 7_200_000
     bad = [
         json.dumps({**first, "event_id": "future", "ts": "9999-12-31T23:59:59Z"}).encode(),
         json.dumps({**first, "event_id": "past", "ts": 0}).encode(),
+        json.dumps({**first, "event_id": "ahead", "ts": ahead_ms}).encode(),
     ]
     dirty = tmp_path / "dirty.jsonl"
-    middle = len(lines) // 2
     dirty.write_bytes(b"\n".join([*lines[:middle], *bad, *lines[middle:]]) + b"\n")
     runs = {}
     stderr = ""
@@ -152,7 +159,7 @@ def test_replay_rejects_event_times_that_would_hijack_the_clock(
     clean, dirty_out = runs["clean"], runs["dirty"]
     assert [r for r in dirty_out if r["type"] != "summary"] == [r for r in clean if r["type"] != "summary"]
     assert any(r["type"] == "alert" and r["state"] == "firing" for r in clean)
-    assert dirty_out[-1]["rejected"] == {"timestamp_out_of_range": 2}
+    assert dirty_out[-1]["rejected"] == {"timestamp_out_of_range": 3}
     assert f"line {middle + 1} (timestamp_out_of_range at ts)" in stderr
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def test_malformed_events_are_dead_lettered(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str]
 ) -> None:
     """Bad JSON, wrong types, missing fields, unknown schema versions, oversized and 1,000-deep events go to the
-    dead-letter topic with reasons (so do events stamped in the year 9999 or 1970) but never their values in headers (one too large to send is stored cut, with a
+    dead-letter topic with reasons (so do events stamped in the year 9999, in 1970 or two hours ahead of the wall clock) but never their values in headers (one too large to send is stored cut, with a
     flag); the valid ones around them all count."""
     cfg_path = unique_config(tmp_path, example_config, "dlq")
     cfg = load_config(cfg_path)
@@ -162,6 +163,10 @@ def test_malformed_events_are_dead_lettered(
         json.dumps({**good, "kind": "555-0100-private"}).encode(): "invalid_field",
         json.dumps({**good, "event_id": "future", "ts": "9999-12-31T23:59:59Z"}).encode(): "timestamp_out_of_range",
         json.dumps({**good, "event_id": "past", "ts": 0}).encode(): "timestamp_out_of_range",
+        # Two hours ahead of the wall clock (live, the wall clock is the reference).
+        json.dumps({**good, "event_id": "ahead", "ts": int(time.time() * 1000) + 7_200_000}).encode(): (
+            "timestamp_out_of_range"
+        ),
     }
 
     async def produce_and_read() -> list[tuple[bytes, dict[str, bytes]]]:

@@ -25,7 +25,7 @@ from driftwatch.core.counters import Counters
 from driftwatch.core.profile import Profile, build_profile
 from driftwatch.core.slicing import MISSING, OTHER, TRACK_FACTOR, AttributeCoder, SliceSpace, coders_from_config
 from driftwatch.errors import ProfileError
-from driftwatch.events import Decoded, EventDecoder, Interaction, Prediction
+from driftwatch.events import Decoded, DecodeError, EventDecoder, Interaction, Prediction
 
 __all__ = ["Ingested", "Ingestor"]
 
@@ -169,6 +169,8 @@ class Ingestor:
         # Newest event time per source (a Kafka partition): the watermark follows the slowest source,
         # so a partition read ahead of the others does not make their events late.
         self._source_max: dict[str | None, float] = {}
+        # Replay: per source, how many events in a row were stamped more than `max_future_skew` ahead of its time.
+        self._leaps: dict[str | None, int] = {}
         self._out: list[S.Partial] = []
         self._rebuilding = False
         self._rebuilt_pending: set[str] = set()
@@ -194,12 +196,20 @@ class Ingestor:
         return None if wm == -math.inf else math.floor(wm / self.tick)
 
     def process(
-        self, raws: Sequence[bytes], source: str | None = None, *, time_range: tuple[float, float] | None = None
+        self,
+        raws: Sequence[bytes],
+        source: str | None = None,
+        *,
+        time_range: tuple[float, float] | None = None,
+        live: bool = False,
     ) -> Ingested:
         """Decode and fold one batch of raw events from one ``source`` (e.g. ``topic:partition``).
 
         ``time_range``: the event times accepted (:meth:`~driftwatch.config.WindowConfig.event_time_range` of the
-        wall clock, which the caller reads); events outside are rejected and never move event time.
+        wall clock, which the caller reads); events outside are rejected and never move event time. Unless ``live``
+        (where the wall clock bounds event time), an event stamped more than ``windows.max_future_skew`` ahead of
+        the events before it in its source is rejected the same way, unless :data:`LEAP_CONFIRM` such events come
+        in a row (traffic resuming after a quiet stretch: the first of them are rejected, the last moves time on).
         """
         decoded = self.decoder.decode_batch(raws)
         # Event times are needed to fold anyway: computed once here, checked with two numpy reductions. Only a batch
@@ -208,12 +218,54 @@ class Ingestor:
         if time_range is not None and not (_within(ts_p, time_range) and _within(ts_i, time_range)):
             decoded = self.decoder.decode_batch(raws, time_range=time_range)
             ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+        if not live:
+            decoded, ts_p, ts_i = self._drop_leaps(decoded, len(raws), ts_p, ts_i, source)
         for err in decoded.errors:
             self.counters.rejected[err.reason] += 1
         partials = self.ingest(
             decoded.predictions, decoded.interactions, source, times=(ts_p, ts_i), order=decoded.order
         )
         return Ingested(decoded, partials)
+
+    def _drop_leaps(
+        self, decoded: Decoded, n_raws: int, ts_p: np.ndarray, ts_i: np.ndarray, source: str | None
+    ) -> tuple[Decoded, np.ndarray, np.ndarray]:
+        """Reject events stamped far ahead of their source's time, unless enough come in a row (replay only)."""
+        n = len(ts_p) + len(ts_i)
+        if not n:
+            return decoded, ts_p, ts_i
+        if decoded.order is not None:
+            is_pred = np.frombuffer(decoded.order, np.uint8).astype(bool)
+        else:  # one kind only
+            is_pred = np.full(n, bool(len(ts_p)))
+        seq = np.empty(n, np.float64)
+        seq[is_pred], seq[~is_pred] = ts_p, ts_i
+        start = self._source_max.get(source, -math.inf)
+        skew = self.config.windows.max_future_skew
+        before = np.maximum.accumulate(np.concatenate([[start], seq[:-1]]))
+        if source not in self._leaps and not bool(np.any((seq > before + skew) & np.isfinite(before))):
+            return decoded, ts_p, ts_i
+        reject, self._leaps[source] = _leaps(seq, start, skew, self._leaps.get(source, 0))
+        if not self._leaps[source]:
+            del self._leaps[source]
+        if not reject.any():
+            return decoded, ts_p, ts_i
+        failed = {e.index for e in decoded.errors}
+        valid = [i for i in range(n_raws) if i not in failed]
+        errors = [
+            *decoded.errors,
+            *(
+                DecodeError(valid[k], "timestamp_out_of_range", "ts", "stamped far ahead of the events before it")
+                for k in np.flatnonzero(reject).tolist()
+            ),
+        ]
+        errors.sort(key=lambda e: e.index)
+        keep_p, keep_i = ~reject[is_pred], ~reject[~is_pred]
+        preds = [e for e, k in zip(decoded.predictions, keep_p.tolist(), strict=True) if k]
+        inters = [e for e, k in zip(decoded.interactions, keep_i.tolist(), strict=True) if k]
+        kept = is_pred[~reject]
+        order = bytes(kept.astype(np.uint8)) if preds and inters else None
+        return Decoded(preds, inters, errors, order), ts_p[keep_p], ts_i[keep_i]
 
     def rebuild(self, raws: Sequence[bytes]) -> int:
         """Rebuild join state from events counted before a restart: nothing counts and event time stays put.
@@ -223,7 +275,7 @@ class Ingestor:
         grace (those that found it were counted before; :meth:`rebuilt` ends the rebuild). Rebuild predictions
         before interactions, and every partition before re-sending any batch. Returns how many events were read.
         """
-        sources, max_ts = dict(self._source_max), self.max_ts
+        sources, max_ts, leaps = dict(self._source_max), self.max_ts, dict(self._leaps)
         counters = dataclasses.replace(self.counters, rejected=self.counters.rejected.copy())
         waiting = set(self._pending)
         decoded = self.decoder.decode_batch(raws)
@@ -233,7 +285,7 @@ class Ingestor:
         finally:
             self._rebuilding = False
         self._rebuilt_pending |= set(self._pending) - waiting
-        self._source_max, self.max_ts = sources, max_ts
+        self._source_max, self.max_ts, self._leaps = sources, max_ts, leaps
         for f in dataclasses.fields(counters):
             setattr(self.counters, f.name, getattr(counters, f.name))
         return len(decoded.predictions) + len(decoded.interactions)
@@ -727,6 +779,29 @@ class Ingestor:
                 if entry is not None and ((entry & _TS_MASK) < cut_ms or len(join) > limit):
                     del join[rid]
                     self._labeled.discard(rid)
+
+
+LEAP_CONFIRM = 3
+"""In a replay, events in a row stamped more than ``windows.max_future_skew`` ahead of their source's time that
+move it on: the last of them is kept, the others are rejected (``timestamp_out_of_range``). One such event followed
+by ordinary ones is rejected and never moves event time: one event two hours ahead cannot make the next ten
+thousand late."""
+
+
+def _leaps(seq: np.ndarray, start: float, skew: float, count: int) -> tuple[np.ndarray, int]:
+    """Which events of ``seq`` leap too far ahead of the source's time (``start``), and the run still open."""
+    clock = start
+    reject = np.zeros(len(seq), bool)
+    for k, t in enumerate(seq.tolist()):
+        if clock == -math.inf or t <= clock + skew:
+            clock, count = max(clock, t), 0
+            continue
+        count += 1
+        if count >= LEAP_CONFIRM:
+            clock, count = t, 0
+        else:
+            reject[k] = True
+    return reject, count
 
 
 def slice_limits(config: Config) -> tuple[int, ...]:

@@ -359,7 +359,7 @@ class Worker:
         raws, origin = split_messages([m.value or b"" for m in messages])
         with self.lock:  # /metrics is served from another thread
             accepted = self.config.windows.event_time_range(time.time(), live=True)
-            decoded, partials = self.core.ingestor.process(raws, source=tp, time_range=accepted)
+            decoded, partials = self.core.ingestor.process(raws, source=tp, time_range=accepted, live=True)
         for err in decoded.errors:
             m = messages[origin[err.index]]
             self.dead_lettered += 1
