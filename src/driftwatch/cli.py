@@ -1,4 +1,4 @@
-"""The ``driftwatch`` command line: replay, check-config, simulate, baseline, schema.
+"""The ``driftwatch`` command line: replay, check-config, simulate, baseline, schema, dead-letters.
 
 Exit codes: 0 success, 1 unreadable input, 2 invalid configuration or usage.
 """
@@ -490,6 +490,55 @@ def sidecar(
         if len(token) < 16:
             raise _fail(2, "sidecar.token: use at least 16 bytes (e.g. `openssl rand -hex 32`)")
     raise typer.Exit(run_sidecar(cfg, key, bootstrap=bootstrap or cfg.kafka.bootstrap, token=token))
+
+
+@app.command("dead-letters")
+def dead_letters(
+    config: ConfigOpt,
+    bootstrap: BootstrapOpt = None,
+    tail: Annotated[
+        int | None,
+        typer.Option(
+            help="List the last N records (offset, time, reason, field, source, size, truncated) instead of the counts.",
+            min=1,
+        ),
+    ] = None,
+    show_values: Annotated[
+        bool,
+        typer.Option(
+            "--show-values",
+            help="With --tail: also print each record's value (escaped, first 200 characters). Values are raw events "
+            "and may hold personal data: only for the on-call or data-protection role allowed to read the "
+            "dead-letter topic, never for a shared screen, ticket or chat.",
+        ),
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of tables.")] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: on a terminal).")
+    ] = None,
+) -> None:
+    """Inspect the dead-letter topic without joining the consumer group: counts by reason, field and partition, or
+    the last records (values only with --show-values). Exit 2 if the broker cannot be reached; a topic not created
+    yet means no dead letters (exit 0)."""
+    from driftwatch.daemon.dead_letters import run_dead_letters
+
+    if show_values and tail is None:
+        raise _fail(2, "--show-values needs --tail N (the counts never show values)")
+    cfg, _ = _load(config, need_key=False)
+    try:
+        code = run_dead_letters(
+            cfg,
+            bootstrap or cfg.kafka.bootstrap,
+            out=sys.stdout,
+            err=err,
+            tail=tail,
+            show_values=show_values,
+            json_out=json_out,
+            progress=sys.stderr.isatty() if progress is None else progress,
+        )
+    except DriftwatchError as e:  # StreamingError: the broker cannot be reached
+        raise _fail(2, str(e)) from None
+    raise typer.Exit(code)
 
 
 @app.command()

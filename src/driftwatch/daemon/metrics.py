@@ -116,6 +116,7 @@ __all__ = [
     "AlertingCollector",
     "DriftwatchCollector",
     "WorkerCollector",
+    "consumer_lag",
     "counter_family",
     "registry_for",
 ]
@@ -484,6 +485,8 @@ class WorkerState(Protocol):
     assignment: frozenset[tuple[str, int]]
     highwater: dict[str, int]
     position: dict[str, int]
+    committed: dict[str, int]
+    log_start: dict[str, int]
     progress_wall: dict[str, float]
     dead_lettered: int
     duplicates_skipped: int
@@ -566,7 +569,8 @@ class WorkerCollector:
         w = self.worker
         lag = GaugeMetricFamily(
             "driftwatch_consumer_lag",
-            "Messages in an input partition not yet processed (high watermark minus position).",
+            "Messages in an input partition not yet processed: high watermark minus the next offset to process (this "
+            "worker's position, else the group's committed offset, else the log start).",
             labels=["topic", "partition"],
         )
         stalled = GaugeMetricFamily(
@@ -577,13 +581,35 @@ class WorkerCollector:
         now = time.time()
         for topic, part in sorted(tp for tp in w.assignment if tp[0] in names):
             key = f"{topic}:{part}"
-            hw = w.highwater.get(key)
-            pos = w.position.get(key)
-            if hw is None or pos is None:
-                continue
-            behind = max(int(hw) - pos, 0)
+            behind = consumer_lag(w.highwater.get(key), w.position.get(key), w.committed.get(key), w.log_start.get(key))
+            if behind is None:
+                continue  # no fetch answered for it yet, or its start is still being read: unknown, not 0
             labels = [topic, str(part)]
             lag.add_metric(labels, behind)
             stalled.add_metric(labels, now - w.progress_wall.get(key, now) if behind else 0.0)
         yield lag
         yield stalled
+
+
+def consumer_lag(
+    highwater: int | None, position: int | None, committed: int | None, log_start: int | None
+) -> int | None:
+    """Messages of a partition not processed yet, or None when unknown.
+
+    Measured from the next offset to process: the worker's own position once it has processed a batch of the
+    partition; the group's committed offset where that is further on (another worker's progress on a partition
+    this one had before) or where there is no position yet (a restart: the backlog counts before the first batch);
+    the log start when nothing is committed either (the group reads the partition from its beginning).
+
+    >>> consumer_lag(28_000, None, 100, None), consumer_lag(500, None, None, 20), consumer_lag(500, 480, 450, 0)
+    (27900, 480, 20)
+    >>> consumer_lag(500, 300, 450, None), consumer_lag(None, 3, 3, 0), consumer_lag(500, None, None, None)
+    (50, None, None)
+    """
+    if highwater is None:
+        return None
+    known = [o for o in (position, committed) if o is not None]
+    start = max(known) if known else log_start
+    if start is None:
+        return None
+    return max(highwater - start, 0)

@@ -185,6 +185,9 @@ class Worker:
         self.assignment: frozenset[tuple[str, int]] = frozenset()
         self.highwater: dict[str, int] = {}
         self.position: dict[str, int] = {}  # input partition -> next offset to process
+        self.committed: dict[str, int] = {}  # input partition -> the group's committed offset (next to process)
+        self.log_start: dict[str, int] = {}  # input partition -> its first offset (read while nothing is committed)
+        self._log_start_read: asyncio.Future[None] | None = None
         self.progress_wall: dict[str, float] = {}  # input partition -> wall time it last advanced
         self._last_data: dict[str, float] = {}  # input partition -> wall time it last delivered (or was assigned)
         # (worker, summary partition) -> (watermark, wall time seen). Per partition: a watermark read on one partition
@@ -408,16 +411,45 @@ class Worker:
         return await self.summaries.send(key=key, value=encode_summary(msg))
 
     def _refresh_assignment(self) -> None:
-        """Copy the consumer's assignment and high watermarks for other threads (called on the Faust loop)."""
+        """Copy the consumer's assignment, high watermarks and committed offsets for other threads (called on the
+        Faust loop), so consumer lag covers input partitions not processed yet; read the log start of those with
+        nothing committed (where the group starts reading them)."""
         try:
             tps = list(self.app.consumer.assignment())
         except ConsumerNotStarted:
             return
+        before = self.assignment
         self.assignment = frozenset((tp.topic, tp.partition) for tp in tps)
+        # Faust's own copy of the group's committed offsets: read when partitions are assigned, kept on each commit.
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        names = {self.config.kafka.predictions.name, self.config.kafka.interactions.name}
+        now = time.time()
+        unknown = []
         for tp in tps:
+            key = f"{tp.topic}:{tp.partition}"
             hw = self.app.consumer.highwater(tp)
             if hw is not None:
-                self.highwater[f"{tp.topic}:{tp.partition}"] = int(hw)
+                self.highwater[key] = int(hw)
+            if tp.topic not in names:
+                continue
+            offset = committed.get(tp)
+            if offset is not None and offset >= 0:
+                self.committed[key] = int(offset)
+            if (tp.topic, tp.partition) not in before:
+                self.progress_wall[key] = now  # a partition that never advances here is stalled since its assignment
+            if key not in self.position and key not in self.committed:
+                unknown.append(tp)
+        if unknown and (self._log_start_read is None or self._log_start_read.done()):
+
+            async def read_log_start() -> None:
+                try:
+                    starts = await self.app.consumer.earliest_offsets(*unknown)
+                except Exception as e:  # the next heartbeat tries again
+                    self.log.warning("log_start_unreadable", error=type(e).__name__)
+                    return
+                self.log_start.update({f"{tp.topic}:{tp.partition}": int(o) for tp, o in starts.items()})
+
+            self._log_start_read = asyncio.ensure_future(read_log_start())
 
     async def _heartbeat(self) -> None:
         self._refresh_assignment()
