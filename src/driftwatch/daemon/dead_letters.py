@@ -2,7 +2,7 @@
 
 The worker sends every invalid event to ``kafka.dead_letter`` (:mod:`driftwatch.daemon.worker`): the record's value
 is the event's original bytes (cut at ``DEAD_LETTER_MAX_BYTES``, with ``driftwatch-truncated: <original length>``),
-its key the original key, its headers ``driftwatch-reason``, ``driftwatch-field``, ``driftwatch-source``
+no key (the original one is normally the request id, an identifier), its headers ``driftwatch-reason``, ``driftwatch-field``, ``driftwatch-source``
 (topic:partition:offset of the event) and ``driftwatch-schema-version``; its timestamp is when it was dead-lettered.
 
 This module reads that topic with a consumer that has no group (``group_id=None``: it joins nothing, commits nothing,

@@ -367,7 +367,8 @@ class Worker:
             m = messages[origin[err.index]]
             self.dead_lettered += 1
             value = raws[err.index]
-            # Headers say why and where, never what: a decoder message can quote the offending value.
+            # Headers say why and where, never what: a decoder message can quote the offending value. No key: it is
+            # normally the request id, an identifier (the value still holds it; the source position finds the message).
             headers = [
                 ("driftwatch-reason", err.reason.encode()),
                 ("driftwatch-field", (err.field or "").encode()[:256]),
@@ -377,7 +378,7 @@ class Worker:
             if len(value) > DEAD_LETTER_MAX_BYTES:  # the producer would refuse it, and the agent must go on
                 headers.append(("driftwatch-truncated", str(len(value)).encode()))
                 value = value[:DEAD_LETTER_MAX_BYTES]
-            pending.append(await self.dead_letter.send(key=m.key, value=value, headers=headers))
+            pending.append(await self.dead_letter.send(key=None, value=value, headers=headers))
         sources = {tp: (lo, hi)}
         by_model: dict[str, list[Any]] = {}
         for p in partials:
