@@ -69,7 +69,7 @@ def test_the_stream_is_a_hard_one(pseudonym_key: bytes) -> None:
 
 @pytest.mark.slow
 @settings(
-    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(sizes=st.lists(st.integers(1, 3_000), min_size=1, max_size=8))
 @example(sizes=[500]).via("replay --batch 500")
