@@ -64,6 +64,7 @@ class AlertingService:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._stop_requested = False  # a stop that came before the thread had its event
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.audit: AuditLog | None = None
@@ -92,6 +93,7 @@ class AlertingService:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop delivering and acting: flush, commit, close the audit file."""
+        self._stop_requested = True  # seen by the thread if it has not made its stop event yet
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
@@ -120,6 +122,8 @@ class AlertingService:
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()
+        if self._stop_requested:  # stop() came first (Ctrl-C during start-up): do not wait for another
+            self._stop.set()
         al = self.config.alerting
         mirror: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
         loop = asyncio.get_running_loop()
