@@ -100,6 +100,13 @@ class ModelConfig(_Model):
     reference: ReferenceConfig = ReferenceConfig(learn_events=2000)
     label_coverage_min: float = Field(0.3, ge=0, le=1, description="Label metrics are provisional below this.")
     max_versions: int = Field(10, ge=1, le=100)
+    version_min_events: int = Field(
+        20,
+        ge=2,
+        description="Recent events (the longest window's epoch and the one before) a version needs to take the place "
+        "of another once max_versions have a stream; a version with this many is only replaced by one with twice "
+        "as many. Also what a version must carry to be a rollback target.",
+    )
 
 
 MIN_EVENT_TIME = 946_684_800.0

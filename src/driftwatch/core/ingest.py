@@ -11,9 +11,10 @@ summaries keyed by slice names, which any evaluator can merge.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 import operator
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -73,6 +74,244 @@ class _Learner:
         self.columns["score"].append(e.score)
         self.columns["prediction"].append(e.prediction)
         return False
+
+
+class _Recent:
+    """A version's recent events: those of the clock's epoch and of the epoch before (an epoch: the longest window)."""
+
+    __slots__ = ("before", "epoch", "now")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.now = 0
+        self.before = 0
+
+    def count(self, epoch: int) -> int:
+        """Recent events when the clock is in ``epoch`` (never earlier than the last :meth:`add`)."""
+        if self.epoch == epoch:
+            return self.now + self.before
+        return self.now if self.epoch == epoch - 1 else 0
+
+    def add(self, epoch: int, now: int, before: int) -> None:
+        """Move to the clock's ``epoch`` and add events stamped in it (``now``) and in the epoch before."""
+        if self.epoch != epoch:
+            self.before = self.now if self.epoch == epoch - 1 else 0
+            self.now = 0
+            self.epoch = epoch
+        self.now += now
+        self.before += before
+
+
+PROBATION = 1_000
+"""Per model: versions seen once and without a stream that are remembered (the oldest is forgotten first)."""
+CANDIDATES_PER_VERSION = 4
+"""Per model: versions without a stream whose recent events are counted, per ``max_versions``."""
+
+
+class _Versions:
+    """Which versions of one model get a stream of their own: admission by recent volume (guarantee 8 in
+    docs/guarantees.md).
+
+    Up to ``max_versions`` versions are admitted; every other version's events go to ``__other__``. A version's
+    recent volume is its events stamped in the model's clock epoch or the one before: an epoch is the longest
+    configured window, the clock the newest event time of the model's events so far. All of this is event time and
+    exact integer counts, decided event by event in order, so any batching of the same events routes them the same.
+
+    While a slot is free, a new version is admitted at its first event (as before). Once all are taken, a new
+    version is first remembered in a probation queue (one event, :data:`PROBATION` versions, oldest forgotten),
+    then, from its second event, counted in a candidate table (``CANDIDATES_PER_VERSION x max_versions``, the
+    least recent forgotten). A candidate with ``version_min_events`` recent events replaces the admitted version
+    with the fewest recent events if that one has fewer than ``version_min_events``, or fewer than half the
+    candidate's. So a flood of one-event versions only ever churns the probation queue (O(1) per event) and never
+    replaces a version with traffic, while a new version with steady traffic gets its stream at its
+    ``version_min_events``-th event unless every admitted version carries more. A replaced version's later events
+    go to ``__other__`` and it becomes a candidate again.
+
+    :attr:`seen` lists the versions that carried ``version_min_events`` events on their own stream, in the order
+    they were first admitted (rollback targets; a one-event flood never reaches it).
+    """
+
+    __slots__ = ("admitted", "candidates", "cap", "carried", "clock", "evicted", "floor", "probation", "seen", "span")
+
+    def __init__(self, cap: int, floor: int, span: float) -> None:
+        self.cap = cap
+        self.floor = floor
+        self.span = span
+        self.clock = -math.inf
+        self.admitted: dict[str, _Recent] = {}  # in order of admission
+        self.candidates: dict[str, _Recent] = {}
+        self.probation: OrderedDict[str, int] = OrderedDict()  # version -> epoch of its one event
+        self.carried: dict[str, int] = {}  # events on its own stream, per version admitted (first admission order)
+        self.seen: list[str] = []
+        self.evicted: list[str] = []  # replaced since the caller last looked
+
+    def route(self, groups: list[tuple[str, np.ndarray]], ts: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Where this model's events of a batch go: ``(stream version, event indices)``, ``__other__`` included.
+
+        ``groups``: the events by version (ascending indices into ``ts``, which are in the order they came).
+        """
+        admitted = self.admitted
+        if all(v in admitted for v, _ in groups):  # the usual batch: counts only, in bulk
+            self.clock = max(self.clock, *(float(ts[idx].max()) for _, idx in groups))
+            end = math.floor(self.clock / self.span)
+            for v, idx in groups:
+                self._carry(v, end, np.floor(ts[idx] / self.span).astype(np.int64))
+            return groups
+        return self._route_each(groups, ts)
+
+    def _route_each(self, groups: list[tuple[str, np.ndarray]], ts: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """:meth:`route` when some version has no stream: decide event by event for those versions' events."""
+        names = [v for v, _ in groups]
+        pos = np.concatenate([idx for _, idx in groups])
+        code = np.repeat(np.arange(len(groups)), [len(idx) for _, idx in groups])
+        order = np.argsort(pos, kind="stable")
+        pos, code = pos[order], code[order]
+        t = ts[pos]
+        clock = np.maximum(np.maximum.accumulate(t), self.clock)
+        self.clock = float(clock[-1])
+        epochs = np.floor(clock / self.span).astype(np.int64)  # the clock's epoch as each event finds it
+        own = np.floor(t / self.span).astype(np.int64)  # each event's own epoch
+        by_code = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[by_code], np.arange(len(groups) + 1)).tolist()
+
+        def members(g: int) -> np.ndarray:
+            """Positions (in ``pos``) of the events of group ``g``, ascending."""
+            return by_code[bounds[g] : bounds[g + 1]]
+
+        admitted = self.admitted
+        group_of = {v: g for g, v in enumerate(names)}
+        other = len(groups)
+        dest = code.copy()  # the group whose stream takes each event; `other`: __other__
+        synced = {g: 0 for g, v in enumerate(names) if v in admitted}  # admitted groups: events counted so far
+        queued = [v not in admitted for v in names]  # groups whose events are in the work list
+        work = np.flatnonzero(np.array(queued)[code]).tolist()
+        extra: list[int] = []  # events of versions replaced during this batch (a heap)
+        epoch_l, own_l, code_l = epochs.tolist(), own.tolist(), code.tolist()
+
+        def sync(upto: int, epoch: int) -> None:
+            """Count the admitted groups' events before position ``upto``."""
+            for g, done in synced.items():
+                mem = members(g)
+                k = int(np.searchsorted(mem, upto))
+                if k > done:
+                    self._carry(names[g], epoch, own[mem[done:k]])
+                    synced[g] = k
+
+        def admit(g: int, j: int) -> None:
+            """Group ``g``'s version takes a slot at its event ``j`` (already counted in its :class:`_Recent`)."""
+            v = names[g]
+            self.carried.setdefault(v, 0)
+            self._carry(v, epoch_l[j], own[:0], 1)
+            dest[j] = g
+            synced[g] = int(np.searchsorted(members(g), j, side="right"))
+
+        wi = 0
+        while True:
+            if extra and (wi >= len(work) or extra[0] < work[wi]):
+                j = heapq.heappop(extra)
+            elif wi < len(work):
+                j = work[wi]
+                wi += 1
+            else:
+                break
+            g = code_l[j]
+            v = names[g]
+            if v in admitted:
+                continue  # admitted earlier in this batch: stays on its stream
+            epoch, e = epoch_l[j], own_l[j]
+            if len(admitted) < self.cap:
+                fresh = self.candidates.pop(v, None) or _Recent(epoch)
+                first = self.probation.pop(v, None)
+                if first is not None:
+                    fresh.add(epoch, first == epoch, first == epoch - 1)
+                fresh.add(epoch, e == epoch, e == epoch - 1)
+                admitted[v] = fresh
+                admit(g, j)
+                continue
+            dest[j] = other
+            rec = self._observe(v, epoch, e)
+            if rec is None or rec.count(epoch) < self.floor:
+                continue
+            sync(j, epoch)
+            low = min(admitted, key=lambda w: admitted[w].count(epoch))  # the first of equals: the oldest admitted
+            have, low_n = rec.count(epoch), admitted[low].count(epoch)
+            if low_n >= self.floor and have < 2 * low_n:
+                continue
+            gl = group_of.get(low)
+            del self.candidates[v]
+            self._replace(low, epoch)
+            if gl is not None:
+                del synced[gl]
+                if not queued[gl]:
+                    queued[gl] = True
+                    mem = members(gl)
+                    for x in mem[int(np.searchsorted(mem, j, side="right")) :].tolist():
+                        heapq.heappush(extra, x)
+            admitted[v] = rec
+            admit(g, j)
+        if synced:
+            sync(len(pos), epoch_l[-1])
+        out = []
+        kept = np.flatnonzero(dest != other)
+        if len(kept):
+            by_dest = kept[np.argsort(dest[kept], kind="stable")]
+            gs, starts = np.unique(dest[by_dest], return_index=True)
+            ends = [*starts[1:].tolist(), len(by_dest)]
+            for g, lo, hi in zip(gs.tolist(), starts.tolist(), ends, strict=True):
+                out.append((names[g], pos[by_dest[lo:hi]]))
+        folded = pos[dest == other]
+        if len(folded):
+            out.append((OTHER, folded))
+        return out
+
+    def _carry(self, v: str, epoch: int, own: np.ndarray, extra: int = 0) -> None:
+        """Count events of an admitted version (their own epochs ``own``; ``extra`` already in its recent count)."""
+        if len(own):
+            self.admitted[v].add(epoch, int((own == epoch).sum()), int((own == epoch - 1).sum()))
+        n = self.carried[v] + len(own) + extra
+        self.carried[v] = n
+        if n >= self.floor and n - len(own) - extra < self.floor:
+            self._refresh()
+
+    def _observe(self, v: str, epoch: int, e: int) -> _Recent | None:
+        """Count one event of a version without a stream; its candidate count if it has one."""
+        rec = self.candidates.get(v)
+        if rec is not None:
+            rec.add(epoch, e == epoch, e == epoch - 1)
+            return rec
+        first = self.probation.pop(v, None)
+        if first is not None and first >= epoch - 1:
+            rec = _Recent(epoch)
+            rec.add(epoch, (first == epoch) + (e == epoch), (first == epoch - 1) + (e == epoch - 1))
+            self._candidate(v, rec, epoch)
+            return rec
+        if e >= epoch - 1:  # an event older than that would not count
+            self.probation[v] = e
+            if len(self.probation) > PROBATION:
+                self.probation.popitem(last=False)
+        return None
+
+    def _candidate(self, v: str, rec: _Recent, epoch: int) -> None:
+        """Count ``v`` as a candidate, forgetting the least recent one (the oldest of equals) when the table is full."""
+        table = self.candidates
+        if len(table) >= CANDIDATES_PER_VERSION * self.cap:
+            del table[min(table, key=lambda w: table[w].count(epoch))]
+        table[v] = rec
+
+    def _replace(self, v: str, epoch: int) -> None:
+        """Take admitted ``v``'s slot away: it becomes a candidate, and is forgotten unless it carried traffic."""
+        self._candidate(v, self.admitted.pop(v), epoch)
+        self.evicted.append(v)
+        if self.carried[v] < self.floor:
+            del self.carried[v]
+            return
+        kept = [w for w in self.carried if w not in self.admitted]
+        for w in kept[: max(0, len(kept) - self.cap)]:  # rollback targets: the newest max_versions replaced ones
+            del self.carried[w]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.seen[:] = [w for w, n in self.carried.items() if n >= self.floor]
 
 
 _TS_BITS = 43  # event time in ms: good until the year 2248
@@ -156,7 +395,11 @@ class Ingestor:
             else:
                 self.learners[mid] = _Learner(mid, mc)
         self.streams: dict[tuple[str, str], _Stream] = {}
-        self.versions: dict[str, list[str]] = {m: [] for m in config.models}
+        span = max(config.windows.windows, default=config.windows.tick)
+        # Per model: which versions have a stream of their own (by recent volume, see _Versions).
+        self.admission = {m: _Versions(mc.max_versions, mc.version_min_events, span) for m, mc in config.models.items()}
+        # Per model: versions that carried traffic on their own stream, in the order they were first admitted.
+        self.versions: dict[str, list[str]] = {m: a.seen for m, a in self.admission.items()}
         self.counters = counters if counters is not None else Counters()
         self._join: dict[str, int] = {}
         # A cell is a stream and one combination of slice rows; join entries point at cells.
@@ -397,21 +640,34 @@ class Ingestor:
         order = np.argsort(code, kind="stable")
         bounds = np.searchsorted(code[order], np.arange(len(codes) + 1))
         keys = list(codes)
+        by_model: dict[str, list[tuple[str, np.ndarray]]] = {}
         for g, (mid, ver) in enumerate(keys):
-            idx = order[bounds[g] : bounds[g + 1]].tolist()
-            if not idx:
+            sel = order[bounds[g] : bounds[g + 1]]
+            if not len(sel):
                 continue
             mc = self.config.models.get(mid)
             if mc is None:
-                c.rejected["unknown_model"] += len(idx)
+                c.rejected["unknown_model"] += len(sel)
                 continue
             learner = self.learners.get(mid)
             if learner is not None:
+                idx = sel.tolist()
                 idx = self._learn(mid, learner, [preds[i] for i in idx], ts[idx], idx)
                 if not idx:
                     continue
-            stream = self._stream(mid, ver)
-            self._fold_predictions(stream, [preds[i] for i in idx], ts[idx], ticks[idx], slowest[idx])
+                sel = np.array(idx, np.int64)
+            by_model.setdefault(mid, []).append((ver, sel))
+        for mid, groups in by_model.items():
+            admission = self.admission[mid]
+            for ver, sel in admission.route(groups, ts):
+                idx = sel.tolist()
+                self._fold_predictions(
+                    self._stream(mid, ver), [preds[i] for i in idx], ts[idx], ticks[idx], slowest[idx]
+                )
+            for ver in admission.evicted:
+                if ver not in admission.admitted:  # its joins keep the stream object; a new one if it comes back
+                    self.streams.pop((mid, ver), None)
+            admission.evicted.clear()
         return float(ts.max()) if len(ts) else -math.inf
 
     def _learn(self, mid: str, learner: _Learner, evs: list[Prediction], ts: np.ndarray, idx: list[int]) -> list[int]:
@@ -444,17 +700,10 @@ class Ingestor:
                 self.counters.reference_learning += len(self._pending.pop(rid))
 
     def _stream(self, mid: str, ver: str) -> _Stream:
+        """The stream of an admitted version of ``mid`` (or its ``__other__``), made on first use."""
         s = self.streams.get((mid, ver))
         if s is not None:
             return s
-        versions = self.versions[mid]
-        if ver not in versions:
-            if len(versions) >= self.config.models[mid].max_versions:
-                ver = OTHER
-                s = self.streams.get((mid, ver))
-                if s is not None:
-                    return s
-            versions.append(ver)
         s = _Stream(mid, ver, self.layouts[mid], SliceSpace(self.dimensions, self.limits))
         s.caches = [{None: MISSING} for _ in self._attrs]
         s.cells = {}
