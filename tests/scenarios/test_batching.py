@@ -71,10 +71,10 @@ def test_the_stream_is_a_hard_one(pseudonym_key: bytes) -> None:
 @settings(
     max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
-@given(sizes=st.lists(st.integers(1, 3_000), min_size=1, max_size=8))
+@given(sizes=st.lists(st.integers(20, 3_000), min_size=1, max_size=8))  # batches of 1: the explicit example
 @example(sizes=[500]).via("replay --batch 500")
 @example(sizes=[50_000]).via("replay --batch 50000")
-@example(sizes=[1]).via("one event per message")
+@example(sizes=[1] * 50 + [1_000]).via("one event per message, stretch after stretch")
 def test_any_batching_gives_the_same_output(sizes: list[int], pseudonym_key: bytes) -> None:
     records, rows, since, counters = _run(sizes, pseudonym_key)
     ref_records, ref_rows, ref_since, ref_counters = _reference(pseudonym_key)
