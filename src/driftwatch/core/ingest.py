@@ -331,27 +331,19 @@ class _Clock(NamedTuple):
     slowest_p: np.ndarray  # the watermark plus lateness, per prediction (how far waiting interactions have aged)
     pos_p: np.ndarray  # position in the batch, per prediction
     pos_i: np.ndarray  # position in the batch, per interaction
-    join: Mapping[str, int]
 
-    def early(self, preds: Sequence[Prediction], inters: Sequence[Interaction]) -> np.ndarray | None:
-        """Per interaction: whether its prediction is not known yet but comes later in this batch."""
-        if not preds or not inters or self.pos_i[0] > self.pos_p[-1]:
-            return None  # every interaction comes after every prediction
-        inter_rids = [e.request_id for e in inters]
-        pred_rids = [e.request_id for e in preds]
-        # Set operations first (in C): usually no interaction meets its prediction for the first time in this batch.
-        new = set(pred_rids).intersection(inter_rids).difference(self.join)
-        if not new:
-            return None
-        first: dict[str, int] = {}
-        for rid, q in zip(pred_rids, self.pos_p.tolist(), strict=True):
-            if rid in new and rid not in first:
-                first[rid] = q
-        out = np.zeros(len(inters), bool)
-        for i, (rid, q) in enumerate(zip(inter_rids, self.pos_i.tolist(), strict=True)):
-            if rid in new and first[rid] > q:
-                out[i] = True
-        return out
+
+def _interleave(ts_p: np.ndarray, ts_i: np.ndarray, order: bytes | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's event times in input order, and the positions of its predictions and of its interactions
+    (``order``: :attr:`~driftwatch.events.Decoded.order`; None: predictions first)."""
+    n = len(ts_p) + len(ts_i)
+    if order is None or len(order) != n:
+        return np.concatenate([ts_p, ts_i]), np.arange(len(ts_p)), np.arange(len(ts_p), n)
+    is_pred = np.frombuffer(order, np.uint8).astype(bool)
+    pos_p, pos_i = np.flatnonzero(is_pred), np.flatnonzero(~is_pred)
+    seq = np.empty(n, np.float64)
+    seq[pos_p], seq[pos_i] = ts_p, ts_i
+    return seq, pos_p, pos_i
 
 
 class Ingested(NamedTuple):
@@ -474,15 +466,9 @@ class Ingestor:
         self, decoded: Decoded, n_raws: int, ts_p: np.ndarray, ts_i: np.ndarray, source: str | None
     ) -> tuple[Decoded, np.ndarray, np.ndarray]:
         """Reject events stamped far ahead of their source's time, unless enough come in a row (replay only)."""
-        n = len(ts_p) + len(ts_i)
-        if not n:
+        seq, pos_p, pos_i = _interleave(ts_p, ts_i, decoded.order)
+        if not len(seq):
             return decoded, ts_p, ts_i
-        if decoded.order is not None:
-            is_pred = np.frombuffer(decoded.order, np.uint8).astype(bool)
-        else:  # one kind only
-            is_pred = np.full(n, bool(len(ts_p)))
-        seq = np.empty(n, np.float64)
-        seq[is_pred], seq[~is_pred] = ts_p, ts_i
         start = self._source_max.get(source, -math.inf)
         skew = self.config.windows.max_future_skew
         before = np.maximum.accumulate(np.concatenate([[start], seq[:-1]]))
@@ -503,11 +489,12 @@ class Ingestor:
             ),
         ]
         errors.sort(key=lambda e: e.index)
-        keep_p, keep_i = ~reject[is_pred], ~reject[~is_pred]
+        keep_p, keep_i = ~reject[pos_p], ~reject[pos_i]
         preds = [e for e, k in zip(decoded.predictions, keep_p.tolist(), strict=True) if k]
         inters = [e for e, k in zip(decoded.interactions, keep_i.tolist(), strict=True) if k]
-        kept = is_pred[~reject]
-        order = bytes(kept.astype(np.uint8)) if preds and inters else None
+        is_pred = np.zeros(len(seq), np.uint8)
+        is_pred[pos_p] = 1
+        order = bytes(is_pred[~reject]) if preds and inters else None
         return Decoded(preds, inters, errors, order), ts_p[keep_p], ts_i[keep_i]
 
     def rebuild(self, raws: Sequence[bytes]) -> int:
@@ -569,24 +556,20 @@ class Ingestor:
         self._out = []
         ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
         clock = self._clock(source, ts_p, ts_i, order)
-        later: np.ndarray | None = None
+        later = np.zeros(0, np.int64)
+        ticks_i = np.floor(ts_i / self.tick).astype(np.int64)
         if interactions:
             # Interactions first, as far as lateness and waiting go: one whose prediction comes later in this batch
             # waits for it, exactly as if the batch had ended between them.
             later, batch_max = self._admit_interactions(
-                interactions, ts_i, clock.closed_i, clock.early(predictions, interactions)
+                interactions, ts_i, ticks_i, clock.closed_i, self._early(predictions, interactions, clock)
             )
         if predictions:
             batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, clock.closed_p, clock.slowest_p))
-        if later is not None and len(later):
-            if len(later) == len(interactions):
-                self._fold_joined(interactions, ts_i, np.floor(ts_i / self.tick).astype(np.int64))
-            else:
-                self._fold_joined(
-                    [interactions[i] for i in later.tolist()],
-                    ts_i[later],
-                    np.floor(ts_i[later] / self.tick).astype(np.int64),
-                )
+        if len(later) == len(interactions) > 0:
+            self._fold_joined(interactions, ts_i, ticks_i)
+        elif len(later):
+            self._fold_joined([interactions[i] for i in later.tolist()], ts_i[later], ticks_i[later])
         before = self.watermark
         if batch_max > self._source_max.get(source, -math.inf):
             self._source_max[source] = batch_max
@@ -600,17 +583,10 @@ class Ingestor:
         """Event time as each event of a batch finds it: with this source's events before it counted."""
         others = min((v for k, v in self._source_max.items() if k != source), default=math.inf)
         own = self._source_max.get(source)
-        seq = np.concatenate([ts_p, ts_i])
-        if order is not None and len(order) == len(seq):
-            is_pred = np.frombuffer(order, np.uint8).astype(bool)
-            pos_p, pos_i = np.flatnonzero(is_pred), np.flatnonzero(~is_pred)
-            seq = np.empty(len(seq), np.float64)
-            seq[pos_p], seq[pos_i] = ts_p, ts_i
-        else:  # predictions first
-            pos_p, pos_i = np.arange(len(ts_p)), np.arange(len(ts_p), len(seq))
+        seq, pos_p, pos_i = _interleave(ts_p, ts_i, order)
         if not len(seq):
             empty = np.zeros(0, np.int64)
-            return _Clock(empty, empty, np.zeros(0), pos_p, pos_i, self._join)
+            return _Clock(empty, empty, np.zeros(0), pos_p, pos_i)
         # Newest time of this source before each event (a source not yet known does not hold the watermark).
         before = np.maximum.accumulate(np.concatenate([[-math.inf if own is None else own], seq[:-1]]))
         if own is None:
@@ -620,7 +596,27 @@ class Ingestor:
         closed = np.full(len(seq), -(2**62), np.int64)
         ok = np.isfinite(wm)
         closed[ok] = np.floor(wm[ok] / self.tick).astype(np.int64)
-        return _Clock(closed[pos_p], closed[pos_i], slowest[pos_p], pos_p, pos_i, self._join)
+        return _Clock(closed[pos_p], closed[pos_i], slowest[pos_p], pos_p, pos_i)
+
+    def _early(self, preds: Sequence[Prediction], inters: Sequence[Interaction], clock: _Clock) -> np.ndarray | None:
+        """Per interaction: whether its prediction is not known yet but comes later in this batch."""
+        if not preds or not inters or clock.pos_i[0] > clock.pos_p[-1]:
+            return None  # every interaction comes after every prediction
+        inter_rids = [e.request_id for e in inters]
+        pred_rids = [e.request_id for e in preds]
+        # Set operations first (in C): usually no interaction meets its prediction for the first time in this batch.
+        new = set(pred_rids).intersection(inter_rids).difference(self._join)
+        if not new:
+            return None
+        first: dict[str, int] = {}
+        for rid, q in zip(pred_rids, clock.pos_p.tolist(), strict=True):
+            if rid in new and rid not in first:
+                first[rid] = q
+        out = np.zeros(len(inters), bool)
+        for i, (rid, q) in enumerate(zip(inter_rids, clock.pos_i.tolist(), strict=True)):
+            if rid in new and first[rid] > q:
+                out[i] = True
+        return out
 
     def _ingest_predictions(
         self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray, slowest: np.ndarray
@@ -915,14 +911,18 @@ class Ingestor:
             self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells, seen))
 
     def _admit_interactions(
-        self, inters: Sequence[Interaction], ts: np.ndarray, closed: np.ndarray, early: np.ndarray | None
+        self,
+        inters: Sequence[Interaction],
+        ts: np.ndarray,
+        ticks: np.ndarray,
+        closed: np.ndarray,
+        early: np.ndarray | None,
     ) -> tuple[np.ndarray, float]:
         """Count interactions, drop the late ones, and park those whose prediction comes later in the batch
         (``early``); return the indices of the rest (to fold once the batch's predictions are in) and the newest
         time kept."""
         c = self.counters
         c.interactions += len(inters)
-        ticks = np.floor(ts / self.tick).astype(np.int64)
         keep = ticks >= closed
         if not keep.all():
             c.late_dropped += int((~keep).sum())
