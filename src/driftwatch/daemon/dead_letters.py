@@ -38,6 +38,7 @@ from rich.text import Text
 
 from driftwatch._time import rfc3339
 from driftwatch.config import Config
+from driftwatch.daemon.topics import bootstrap_hosts
 from driftwatch.errors import StreamingError
 
 __all__ = [
@@ -200,11 +201,6 @@ class Summary:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def _hosts(bootstrap: str) -> str:
-    """``host:port`` of each bootstrap server, without a scheme or credentials."""
-    return ",".join(s.strip().rpartition("://")[2].rpartition("@")[2] for s in bootstrap.split(",") if s.strip())
-
-
 @contextlib.contextmanager
 def _quiet_kafka() -> Iterator[None]:
     """Hold aiokafka's own error lines back: an unreachable broker is reported once, as a StreamingError."""
@@ -234,7 +230,7 @@ async def _open(bootstrap: str) -> AIOKafkaConsumer:
         with contextlib.suppress(Exception):
             await consumer.stop()
         raise StreamingError(
-            f"cannot reach the Kafka broker at {_hosts(bootstrap)} ({type(e).__name__}): check kafka.bootstrap in "
+            f"cannot reach the Kafka broker at {','.join(bootstrap_hosts(bootstrap))} ({type(e).__name__}): check kafka.bootstrap in "
             "the config (--bootstrap or DRIFTWATCH_BOOTSTRAP override it)"
         ) from e
     return consumer

@@ -9,7 +9,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from driftwatch.config import Config, KafkaConfig, TopicConfig
 from driftwatch.errors import StreamingError
 
-__all__ = ["StreamingError", "alerting_topics", "ensure_topics"]
+__all__ = ["StreamingError", "alerting_topics", "bootstrap_hosts", "ensure_topics"]
+
+
+def bootstrap_hosts(bootstrap: str) -> list[str]:
+    """``host:port`` of each bootstrap server, without a scheme or credentials (safe to log and print).
+
+    >>> bootstrap_hosts("SASL_SSL://user:secret@b1:9093, b2:9092")
+    ['b1:9093', 'b2:9092']
+    """
+    return [s.strip().rpartition("://")[2].rpartition("@")[2] for s in bootstrap.split(",") if s.strip()]
 
 
 async def ensure_topics(bootstrap: str, kafka: KafkaConfig, extra: Sequence[TopicConfig] = ()) -> dict[str, int]:

@@ -71,6 +71,7 @@ from driftwatch.daemon._fetch import Transport as FetchTransport
 from driftwatch.daemon.exposition import serve_http
 from driftwatch.daemon.metrics import EVALUATION_BUCKETS, AlertingCollector, WorkerCollector, registry_for
 from driftwatch.daemon.recovery import EvalRecovery, IngestIntent, InputRecovery, WorkerContext, encode_intent
+from driftwatch.daemon.topics import bootstrap_hosts
 from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, to_msg
 from driftwatch.events import split_messages
 from driftwatch.profiles import load_profiles
@@ -245,11 +246,6 @@ def _faust_app(config: Config, bootstrap: str) -> faust.App:
     return app
 
 
-def _hosts(bootstrap: str) -> list[str]:
-    """``host:port`` of each bootstrap server (no scheme, no credentials)."""
-    return [s.strip().rpartition("://")[2].rpartition("@")[2] for s in bootstrap.split(",") if s.strip()]
-
-
 def _by_topic(tps: Iterable[Any]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for tp in sorted(tps):
@@ -329,7 +325,7 @@ class Worker:
         """Serve ``/metrics`` and start the alerting side (``wait``: until it is up); return the ``/metrics`` port."""
         k = self.config.kafka
         topics = [k.predictions.name, k.interactions.name, k.summaries.name]
-        self.log.info("worker_started", topics=topics, bootstrap=_hosts(self.bootstrap))
+        self.log.info("worker_started", topics=topics, bootstrap=bootstrap_hosts(self.bootstrap))
         port = self.serve_metrics()
         self.log.info("metrics_listening", url=f"http://{self.config.metrics.host}:{port}/metrics")
         self.start_alerting(wait=wait)
