@@ -328,7 +328,6 @@ class _Clock(NamedTuple):
 
     closed_p: np.ndarray  # first open tick, per prediction
     closed_i: np.ndarray  # first open tick, per interaction
-    slowest_p: np.ndarray  # the watermark plus lateness, per prediction (how far waiting interactions have aged)
     pos_p: np.ndarray  # position in the batch, per prediction
     pos_i: np.ndarray  # position in the batch, per interaction
 
@@ -408,7 +407,7 @@ class Ingestor:
         self._leaps: dict[str | None, int] = {}
         self._out: list[S.Partial] = []
         self._rebuilding = False
-        self._rebuilt_pending: set[str] = set()
+        self.rebuilt_max_ts = -math.inf  # the newest event time read by rebuild() (which leaves max_ts alone)
 
     @property
     def watermark(self) -> float:
@@ -437,6 +436,7 @@ class Ingestor:
         *,
         time_range: tuple[float, float] | None = None,
         live: bool = False,
+        clock: tuple[float, float] | None = None,
     ) -> Ingested:
         """Decode and fold one batch of raw events from one ``source`` (e.g. ``topic:partition``).
 
@@ -445,6 +445,7 @@ class Ingestor:
         (where the wall clock bounds event time), an event stamped more than ``windows.max_future_skew`` ahead of
         the events before it in its source is rejected the same way, unless :data:`LEAP_CONFIRM` such events come
         in a row (traffic resuming after a quiet stretch: the first of them are rejected, the last moves time on).
+        ``clock``: see :meth:`ingest`.
         """
         decoded = self.decoder.decode_batch(raws)
         # Event times are needed to fold anyway: computed once here, checked with two numpy reductions. Only a batch
@@ -458,7 +459,7 @@ class Ingestor:
         for err in decoded.errors:
             self.counters.rejected[err.reason] += 1
         partials = self.ingest(
-            decoded.predictions, decoded.interactions, source, times=(ts_p, ts_i), order=decoded.order
+            decoded.predictions, decoded.interactions, source, times=(ts_p, ts_i), order=decoded.order, clock=clock
         )
         return Ingested(decoded, partials)
 
@@ -502,19 +503,26 @@ class Ingestor:
 
         Predictions re-enter the join table; labels mark their request as labelled again (a later duplicate is
         still ignored); interactions whose prediction is not there wait again as pending if still within their
-        grace (those that found it were counted before; :meth:`rebuilt` ends the rebuild). Rebuild predictions
-        before interactions, and every partition before re-sending any batch. Returns how many events were read.
+        grace (those that found it were counted before; :meth:`rebuilt` ends the rebuild). Joins are decided by
+        event time alone, so the order of the rebuild does not matter, but every partition must be rebuilt before
+        any batch is re-sent. Nothing is judged late: these events counted when they came. Returns how many events
+        were read.
         """
         sources, max_ts, leaps = dict(self._source_max), self.max_ts, dict(self._leaps)
         counters = dataclasses.replace(self.counters, rejected=self.counters.rejected.copy())
-        waiting = set(self._pending)
         decoded = self.decoder.decode_batch(raws)
+        if len(decoded.predictions) + len(decoded.interactions):
+            newest = max(
+                float(_seconds(decoded.predictions).max(initial=-math.inf)),
+                float(_seconds(decoded.interactions).max(initial=-math.inf)),
+            )
+            self.rebuilt_max_ts = max(self.rebuilt_max_ts, newest)
         self._rebuilding = True  # no expiry: time has not moved, and other partitions' pending entries must stay
         try:
-            self.ingest(decoded.predictions, decoded.interactions, None)  # output dropped: sent before the restart
+            # Output dropped: sent before the restart.
+            self.ingest(decoded.predictions, decoded.interactions, None, clock=(-math.inf, -math.inf))
         finally:
             self._rebuilding = False
-        self._rebuilt_pending |= set(self._pending) - waiting
         self._source_max, self.max_ts, self._leaps = sources, max_ts, leaps
         for f in dataclasses.fields(counters):
             setattr(self.counters, f.name, getattr(counters, f.name))
@@ -526,16 +534,23 @@ class Ingestor:
             if math.isfinite(ts) and ts > self._source_max.get(src, -math.inf):
                 self._source_max[src] = ts
 
-    def rebuilt(self, watermark: float) -> int:
-        """End a rebuild: interactions that had waited past their grace by ``watermark`` (the watermark before the
-        restart) were join misses then, counted then, and wait no more. Returns how many were dropped."""
-        slowest = watermark + self.config.windows.lateness
-        grace = self.config.join.grace
-        gone = [r for r in self._rebuilt_pending if r in self._pending and self._pending[r][0][1] + grace < slowest]
-        for rid in gone:
-            del self._pending[rid]
-        self._rebuilt_pending = set()
-        return len(gone)
+    def rebuilt(self, watermark: float) -> None:
+        """End a rebuild: forget what ``watermark`` (the watermark before the restart) had put out of reach (its
+        join misses were counted then)."""
+        if math.isfinite(watermark):
+            misses = self.counters.join_misses
+            self._expire(watermark)
+            self.counters.join_misses = misses
+
+    def clock_of(self, source: str | None) -> tuple[float, float]:
+        """What a batch of ``source`` would be judged late by now: the source's newest event time (inf for a new
+        source while others hold time, -inf before any) and the slowest other source's. Pass it back as ``clock``
+        to judge a batch exactly as then (a batch re-sent after a restart)."""
+        others = min((v for k, v in self._source_max.items() if k != source), default=math.inf)
+        own = self._source_max.get(source)
+        if own is None:
+            own = math.inf if self._source_max else -math.inf
+        return own, others
 
     def ingest(
         self,
@@ -545,27 +560,29 @@ class Ingestor:
         *,
         times: tuple[np.ndarray, np.ndarray] | None = None,
         order: bytes | None = None,
+        clock: tuple[float, float] | None = None,
     ) -> list[S.Partial]:
         """Fold decoded events; each is judged late by the watermark as it stood just before it, so how a stream is
         cut into batches never changes which events count.
 
         ``times``: their event times in epoch seconds, when the caller has them already. ``order``: how predictions
         and interactions interleave (:attr:`~driftwatch.events.Decoded.order`); None: predictions first.
+        ``clock``: judge lateness from this :meth:`clock_of` instead of the current one.
         """
         batch_max = -math.inf
         self._out = []
         ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
-        clock = self._clock(source, ts_p, ts_i, order)
+        clock_at = self._clock(clock or self.clock_of(source), ts_p, ts_i, order)
         later = np.zeros(0, np.int64)
         ticks_i = np.floor(ts_i / self.tick).astype(np.int64)
         if interactions:
             # Interactions first, as far as lateness and waiting go: one whose prediction comes later in this batch
             # waits for it, exactly as if the batch had ended between them.
             later, batch_max = self._admit_interactions(
-                interactions, ts_i, ticks_i, clock.closed_i, self._early(predictions, interactions, clock)
+                interactions, ts_i, ticks_i, clock_at.closed_i, self._early(predictions, interactions, clock_at)
             )
         if predictions:
-            batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, clock.closed_p, clock.slowest_p))
+            batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, clock_at.closed_p))
         if len(later) == len(interactions) > 0:
             self._fold_joined(interactions, ts_i, ticks_i)
         elif len(later):
@@ -579,24 +596,24 @@ class Ingestor:
         out, self._out = self._out, []
         return out
 
-    def _clock(self, source: str | None, ts_p: np.ndarray, ts_i: np.ndarray, order: bytes | None) -> _Clock:
-        """Event time as each event of a batch finds it: with this source's events before it counted."""
-        others = min((v for k, v in self._source_max.items() if k != source), default=math.inf)
-        own = self._source_max.get(source)
+    def _clock(self, start: tuple[float, float], ts_p: np.ndarray, ts_i: np.ndarray, order: bytes | None) -> _Clock:
+        """Event time as each event of a batch finds it (``start``: :meth:`clock_of` the batch's source): with the
+        source's events before it counted."""
+        own, others = start
         seq, pos_p, pos_i = _interleave(ts_p, ts_i, order)
         if not len(seq):
             empty = np.zeros(0, np.int64)
-            return _Clock(empty, empty, np.zeros(0), pos_p, pos_i)
+            return _Clock(empty, empty, pos_p, pos_i)
         # Newest time of this source before each event (a source not yet known does not hold the watermark).
-        before = np.maximum.accumulate(np.concatenate([[-math.inf if own is None else own], seq[:-1]]))
-        if own is None:
-            before[0] = math.inf if self._source_max else -math.inf
+        before = np.maximum.accumulate(np.concatenate([[own], seq[:-1]]))
+        if len(seq) > 1 and math.isinf(own) and own > 0:
+            before[1:] = np.maximum.accumulate(seq[:-1])
         slowest = np.minimum(before, others)  # the watermark before each event, plus lateness
         wm = slowest - self.config.windows.lateness
         closed = np.full(len(seq), -(2**62), np.int64)
         ok = np.isfinite(wm)
         closed[ok] = np.floor(wm[ok] / self.tick).astype(np.int64)
-        return _Clock(closed[pos_p], closed[pos_i], slowest[pos_p], pos_p, pos_i)
+        return _Clock(closed[pos_p], closed[pos_i], pos_p, pos_i)
 
     def _early(self, preds: Sequence[Prediction], inters: Sequence[Interaction], clock: _Clock) -> np.ndarray | None:
         """Per interaction: whether its prediction is not known yet but comes later in this batch."""
@@ -618,9 +635,7 @@ class Ingestor:
                 out[i] = True
         return out
 
-    def _ingest_predictions(
-        self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray, slowest: np.ndarray
-    ) -> float:
+    def _ingest_predictions(self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray) -> float:
         c = self.counters
         c.predictions += len(preds)
         ticks = np.floor(ts / self.tick).astype(np.int64)
@@ -657,9 +672,7 @@ class Ingestor:
             admission = self.admission[mid]
             for ver, sel in admission.route(groups, ts):
                 idx = sel.tolist()
-                self._fold_predictions(
-                    self._stream(mid, ver), [preds[i] for i in idx], ts[idx], ticks[idx], slowest[idx]
-                )
+                self._fold_predictions(self._stream(mid, ver), [preds[i] for i in idx], ts[idx], ticks[idx])
             for ver in admission.evicted:
                 if ver not in admission.admitted:  # its joins keep the stream object; a new one if it comes back
                     self.streams.pop((mid, ver), None)
@@ -755,9 +768,7 @@ class Ingestor:
             rows[:, base + p] = mapped[inv]
         return rows
 
-    def _fold_predictions(
-        self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray, slowest: np.ndarray
-    ) -> None:
+    def _fold_predictions(self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray) -> None:
         layout = stream.layout
         n = len(evs)
         rows = self._rows(stream, evs)
@@ -787,20 +798,8 @@ class Ingestor:
         self._remember_order(rids, ticks)
         hits = self._pending.keys() & set(rids) if self._pending else ()
         if hits:
-            # A waiting interaction joins unless event time had moved `grace` past it before its prediction came.
-            at: dict[str, int] = {}
-            for j, rid in enumerate(rids):
-                if rid in hits:
-                    at.setdefault(rid, j)
-            grace = self.config.join.grace
-            released = []
-            for rid in sorted(hits):
-                arrived = slowest[at[rid]]
-                for w in self._pending.pop(rid):
-                    if w[1] + grace < arrived:
-                        self.counters.join_misses += 1
-                    else:
-                        released.append(w)
+            # Waiting interactions meet their prediction: joined or missed by event time alone (see _fold_joined).
+            released = [w for rid in sorted(hits) for w in self._pending.pop(rid)]
             if released:
                 self._fold_joined(
                     [e for e, _, _ in released],
@@ -952,8 +951,11 @@ class Ingestor:
         learning = (cells == _LEARNING) & ~missing
         c.reference_learning += int(learning.sum())
         ok = ~missing & ~learning
-        # A prediction can be joined for `join.ttl` of event time, whatever order Kafka delivered them in.
-        expired = ok & (ts * 1000 - (packed & _TS_MASK) > self.config.join.ttl * 1000)
+        # By event time alone, whatever order Kafka delivered them in: an interaction joins a prediction stamped at
+        # most `join.ttl` before it, or at most `join.grace` after it.
+        lag = ts * 1000 - (packed & _TS_MASK)
+        limits = self.config.join
+        expired = ok & ((lag > limits.ttl * 1000) | (lag < -limits.grace * 1000))
         if expired.any():
             c.join_misses += int(expired.sum())
             ok &= ~expired
@@ -1007,27 +1009,41 @@ class Ingestor:
             self._scatter(stream, rows, at[idx], col, visible=visible[idx])
 
     def _expire(self, watermark: float) -> None:
-        grace = self.config.join.grace
+        """Forget what no event to come can still match: what the tick closed by ``watermark`` makes unreachable.
+
+        Every later event is late unless its tick is at or after the first open tick ``C``. A waiting interaction
+        can only be joined by a prediction stamped at most ``join.grace`` after it, so once the tick of that limit
+        is before ``C`` it is a join miss; a prediction can only be joined by an interaction stamped at most
+        ``join.ttl`` after it, so once that limit is before ``C`` it is forgotten. Only ``join.max_entries``
+        forgets a request sooner. So when this runs never changes what joins (guarantee 3 in docs/guarantees.md).
+        """
+        j = self.config.join
+        first_open = math.floor(watermark / self.tick)
         if self._pending:
-            # An early interaction waits until every source has moved `grace` past it.
-            slowest = watermark + self.config.windows.lateness
-            for rid in [r for r, waiting in self._pending.items() if any(w[1] + grace < slowest for w in waiting)]:
+            for rid in [
+                r
+                for r, waiting in self._pending.items()
+                if any(self._out_of_reach(w[1] + j.grace, first_open) for w in waiting)
+            ]:
                 waiting = self._pending.pop(rid)
-                still = [w for w in waiting if w[1] + grace >= slowest]
+                still = [w for w in waiting if not self._out_of_reach(w[1] + j.grace, first_open)]
                 self.counters.join_misses += len(waiting) - len(still)
                 if still:
                     self._pending[rid] = still
-        ttl_cut = watermark - self.config.join.ttl
-        limit = self.config.join.max_entries
+        open_ms = first_open * self.tick * 1000 - j.ttl * 1000  # a prediction stamped before this is out of reach
+        limit = j.max_entries
         join, order = self._join, self._join_order
-        while order and (order[0][0] < ttl_cut or len(join) > limit):
+        while order and (order[0][0] * 1000 <= open_ms or len(join) > limit):
             _, rids = order.popleft()
-            cut_ms = ttl_cut * 1000
             for rid in rids:
                 entry = join.get(rid)
-                if entry is not None and ((entry & _TS_MASK) < cut_ms or len(join) > limit):
+                if entry is not None and ((entry & _TS_MASK) < open_ms or len(join) > limit):
                     del join[rid]
                     self._labeled.discard(rid)
+
+    def _out_of_reach(self, latest: float, first_open: int) -> bool:
+        """Whether an event stamped ``latest`` (seconds) would be late now that ``first_open`` is the first open tick."""
+        return math.floor(latest / self.tick) < first_open
 
 
 LEAP_CONFIRM = 3
