@@ -38,6 +38,7 @@ from rich.text import Text
 
 from driftwatch._time import rfc3339
 from driftwatch.config import Config
+from driftwatch.daemon.offsets import end_offsets
 from driftwatch.daemon.topics import bootstrap_hosts
 from driftwatch.errors import StreamingError
 
@@ -290,7 +291,7 @@ async def read_summary(
             summary.complete = True
             return summary
         starts = {tp: int(o) for tp, o in (await consumer.beginning_offsets(tps)).items()}
-        ends = {tp: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
+        ends = await end_offsets(consumer, tps)
         for tp in tps:
             summary.partitions[tp.partition] = PartitionTotal(tp.partition, starts[tp], ends[tp])
         total = summary.expected
@@ -319,7 +320,7 @@ async def read_tail(
         if tps is None:
             return None
         firsts = await consumer.beginning_offsets(tps)
-        ends = {tp: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
+        ends = await end_offsets(consumer, tps)
         starts = {tp: max(int(firsts[tp]), ends[tp] - count) for tp in tps}
         found: list[DeadLetter] = []
         await _read(consumer, starts, ends, lambda rec: found.append(dead_letter(rec, keep_value=keep_values)))

@@ -35,6 +35,7 @@ from driftwatch.alerts.notifier import (
 from driftwatch.alerts.records import AlertRecordError
 from driftwatch.config import Config
 from driftwatch.daemon.http import EgressPolicy, HttpResult, post_json
+from driftwatch.daemon.offsets import end_offsets
 from driftwatch.daemon.signing import load_secrets, signature_headers
 from driftwatch.errors import StreamingError
 from driftwatch.exports.links import DashboardLinks
@@ -218,8 +219,8 @@ class NotifierService:
                 for p in sorted(reader.partitions_for_topic(self.state_topic) or {0})
             ]
             reader.assign(tps)
+            end = await end_offsets(reader, tps)
             await reader.seek_to_beginning(*tps)
-            end = await reader.end_offsets(tps)
             while [tp for tp in tps if await reader.position(tp) < end[tp]]:
                 batch = await reader.getmany(*tps, timeout_ms=500)
                 for msgs in batch.values():
