@@ -38,6 +38,7 @@ class _WorkerState:
     evaluation_seconds_sum: float = 0.0
     last_evaluation_wall: float | None = None
     checkpoints_written: int = 0
+    input_refetched: int = 0
     recovery: dict[str, float] = field(default_factory=dict)
 
 

@@ -499,6 +499,9 @@ class WorkerState(Protocol):
     def checkpoints_written(self) -> int: ...
 
     @property
+    def input_refetched(self) -> int: ...
+
+    @property
     def recovery(self) -> dict[str, float]: ...
 
 
@@ -529,6 +532,11 @@ class WorkerCollector:
         )
         yield counter_family(
             "driftwatch_summaries_rejected", "Summary messages that could not be decoded.", w.summaries_rejected
+        )
+        yield counter_family(
+            "driftwatch_input_refetched",
+            "Input records read again because the consumer skipped them (fetched before a rebalance).",
+            w.input_refetched,
         )
         if w.last_evaluation_wall is not None:
             yield GaugeMetricFamily(

@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.snapshot import Codec, decode_state, encode_state
+from driftwatch.daemon.offsets import end_offsets
 from driftwatch.daemon.wire import PartialMsg, SummaryMsg, from_msg
 from driftwatch.events import split_messages
 
@@ -81,6 +82,14 @@ class IngestIntent(msgspec.Struct, frozen=True):
     rebuild_from: int
     worker: str
     watermark: float = float("-inf")  # the ingest watermark before this batch: join expiry is replayed up to it
+    # The batches sent together (one ingest call): a restart re-sends the last call of a partition as a whole, in
+    # the same order, on the same state ("": written before calls were recorded; every last batch is re-sent).
+    call: str = ""
+    # How the batch was judged (Ingestor.clock_of, and the wall time that bounded event time), so a re-sent batch is
+    # judged exactly the same.
+    clock_own: float = float("-inf")
+    clock_others: float = float("inf")
+    wall: float = 0.0
 
 
 class EvalChunk(msgspec.Struct, frozen=True):
@@ -189,7 +198,7 @@ async def end_offset(bootstrap: str, topic: str, partition: int) -> int:
     c = await _consumer(bootstrap)
     try:
         c.assign([tp])
-        return int((await c.end_offsets([tp]))[tp])
+        return (await end_offsets(c, [tp]))[tp]
     finally:
         with contextlib.suppress(Exception):
             await c.stop()
@@ -203,9 +212,12 @@ async def _tail(bootstrap: str, topic: str, partition: int, count: int) -> list[
     return out
 
 
-async def last_intents(bootstrap: str, topic: str, partition: int, topics: Sequence[str]) -> dict[str, IngestIntent]:
-    """The newest intent per input topic in one ingest-state partition (reading back until each topic is found)."""
-    found: dict[str, IngestIntent] = {}
+async def last_intents(
+    bootstrap: str, topic: str, partition: int, topics: Sequence[str]
+) -> dict[str, tuple[int, IngestIntent]]:
+    """The newest intent per input topic in one ingest-state partition, with its offset there (reading back until
+    each topic is found)."""
+    found: dict[str, tuple[int, IngestIntent]] = {}
     count = 64
     while True:
         records = await _tail(bootstrap, topic, partition, count)
@@ -213,7 +225,7 @@ async def last_intents(bootstrap: str, topic: str, partition: int, topics: Seque
             with contextlib.suppress(msgspec.MsgspecError):
                 it = decode_intent(rec.value or b"")
                 if it.partition == partition:
-                    found[it.topic] = it
+                    found[it.topic] = (rec.offset, it)
         if all(t in found for t in topics) or len(records) < count:
             return found
         count *= 4
@@ -270,13 +282,20 @@ class InputRecovery(_Recovery):
     assigned (one that comes back later is recovered again).
     """
 
-    def __init__(self, worker: WorkerContext, *, resend: Callable[[str, Sequence[Any]], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        worker: WorkerContext,
+        *,
+        resend: Callable[[Sequence[tuple[str, Sequence[Any], IngestIntent]]], Awaitable[None]],
+    ) -> None:
         super().__init__(worker)
-        self._resend = resend  # folds and sends one partition's batch again, as the ingest stage does
+        # Folds and sends batches again as one ingest call, each judged as its intent says.
+        self._resend = resend
         self.recovered: set[str] = set()
         self.skip_to: dict[str, int] = {}  # partition -> last offset already sent before a restart or rebalance
         self.join_batches: dict[str, deque[tuple[float, int, int]]] = {}  # partition -> (max event time, lo, events)
         self.seconds: dict[str, float] = {}  # "input <partition>" -> how long its last recovery took
+        self.refetched = 0  # records read again because the consumer skipped them (see gap)
 
     def pending(self, assigned: Iterable[str]) -> list[str]:
         """The assigned partitions not recovered yet, in order."""
@@ -287,9 +306,35 @@ class InputRecovery(_Recovery):
         self.recovered &= assigned
 
     def fresh(self, tp: str, messages: Sequence[Any]) -> list[Any]:
-        """The messages of a partition not already sent before a restart or rebalance."""
+        """The messages of a partition not already sent (before a restart or rebalance, or redelivered)."""
         skip = self.skip_to.get(tp, -1)
         return [m for m in messages if m.offset > skip]
+
+    def gap(self, tp: str, first: int) -> tuple[int, int] | None:
+        """The offsets of a partition never processed before ``first`` (``[lo, hi)``), or None.
+
+        Kafka delivers a partition in order, but Faust drops (and acknowledges, so the group commits past them)
+        messages fetched before a rebalance changed the consumer generation: a worker joining a group whose dead
+        member has not timed out yet loses a fetch's worth of every partition. The intents say how far this
+        partition was processed; whatever lies between that and the first message delivered is read again.
+        """
+        done = self.skip_to.get(tp)
+        if done is None or first <= done + 1:
+            return None
+        return done + 1, first
+
+    def processed(self, tp: str, hi: int) -> None:
+        """A batch of the partition up to ``hi`` has been sent: redeliveries up to it are skipped."""
+        self.skip_to[tp] = max(hi, self.skip_to.get(tp, -1))
+
+    async def refetch(self, tp: str, lo: int, hi: int) -> list[Any]:
+        """Read the records ``[lo, hi)`` of an input partition (a :meth:`gap`)."""
+        topic, _, part = tp.rpartition(":")
+        records: list[Any] = []
+        await read_range(self.bootstrap, topic, int(part), lo, hi, records.append)
+        self.refetched += len(records)
+        self.log.warning("input_gap_refetched", partition=tp, offsets=[lo, hi - 1], records=len(records))
+        return records
 
     def rebuild_from(self, tp: str, lo: int) -> int:
         """Where the partition's join state could be rebuilt from, for a batch starting at ``lo`` (its intent)."""
@@ -297,74 +342,109 @@ class InputRecovery(_Recovery):
         return batches[0][1] if batches else lo
 
     def remember(self, tp: str, lo: int, events: int) -> None:
-        """Track the oldest batch whose events may still matter to the join, for the TTL (within max_entries):
-        predictions can be joined that long, and a label marks its request as labelled that long."""
+        """Track the oldest batch whose events may still matter to the join (within max_entries): a prediction can
+        be joined until ``join.ttl`` after it, an interaction waits ``join.grace`` for its prediction, and a label
+        marks its request as labelled as long as the prediction can be joined. Past that, every event that could
+        still meet it would be late (see Ingestor._expire)."""
         batches = self.join_batches[tp]
         ing = self.core.ingestor
         batches.append((ing.max_ts, lo, events))
         j = self.config.join
-        horizon = ing.watermark - j.ttl
+        first_open = ing.closed_before()
+        if first_open is None:
+            return
+        reach = j.ttl + j.grace
+
+        def out_of_reach(newest: float) -> bool:  # -inf: a batch without a valid event
+            return not math.isfinite(newest) or math.floor((newest + reach) / ing.tick) < first_open
+
         total = sum(n for _, _, n in batches)
-        while len(batches) > 1 and (batches[0][0] < horizon or total - batches[0][2] >= j.max_entries):
+        while len(batches) > 1 and (out_of_reach(batches[0][0]) or total - batches[0][2] >= j.max_entries):
             total -= batches.popleft()[2]
 
     async def assign(self, tps: Sequence[str]) -> None:
-        """Take over input partitions: rebuild their join state, then re-send each one's last batch exactly.
+        """Take over input partitions: rebuild their join state, then re-send the last ingest call of each exactly.
 
-        The last intent of a partition names the batch that was being sent when its previous owner stopped and
-        where its join state can be rebuilt from. Rebuilding comes first for every partition (predictions before
-        interactions); only then are the batches re-sent (the evaluation stage drops what it had already applied),
-        and everything up to each batch's end is skipped when Kafka redelivers it.
+        The newest intents of a partition name the batches of its last ingest call (the one that may have been
+        cut short when its previous owner stopped), how each was judged, and where the join state can be rebuilt
+        from. Every other batch of the partition was sent whole. So the join state is rebuilt from everything up to
+        the last call (predictions before interactions: joins depend on event time only, not on this order), and
+        the last call is processed again as one call, its batches in their first order and judged by their
+        recorded clocks: it sends exactly what it sent the first time (the evaluation stage drops what it had
+        already applied). Everything up to each batch's end is skipped when Kafka redelivers it.
         """
         started = time.monotonic()
         preds = self.config.kafka.predictions.name
         ordered = sorted(tps, key=lambda tp: (not tp.startswith(preds + ":"), tp))
-        intents: dict[str, IngestIntent] = {}
+        by_partition: dict[int, list[str]] = {}
         for tp in ordered:
-            topic, _, part = tp.rpartition(":")
-            found = (await last_intents(self.bootstrap, self.config.kafka.ingest_state, int(part), [topic])).get(topic)
-            if found is not None:
-                intents[tp] = found
-        rebuilt = {tp: await self._rebuild_join(tp, intents[tp]) for tp in ordered if tp in intents}
+            by_partition.setdefault(int(tp.rpartition(":")[2]), []).append(tp)
+        intents: dict[str, IngestIntent] = {}
+        last_call: list[tuple[int, int, str]] = []  # (partition, offset of the intent, input partition)
+        for part, members in by_partition.items():
+            topics = [tp.rpartition(":")[0] for tp in members]
+            found = await last_intents(self.bootstrap, self.config.kafka.ingest_state, part, topics)
+            mine = {tp: found[tp.rpartition(":")[0]] for tp in members if tp.rpartition(":")[0] in found}
+            if not mine:
+                continue
+            newest = max(mine.values(), key=lambda oi: oi[0])[1].call
+            for tp, (offset, it) in mine.items():
+                intents[tp] = it
+                if not newest or it.call == newest:
+                    last_call.append((part, offset, tp))
+        again = {tp for _, _, tp in last_call}
+        rebuilt = {}
+        for tp in ordered:
+            if tp in intents:
+                it = intents[tp]
+                rebuilt[tp] = await self._rebuild_join(tp, it, it.lo if tp in again else it.hi + 1)
         crash_wm = max((it.watermark for it in intents.values()), default=-math.inf)
         with self.lock:
             self.core.ingestor.rebuilt(crash_wm)
-            # Event time resumes where it stood: waiting interactions expire when they would have.
+            # Event time resumes where it stood.
             self.core.ingestor.seed_sources(dict.fromkeys(intents, crash_wm + self.config.windows.lateness))
-        for tp in ordered:
-            self.recovered.add(tp)
-            it = intents.get(tp)
-            if it is None:
-                continue  # a partition never processed
+        work = []
+        for _, _, tp in sorted(last_call):
+            it = intents[tp]
             batch: list[Any] = []
             await read_range(self.bootstrap, it.topic, it.partition, it.lo, it.hi + 1, batch.append)
             if batch:
-                await self._resend(tp, batch)
-            self.skip_to[tp] = it.hi
-            self.seconds[f"input {tp}"] = time.monotonic() - started
+                work.append((tp, batch, it))
+        if work:
+            await self._resend(work)
+        for tp in ordered:
+            self.recovered.add(tp)
+            if tp in intents:
+                self.skip_to[tp] = intents[tp].hi
+                self.seconds[f"input {tp}"] = time.monotonic() - started
         if intents:
             self.log.info(
                 "recovered",
                 stage="input",
                 partitions={
-                    tp: {"join_events_rebuilt": rebuilt.get(tp, 0), "resent": [it.lo, it.hi]}
+                    tp: {"join_events_rebuilt": rebuilt.get(tp, 0), "resent": [it.lo, it.hi] if tp in again else []}
                     for tp, it in intents.items()
                 },
                 seconds=round(time.monotonic() - started, 3),
             )
 
-    async def _rebuild_join(self, tp: str, it: IngestIntent) -> int:
-        """Fold the partition's records before its last batch into the join state only (they were counted before)."""
-        if it.rebuild_from >= it.lo:
+    async def _rebuild_join(self, tp: str, it: IngestIntent, end: int) -> int:
+        """Fold the partition's records from ``it.rebuild_from`` up to ``end`` into the join state only (they were
+        counted before)."""
+        self.join_batches[tp] = deque()
+        if it.rebuild_from >= end:
             return 0
         records: list[Any] = []
-        await read_range(self.bootstrap, it.topic, it.partition, it.rebuild_from, it.lo, records.append)
+        await read_range(self.bootstrap, it.topic, it.partition, it.rebuild_from, end, records.append)
         n = 0
+        ing = self.core.ingestor
         with self.lock:
+            ing.rebuilt_max_ts = -math.inf
             for i in range(0, len(records), _REBUILD_SLICE):
                 raws, _ = split_messages([r.value or b"" for r in records[i : i + _REBUILD_SLICE]])
-                n += self.core.ingestor.rebuild(raws)
-        self.join_batches[tp] = deque([(self.core.ingestor.max_ts, it.rebuild_from, n)])
+                n += ing.rebuild(raws)
+            # The rebuilt span stays where the next rebuild starts for as long as its newest event may matter.
+            self.join_batches[tp].append((ing.rebuilt_max_ts, it.rebuild_from, n))
         return n
 
 

@@ -51,6 +51,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -280,7 +281,7 @@ class Worker:
         self.ingest_state = self.app.topic(k.ingest_state, value_type=bytes, key_type=bytes)
         self.eval_state = self.app.topic(k.eval_state, value_type=bytes, key_type=bytes)
         context = WorkerContext(config, bootstrap, self.core, self.lock, self.log)
-        self.input_recovery = InputRecovery(context, resend=self._process_partition)
+        self.input_recovery = InputRecovery(context, resend=self._process_again)
         self.eval_recovery = EvalRecovery(context, topic=self.eval_state, replay=self._replay)
         # Read on the Faust loop only (other threads must never touch app.consumer: mode binds it to the loop of
         # the thread that first uses it); /metrics and /readyz read these copies.
@@ -424,26 +425,49 @@ class Worker:
             for tp, msgs in by_tp.items():
                 fresh = self.input_recovery.fresh(tp, msgs)  # some may have been sent before a restart or rebalance
                 if fresh:
+                    gap = self.input_recovery.gap(tp, fresh[0].offset)
+                    if gap is not None:  # skipped by the consumer: read them first
+                        fresh = [*(await self.input_recovery.refetch(tp, *gap)), *fresh]
                     work.append((tp, fresh))
             await self._process_partitions(work)
 
-    async def _process_partition(self, tp: str, messages: Sequence[Any]) -> None:
-        await self._process_partitions([(tp, messages)])
+    async def _process_again(self, work: Sequence[tuple[str, Sequence[Any], IngestIntent]]) -> None:
+        """Process the last ingest call of a previous owner again: the same batches, judged as they were then."""
+        await self._process_partitions(
+            [(tp, messages) for tp, messages, _ in work], judged={tp: it for tp, _, it in work}
+        )
 
-    async def _process_partitions(self, work: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    async def _process_partitions(
+        self, work: Sequence[tuple[str, Sequence[Any]]], judged: dict[str, IngestIntent] | None = None
+    ) -> None:
         """Fold one batch per input partition: intents first (all awaited), then summaries (all awaited).
 
         Write-ahead: a partition's intent is durable before any summary of its batch leaves (see
         :meth:`InputRecovery.assign`); awaiting the batch's sends together keeps it to two round trips per batch.
+        Every batch of the call is judged by the clock as it stood before the call, recorded in its intent
+        (``judged``: the intents of a call processed again after a restart, whose clocks are used instead).
         """
         ranges = []
         intents = []
-        for tp, messages in work:
+        clocks = []
+        call = uuid.uuid4().hex
+        ing = self.core.ingestor
+        with self.lock:
+            wm = ing.watermark
+            now = time.time()
+            for tp, _ in work:
+                before = (judged or {}).get(tp)
+                clocks.append(
+                    (*ing.clock_of(tp), now)
+                    if before is None or not before.call  # an intent from before clocks were recorded
+                    else (before.clock_own, before.clock_others, before.wall)
+                )
+        for (tp, messages), (own, others, wall) in zip(work, clocks, strict=True):
             topic, _, part = tp.rpartition(":")
             offsets = [m.offset for m in messages]
             lo, hi = min(offsets), max(offsets)
             rebuild_from = self.input_recovery.rebuild_from(tp, lo)
-            intent = IngestIntent(topic, int(part), lo, hi, rebuild_from, self.worker_id, self.core.ingestor.watermark)
+            intent = IngestIntent(topic, int(part), lo, hi, rebuild_from, self.worker_id, wm, call, own, others, wall)
             intents.append(
                 await self.ingest_state.send(key=tp.encode(), value=encode_intent(intent), partition=int(part))
             )
@@ -456,8 +480,8 @@ class Worker:
         # model's, a chunk held until its batch's last) must not let the evaluation stage close a tick whose
         # partials are still to come. The new watermark follows once everything is sent.
         announced = self.core.ingestor.watermark
-        for (tp, messages), (lo, hi) in zip(work, ranges, strict=True):
-            events = await self._fold_partition(tp, messages, lo, hi, pending, announced)
+        for (tp, messages), (lo, hi), clock in zip(work, ranges, clocks, strict=True):
+            events = await self._fold_partition(tp, messages, lo, hi, pending, announced, clock)
             done.append((tp, lo, hi, events))
         for fut in pending:
             await fut  # delivered before the batch is acknowledged (and its offsets committed)
@@ -467,17 +491,29 @@ class Worker:
         for tp, lo, hi, events in done:
             self.input_recovery.remember(tp, lo, events)
             self.position[tp] = hi + 1
+            self.input_recovery.processed(tp, hi)
             self.progress_wall[tp] = now
 
     async def _fold_partition(
-        self, tp: str, messages: Sequence[Any], lo: int, hi: int, pending: list[Any], announced: float
+        self,
+        tp: str,
+        messages: Sequence[Any],
+        lo: int,
+        hi: int,
+        pending: list[Any],
+        announced: float,
+        clock: tuple[float, float, float],
     ) -> int:
-        """Decode and fold one partition's messages; queue its dead letters and summaries (carrying the watermark
+        """Decode and fold one partition's messages, judged by ``clock`` (the source's and the other sources'
+        newest event times, and the wall time); queue its dead letters and summaries (carrying the watermark
         ``announced``); return events folded."""
         raws, origin = split_messages([m.value or b"" for m in messages])
+        own, others, wall = clock
         with self.lock:  # /metrics is served from another thread
-            accepted = self.config.windows.event_time_range(time.time(), live=True)
-            decoded, partials = self.core.ingestor.process(raws, source=tp, time_range=accepted, live=True)
+            accepted = self.config.windows.event_time_range(wall, live=True)
+            decoded, partials = self.core.ingestor.process(
+                raws, source=tp, time_range=accepted, live=True, clock=(own, others)
+            )
         for err in decoded.errors:
             m = messages[origin[err.index]]
             self.dead_lettered += 1
@@ -695,6 +731,11 @@ class Worker:
     def checkpoints_written(self) -> int:
         """Evaluation checkpoints this worker has written."""
         return self.eval_recovery.checkpoints_written
+
+    @property
+    def input_refetched(self) -> int:
+        """Input records read again because the consumer skipped them (a rebalance during a fetch)."""
+        return self.input_recovery.refetched
 
     def versions_seen(self, model: str) -> list[str]:
         """A model's versions in the order this worker first saw them (rollback targets)."""
