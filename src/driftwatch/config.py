@@ -148,9 +148,13 @@ class WindowConfig(_Model):
 class JoinConfig(_Model):
     """How interactions find the prediction they belong to."""
 
-    ttl: Duration = Field(86400.0, description="How long a prediction can still be joined (event time).")
+    ttl: Duration = Field(
+        86400.0, description="An interaction joins a prediction stamped at most this long before it (event time)."
+    )
     max_entries: int = Field(1_000_000, ge=1, description="Bound on remembered requests; the oldest go first.")
-    grace: Duration = Field(60.0, description="How long an interaction waits for a late prediction.")
+    grace: Duration = Field(
+        60.0, description="An interaction joins a prediction stamped at most this long after it (event time)."
+    )
 
 
 class PrivacyConfig(_Model):

@@ -3,13 +3,14 @@
 Two state topics, one partition per partition they describe:
 
 - **ingest state** (partition *p* for input partition *p* of both input
-  topics): before an ingest batch sends its summaries, an
-  :class:`IngestIntent` names the batch's exact offset range and where the
-  join table could be rebuilt from. A worker taking over the partition reads
-  the last intent, rebuilds the join table from the input topic (counting
-  nothing), re-processes exactly that batch (the evaluation stage drops
-  what it had already applied, per source partition and model), and skips
-  everything up to the batch's end.
+  topics): before an ingest call sends its summaries, an
+  :class:`IngestIntent` per batch names its exact offset range, the call it
+  belongs to, the clock it is judged by and where the join table could be
+  rebuilt from. A worker taking over the partition reads the newest intents,
+  rebuilds the join table from everything before the last call (counting
+  nothing), processes the last call again exactly as it was (the evaluation
+  stage drops what it had already applied, per source partition and model),
+  and skips everything up to each batch's end.
 - **eval state** (partition *p* for summary partition *p*): every
   ``kafka.checkpoint_interval`` the evaluation stage writes a checkpoint of
   the models on that partition (:mod:`driftwatch.core.snapshot`), in chunks, the

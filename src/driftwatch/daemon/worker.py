@@ -19,11 +19,12 @@ Topology (docs/architecture.md):
    (heartbeat), and ``/metrics`` is served from the evaluator's live state.
 
 State survives restarts and rebalances: the recovery managers of
-:mod:`driftwatch.daemon.recovery` keep each stage's progress. An ingest batch
-first records its exact offset range (intent), so a worker taking over an
-input partition rebuilds the join table, re-sends exactly that batch (the
-evaluation stage drops what it already applied, per source partition and
-model) and skips the rest it had sent; the evaluation stage checkpoints its
+:mod:`driftwatch.daemon.recovery` keep each stage's progress. An ingest call
+first records each batch's exact offset range and clock (intents), so a
+worker taking over an input partition rebuilds the join table, processes the
+last call again exactly as it was (the evaluation stage drops what it already
+applied, per source partition and model) and skips the rest it had sent; input
+the consumer skipped at a rebalance is read again; the evaluation stage checkpoints its
 models every ``kafka.checkpoint_interval`` and a worker taking over a summary
 partition restores the checkpoint and re-applies the summaries after it
 (skipping by offset). README, "State and restarts", lists what is bounded and
