@@ -39,6 +39,7 @@ class _WorkerState:
     last_evaluation_wall: float | None = None
     checkpoints_written: int = 0
     input_refetched: int = 0
+    input_skipped: int = 0
     recovery: dict[str, float] = field(default_factory=dict)
 
 

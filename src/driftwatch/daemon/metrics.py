@@ -502,6 +502,9 @@ class WorkerState(Protocol):
     def input_refetched(self) -> int: ...
 
     @property
+    def input_skipped(self) -> int: ...
+
+    @property
     def recovery(self) -> dict[str, float]: ...
 
 
@@ -537,6 +540,11 @@ class WorkerCollector:
             "driftwatch_input_refetched",
             "Input records read again because the consumer skipped them (fetched before a rebalance).",
             w.input_refetched,
+        )
+        yield counter_family(
+            "driftwatch_input_skipped",
+            "Input offsets skipped because the group's offsets were reset past them (an operator skipping a backlog).",
+            w.input_skipped,
         )
         if w.last_evaluation_wall is not None:
             yield GaugeMetricFamily(

@@ -53,6 +53,7 @@ from driftwatch.events import split_messages
 
 __all__ = [
     "CHUNK_BYTES",
+    "REFETCH_MAX",
     "EvalChunk",
     "EvalRecovery",
     "IngestIntent",
@@ -249,6 +250,9 @@ async def last_checkpoint(bootstrap: str, topic: str, partition: int, key: bytes
         count *= 4
 
 
+REFETCH_MAX = 10_000
+"""Longest gap in an input partition (messages) read again; a longer one is an operator's offset reset."""
+
 _REBUILD_SLICE = 5000
 """Input records decoded at a time while rebuilding the join state."""
 
@@ -297,6 +301,7 @@ class InputRecovery(_Recovery):
         self.join_batches: dict[str, deque[tuple[float, int, int]]] = {}  # partition -> (max event time, lo, events)
         self.seconds: dict[str, float] = {}  # "input <partition>" -> how long its last recovery took
         self.refetched = 0  # records read again because the consumer skipped them (see gap)
+        self.skipped = 0  # offsets skipped on purpose (an offset reset of the group, see gap)
 
     def pending(self, assigned: Iterable[str]) -> list[str]:
         """The assigned partitions not recovered yet, in order."""
@@ -317,10 +322,16 @@ class InputRecovery(_Recovery):
         Kafka delivers a partition in order, but Faust drops (and acknowledges, so the group commits past them)
         messages fetched before a rebalance changed the consumer generation: a worker joining a group whose dead
         member has not timed out yet loses a fetch's worth of every partition. The intents say how far this
-        partition was processed; whatever lies between that and the first message delivered is read again.
+        partition was processed; whatever lies between that and the first message delivered is read again, up
+        to :data:`REFETCH_MAX` messages (a fetch is far smaller). A longer gap is an operator's offset reset
+        (``kafka-consumer-groups --reset-offsets``, to skip a backlog): it is honoured, and logged.
         """
         done = self.skip_to.get(tp)
         if done is None or first <= done + 1:
+            return None
+        if first - (done + 1) > REFETCH_MAX:
+            self.skipped += first - (done + 1)
+            self.log.warning("input_gap_skipped", partition=tp, offsets=[done + 1, first - 1], reason="offset reset")
             return None
         return done + 1, first
 

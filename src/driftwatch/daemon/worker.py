@@ -738,6 +738,11 @@ class Worker:
         """Input records read again because the consumer skipped them (a rebalance during a fetch)."""
         return self.input_recovery.refetched
 
+    @property
+    def input_skipped(self) -> int:
+        """Input offsets skipped because the group's offsets were reset past them (see InputRecovery.gap)."""
+        return self.input_recovery.skipped
+
     def versions_seen(self, model: str) -> list[str]:
         """A model's versions in the order this worker first saw them (rollback targets)."""
         with self.lock:
