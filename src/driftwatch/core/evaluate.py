@@ -13,6 +13,7 @@ restores its state for checkpoints. What a rule looks at is
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from driftwatch.alerts.engine import AlertEngine, AlertTransition, Candidate
+from driftwatch.alerts.records import AlertRecord, AlertRecordError, decode_record, encode_record
 from driftwatch.config import Config
 from driftwatch.core import summary as S
 from driftwatch.core.counters import Counters
@@ -72,6 +74,7 @@ class Evaluator:
         self.reporter = Reporter(config, self.exposure, self.tick)
         # The recent history (a long-running worker must not grow without bound).
         self.transitions: deque[AlertTransition] = deque(maxlen=MAX_TRANSITIONS)
+        self._restored: dict[str, AlertRecord] = {}  # fingerprint -> record of an open alert, from a checkpoint
 
     def apply(self, partials: Iterable[S.Partial]) -> None:
         """Merge partial summaries: into open ticks, or (late joins and labels) into retained windows."""
@@ -137,7 +140,17 @@ class Evaluator:
                     [(v, t, sparse_to(m)) for v, parts in sorted(st.deferred.items()) for t, m in parts],
                 )
             )
-        return ModelsState(self.closed_before, streams, self.engine.export(mine), self.detectors.export(mine))
+        records = [encode_record(r) for r in self.open_records() if mine(r.labels)]
+        return ModelsState(self.closed_before, streams, self.engine.export(mine), self.detectors.export(mine), records)
+
+    def open_records(self) -> list[AlertRecord]:
+        """The latest record of every pending or firing alert: from its last transition, or (right after a
+        checkpoint was restored, before it has one here) from the checkpoint."""
+        active = self.engine.active()
+        latest = {t.fingerprint: t for t in self.transitions if t.fingerprint in active}
+        out = [t.to_record() for t in latest.values()]
+        out += [r for fp, r in self._restored.items() if fp in active and fp not in latest]
+        return out
 
     def restore(self, state: ModelsState) -> list[str]:
         """Load a :meth:`snapshot` (replacing what is held for its models); return models skipped for want of a layout."""
@@ -168,6 +181,10 @@ class Evaluator:
             self.streams[(ss.model_id, ss.version)] = stream
         self._sort_streams()
         self.engine.load(state.alerts)
+        for data in state.records:
+            with contextlib.suppress(AlertRecordError):
+                record = decode_record(data)
+                self._restored[record.fingerprint] = record
         self.detectors.load(state.detectors, self.config.rules)
         return sorted(skipped)
 
@@ -180,6 +197,8 @@ class Evaluator:
 
         for key in [k for k in self.streams if k[0] in gone]:
             del self.streams[key]
+        for fp in [fp for fp, r in self._restored.items() if mine(r.labels)]:
+            del self._restored[fp]
         self.engine.drop(mine)
         self.detectors.drop(mine)
 

@@ -95,6 +95,7 @@ class ModelsState(msgspec.Struct, frozen=True):
     streams: list[StreamState]
     alerts: list[dict[str, object]]
     detectors: list[DetectorState]
+    records: list[bytes] = []  # the latest alert record (JSON) of each open alert: what the API shows after a restore
 
 
 class Codec(Generic[T]):

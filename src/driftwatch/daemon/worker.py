@@ -751,9 +751,7 @@ class Worker:
     def open_alerts(self) -> list[AlertRecord]:
         """The latest record of every pending or firing alert (for the API)."""
         with self.lock:
-            active = self.core.evaluator.engine.active()
-            latest = {t.fingerprint: t for t in self.core.evaluator.transitions if t.fingerprint in active}
-            return [t.to_record() for t in latest.values()]
+            return self.core.evaluator.open_records()
 
     def recovered(self) -> bool:
         """Whether every assigned partition's state has been recovered (``/readyz``)."""

@@ -87,3 +87,25 @@ def test_dropped_models_leave_no_state(pseudonym_key: bytes) -> None:
     assert {m for m, _ in ev.streams} == models - {gone}
     assert all(r.labels["model"] != gone for r in ev.metric_rows(0.0))
     assert ev.snapshot([gone]).streams == []
+
+
+def test_open_alerts_are_shown_right_after_a_restore(pseudonym_key: bytes) -> None:
+    """The API's open alerts come from the checkpoint until an alert has a transition of its own again: a worker
+    restarted while an alert fires shows it at once, with the record it had (value, evidence, since)."""
+    cfg = load_config(EXAMPLE)
+    events = list(generate("bias", events=30_000, seed=5)[0])
+    enc = msgspec.json.Encoder()
+    ing = Ingestor(cfg, pseudonym_key, _profiles(events))
+    first = Evaluator(cfg, ing.layouts, ing.limits, ing.coders)
+    for i in range(0, len(events), 2_000):
+        first.apply(ing.process([enc.encode(e) for e in events[i : i + 2_000]]).partials)
+        first.advance(ing.watermark)
+    want = sorted(first.open_records(), key=lambda r: r.fingerprint)
+    assert any(r.state == "firing" for r in want)
+
+    second = Evaluator(cfg, ing.layouts, ing.limits, ing.coders)
+    second.restore(decode_state(encode_state(first.snapshot(cfg.models))))
+    assert not second.transitions  # nothing evaluated here yet
+    assert sorted(second.open_records(), key=lambda r: r.fingerprint) == want
+    second.drop(cfg.models)  # its partition moved to another worker: nothing of it is shown here any more
+    assert second.open_records() == []
