@@ -471,3 +471,31 @@ def test_idle_worker_turns_ready_on_its_metrics_port(
     finally:
         assert worker.stop() == 0, worker.log.read_text()[-3000:]
     assert not list(tmp_path.glob("*-data")), "the worker left Faust's data dir in its working directory"
+
+
+def test_a_worker_without_partitions_turns_ready(
+    tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str]
+) -> None:
+    """Four workers, the three consumed topics of one partition each: at least one gets no partition at all, and
+    still turns ready (a rollout with more replicas than partitions must not wait on it forever)."""
+    one = {"partitions": 1}
+    cfg_path = unique_config(
+        tmp_path,
+        example_config,
+        "spare",
+        predictions={"name": "spare-predictions", **one},
+        interactions={"name": "spare-interactions", **one},
+    )
+    _create_topics(kafka_bootstrap, load_config(cfg_path))
+    workers = [WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / f"w{i}.log") for i in range(4)]
+    try:
+
+        def all_ready() -> bool:
+            return all(_status(f"http://127.0.0.1:{w.port}/readyz") == 200 for w in workers)
+
+        wait_for(all_ready, 90, "every worker to turn ready", interval=0.5)
+        owned = [samples(w.scrape()).get(("driftwatch_input_partitions_assigned", ()), 0) for w in workers]
+    finally:
+        codes = [w.stop() for w in workers]
+    assert codes == [0, 0, 0, 0]
+    assert sorted(owned)[0] == 0, owned  # one of them owns no input partition (and four workers share three)

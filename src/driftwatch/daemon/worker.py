@@ -298,6 +298,7 @@ class Worker:
         # says nothing about partials of that worker still unread on another (Kafka orders within a partition only).
         self._watermarks: dict[tuple[str, int], tuple[float, float]] = {}
         self._ready = False
+        self.joined = False  # the group has assigned this worker its partitions at least once (maybe none)
         # Health, read by /metrics.
         self.dead_lettered = 0
         self.duplicates_skipped = 0
@@ -311,6 +312,7 @@ class Worker:
         self.app.agent(self.summaries, name="evaluate")(self._evaluate_agent)
         self.app.timer(k.heartbeat)(self._heartbeat)
         self.app.on_partitions_assigned.connect(self._log_partitions("partitions_assigned"))
+        self.app.on_partitions_assigned.connect(self._joined_group())
         self.app.on_partitions_revoked.connect(self._log_partitions("partitions_revoked"))
 
     # ------------------------------------------------------------ lifecycle
@@ -393,6 +395,16 @@ class Worker:
         if self.registry is not None:
             self.registry.register(AlertingCollector(self.alerting))
         return self.alerting
+
+    def _joined_group(self) -> Callable[..., None]:
+        """A handler of Faust's assignment signal: the group has given this worker its partitions, maybe none (more
+        workers than partitions)."""
+
+        def handler(sender: Any, tps: Iterable[Any], **_: Any) -> None:
+            self.assignment = frozenset((tp.topic, tp.partition) for tp in tps)  # before ``joined``: see recovered()
+            self.joined = True
+
+        return handler
 
     def _log_partitions(self, event: str) -> Callable[..., None]:
         """A handler of Faust's rebalance signals: logs ``event`` per topic with the partitions the signal names."""
@@ -754,11 +766,12 @@ class Worker:
             return self.core.evaluator.open_records()
 
     def recovered(self) -> bool:
-        """Whether every assigned partition's state has been recovered (``/readyz``)."""
+        """Whether every assigned partition's state has been recovered (``/readyz``): also true for a worker the
+        group gave no partition (more workers than partitions), which has nothing to recover."""
         k = self.config.kafka
         assignment = self.assignment
         if not assignment:
-            return False
+            return self.joined
         for topic, part in assignment:
             if topic in (k.predictions.name, k.interactions.name):
                 if f"{topic}:{part}" not in self.input_recovery.recovered:
