@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,15 @@ from driftwatch.config import load_config
 from driftwatch.simulate import generate
 
 from .conftest import WorkerProcess, log_events, produce, samples, wait_for
-from .test_worker import _config_with_profiles, _create_topics, _expected_gauges, _mismatches, _replay
+from .test_worker import (
+    _alerts_seen,
+    _config_with_profiles,
+    _create_topics,
+    _expected_gauges,
+    _mismatches,
+    _open_alerts,
+    _replay,
+)
 
 KILLS = 3
 SCENARIOS = ("complaint-spike", "bias", "label-shift")
@@ -57,10 +64,7 @@ def test_repeated_sigkill_equals_the_replay_exactly(
     cfg = load_config(cfg_path)
     expected = _replay(cfg_path, events, pseudonym_key)
     want = _expected_gauges(expected)
-    open_alerts = Counter(
-        (rule, state, labels.get("model", ""), labels.get("version", ""))
-        for rule, state, labels in expected.engine.open_alerts()
-    )
+    open_alerts = _open_alerts(expected)
     _create_topics(kafka_bootstrap, cfg)
 
     # A part of the stream is on Kafka before each worker starts; the rest is sent while the last killed one runs.
@@ -102,18 +106,8 @@ def test_repeated_sigkill_equals_the_replay_exactly(
     last = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "final.log")
     try:
 
-        def alerts_seen() -> Counter[tuple[str, ...]]:
-            return Counter(
-                {
-                    (d["alertname"], d["state"], d["model"], d["version"]): int(v)
-                    for (fam, labels), v in samples(last.scrape()).items()
-                    if fam == "driftwatch_alerts" and v
-                    for d in [dict(labels)]
-                }
-            )
-
         def exact() -> bool:
-            return not _mismatches(last, want) and alerts_seen() == open_alerts
+            return not _mismatches(last, want) and _alerts_seen(last) == open_alerts
 
         try:
             wait_for(exact, 120, "the last worker to equal the replay exactly", interval=0.5)
@@ -126,20 +120,21 @@ def test_repeated_sigkill_equals_the_replay_exactly(
                 if v and (k[0].endswith("_total") or "tick" in k[0] or "watermark" in k[0])
             }
             recoveries = [e for p in [*logs, last.log] for e in log_events(p.read_text()) if e["event"] == "recovered"]
+            whole = [m for m in bad if m[0][0] == "driftwatch_predictions" and ("attribute", "*") in m[0][1]]
             raise AssertionError(
                 f"seed {seed} ({scenario}), killed after {killed_at} events: {len(bad)} of {len(want)} series "
-                f"differ, e.g. {bad[:6]}; alerts {alerts_seen()} against the replay's {open_alerts}\n"
+                f"differ, e.g. {bad[:6]}; alerts {_alerts_seen(last)} against the replay's {open_alerts}\n"
                 f"health of the last worker: {health}\nrecoveries: {recoveries}\n"
-                f"whole models: {[m for m in bad if m[0][0] == 'driftwatch_predictions' and ('attribute', '*') in m[0][1]]}\n"
+                f"whole models' predictions: {whole}\n"
                 f"replay counters: {expected.counters}"
             ) from None
-        finally_processed = _processed(last)
+        last_processed = _processed(last)
     finally:
         assert last.stop() == 0, last.log.read_text()[-3000:]
     assert len(want) > 500
     # Each kill was mid-stream: the workers after it had events left to process, and each one recovered the
     # input partitions from the intents the killed one left; the last one did not start over.
-    assert 0 < finally_processed < 0.95 * len(events)
+    assert 0 < last_processed < 0.95 * len(events)
     assert sum(killed_at) < len(events)
     checkpoints = []
     for path in [*logs[1:], last.log]:

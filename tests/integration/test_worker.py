@@ -63,6 +63,26 @@ def _replay(cfg_path: Path, events: list[dict[str, object]], key: bytes) -> Pipe
     return p
 
 
+def _open_alerts(expected: Pipeline) -> Counter[tuple[str, ...]]:
+    """(rule, state, model, version) of the replay's pending and firing alerts."""
+    return Counter(
+        (rule, state, labels.get("model", ""), labels.get("version", ""))
+        for rule, state, labels in expected.engine.open_alerts()
+    )
+
+
+def _alerts_seen(worker: WorkerProcess) -> Counter[tuple[str, ...]]:
+    """(rule, state, model, version) of the alerts a worker's /metrics shows open."""
+    return Counter(
+        {
+            (d["alertname"], d["state"], d["model"], d["version"]): int(v)
+            for (name, labels), v in samples(worker.scrape()).items()
+            if name == "driftwatch_alerts" and v
+            for d in [dict(labels)]
+        }
+    )
+
+
 def test_worker_metrics_equal_the_replay(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
 ) -> None:
@@ -87,20 +107,10 @@ def test_worker_metrics_equal_the_replay(
         def mismatches() -> list[tuple[object, float | None, float]]:
             return _mismatches(worker, expected_gauges)
 
-        open_alerts = Counter(
-            (rule, state, labels.get("model", ""), labels.get("version", ""))
-            for rule, state, labels in expected.engine.open_alerts()
-        )
+        open_alerts = _open_alerts(expected)
 
         def alerts_seen() -> Counter[tuple[str, ...]]:
-            return Counter(
-                {
-                    (d["alertname"], d["state"], d["model"], d["version"]): int(v)
-                    for (name, labels), v in samples(worker.scrape()).items()
-                    if name == "driftwatch_alerts" and v
-                    for d in [dict(labels)]
-                }
-            )
+            return _alerts_seen(worker)
 
         def caught_up() -> bool:
             """Every gauge equals the replay's value (the evaluator has merged every event), and so do the open
