@@ -35,6 +35,7 @@ ALERTS: Final = (
     "DriftwatchEvaluationBehind",
     "DriftwatchDeadLetterRate",
     "DriftwatchNotificationsDeadLettered",
+    "DriftwatchInputSkipped",
     "DriftwatchCheckpointsNotWritten",
 )
 """The health alerts, in file order."""
@@ -158,6 +159,15 @@ def rule_groups(config: Config) -> list[dict[str, object]]:
             "driftwatch gave up delivering alert notifications",
             "{{ $value | humanize }} notifications from {{ $labels.instance }} were dead-lettered in 15 minutes: "
             "their receiver is failing or refusing them.",
+        ),
+        _alert(
+            "DriftwatchInputSkipped",
+            f"sum by ({_BY}) (increase(driftwatch_input_skipped_total[15m])) > 0",
+            "0s",
+            "warning",
+            "driftwatch skipped input after an offset reset of its consumer group",
+            "{{ $labels.instance }} skipped {{ $value | humanize }} input messages in 15 minutes because the group's "
+            "offsets were moved past them: fine when an operator skipped a backlog on purpose, data loss if not.",
         ),
         _alert(
             "DriftwatchCheckpointsNotWritten",
