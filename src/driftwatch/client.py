@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
+import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from driftwatch.config import Config
@@ -123,8 +124,59 @@ def partitions_for(keys: Iterable[bytes], partitions: Sequence[int]) -> list[int
     return [partitions[(h & 0x7FFFFFFF) % count] for h in _hashes(keys)]
 
 
+_VECTOR_MIN = 16
+"""Keys of one length hashed together with numpy from this many on (request ids usually share a length)."""
+
+
 def _hashes(keys: Iterable[bytes]) -> list[int]:
-    """murmur2 of every key: the one implementation, a loop over keys so a batch pays no call per key."""
+    """murmur2 of every key: keys of one length in bulk with numpy, the rest one by one (:func:`_hash_each`)."""
+    keys = keys if isinstance(keys, list) else list(keys)
+    if len(keys) < _VECTOR_MIN:
+        return _hash_each(keys)
+    by_length: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_length.setdefault(len(k), []).append(i)
+    out = [0] * len(keys)
+    for n, idx in by_length.items():
+        group = [keys[i] for i in idx]
+        hashed = _hash_same_length(group, n) if len(idx) >= _VECTOR_MIN else _hash_each(group)
+        for i, h in zip(idx, hashed, strict=True):
+            out[i] = h
+    return out
+
+
+def _hash_same_length(keys: list[bytes], n: int) -> list[int]:
+    """murmur2 of keys that are all ``n`` bytes long, as uint32 arrays (numpy's uint32 products wrap as Java's do)."""
+    buf = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), n)
+    m = np.uint32(_M)
+    h = np.full(len(keys), (0x9747B28C ^ n) & _MASK, np.uint32)
+    words = n >> 2
+    if words:
+        w = np.ascontiguousarray(buf[:, : words * 4]).view("<u4")
+        for j in range(words):
+            k = w[:, j] * m
+            k ^= k >> np.uint32(24)
+            k *= m
+            h *= m
+            h ^= k
+    rest = n & 3
+    if rest:
+        i = words << 2
+        if rest == 3:
+            h ^= buf[:, i + 2].astype(np.uint32) << np.uint32(16)
+        if rest >= 2:
+            h ^= buf[:, i + 1].astype(np.uint32) << np.uint32(8)
+        h ^= buf[:, i].astype(np.uint32)
+        h *= m
+    h ^= h >> np.uint32(13)
+    h *= m
+    h ^= h >> np.uint32(15)
+    hashes: list[int] = h.tolist()
+    return hashes
+
+
+def _hash_each(keys: Iterable[bytes]) -> list[int]:
+    """murmur2 of every key, one by one (a loop, so a batch pays no call per key)."""
     out = []
     words_of, m, mask = _WORDS, _M, _MASK
     for data in keys:

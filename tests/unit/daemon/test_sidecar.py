@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftwatch.client import Minimiser, envelopes, murmur2, partition_for
+from driftwatch.client import Minimiser, envelopes, murmur2, partition_for, partitions_for
 from driftwatch.config import load_config
 from driftwatch.core.slicing import Pseudonymizer
 from driftwatch.daemon.sidecar import Intake, parse_body
@@ -346,3 +347,13 @@ def test_cli_refuses_a_missing_or_short_token(example_config: Path, tmp_path: Pa
     short = _cli(["--config", str(path)], {**env, "DW_TEST_SIDECAR_TOKEN": "too-short"})
     assert short.returncode == 2
     assert "at least 16 bytes" in short.stderr
+
+
+@settings(max_examples=200)
+@given(st.integers(min_value=0, max_value=70), st.integers(min_value=0, max_value=60), st.randoms())
+def test_murmur2_of_a_batch_equals_aiokafkas(length: int, count: int, rnd: random.Random) -> None:
+    """Keys hashed together (numpy, for many keys of one length) give aiokafka's hash for each, in order, mixed
+    with keys of other lengths."""
+    keys = [rnd.randbytes(length) for _ in range(count)] + [rnd.randbytes(rnd.randrange(40)) for _ in range(count // 3)]
+    rnd.shuffle(keys)
+    assert partitions_for(keys, range(1000)) == [(aiokafka_murmur2(k) & 0x7FFFFFFF) % 1000 for k in keys]
