@@ -401,7 +401,7 @@ class Worker:
         workers than partitions)."""
 
         def handler(sender: Any, tps: Iterable[Any], **_: Any) -> None:
-            self.assignment = frozenset((tp.topic, tp.partition) for tp in tps)  # before ``joined``: see recovered()
+            self._refresh_assignment()  # before ``joined``: recovered() must not see an old, empty assignment
             self.joined = True
 
         return handler
