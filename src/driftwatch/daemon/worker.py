@@ -222,6 +222,27 @@ class _FaustWorker(FaustWorker):
         later.start()
 
 
+def faust_datadir(app_id: str, parent: str | None = None) -> str:
+    """A fresh temp dir for Faust's data, named after this process; first remove those of workers of ``app_id``
+    that are gone (a SIGKILLed worker cannot remove its own)."""
+    parent = parent or tempfile.gettempdir()
+    prefix = f"driftwatch-{app_id}-"
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            # "<prefix><pid>-<mkdtemp's 8 characters>": another app whose id extends this one's never matches.
+            pid_text, _, suffix = entry.name[len(prefix) :].partition("-")
+            mine = entry.name.startswith(prefix) and pid_text.isdigit() and len(suffix) == 8 and "-" not in suffix
+            if not mine or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:  # that worker is gone
+                shutil.rmtree(entry.path, ignore_errors=True)
+            except OSError:  # alive, another user's
+                continue
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
 def _faust_app(config: Config, bootstrap: str) -> faust.App:
     """The Faust app of a worker: raw bytes in and out, topics created beforehand, a short fetch wait."""
     k = config.kafka
@@ -234,8 +255,8 @@ def _faust_app(config: Config, bootstrap: str) -> faust.App:
         broker_heartbeat_interval=max(k.session_timeout / 6, 0.5),
         store="memory://",
         # Faust keeps nothing there with memory stores, but creates it: a temp dir, removed on shutdown, not an
-        # "<app_id>-data" folder left in the working directory.
-        datadir=tempfile.mkdtemp(prefix=f"driftwatch-{k.app_id}-"),
+        # "<app_id>-data" folder left in the working directory (and those of killed workers removed at start).
+        datadir=faust_datadir(k.app_id),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,  # topics are created (never altered) by ensure_topics
