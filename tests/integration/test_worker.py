@@ -144,6 +144,9 @@ def test_worker_metrics_equal_the_replay(
             if name == "driftwatch_alerts" and ("alertname", rule) in labels and ("state", "firing") in labels
         ]
         assert sum(per_version) >= 1, (rule, per_version)
+    # SIGTERM checkpoints the evaluation state first: whoever takes the summary partition over re-applies nothing.
+    events = [e["event"] for e in log_events(worker.log.read_text())]
+    assert "checkpoint_written" in events[events.index("stopping") :], events[-10:]
 
 
 def test_malformed_events_are_dead_lettered(
