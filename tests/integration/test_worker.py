@@ -469,28 +469,12 @@ def _status(url: str) -> int:
         return 0
 
 
-def test_idle_worker_turns_ready_on_its_metrics_port(
+def test_idle_workers_turn_ready_on_their_metrics_port_even_without_partitions(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str]
 ) -> None:
-    """Without any traffic, /healthz answers and /readyz turns 200 once partitions are recovered (no API needed)."""
-    cfg_path = unique_config(tmp_path, example_config, "idle")
-    _create_topics(kafka_bootstrap, load_config(cfg_path))
-    worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "worker.log")
-    base = f"http://127.0.0.1:{worker.port}"
-    try:
-        wait_for(lambda: _status(f"{base}/healthz") == 200, 60, "/healthz on the metrics port")
-        wait_for(lambda: _status(f"{base}/readyz") == 200, 60, "an idle worker to turn ready", interval=0.5)
-        assert "driftwatch_build_info" in worker.scrape()  # /metrics is still served beside the probes
-    finally:
-        assert worker.stop() == 0, worker.log.read_text()[-3000:]
-    assert not list(tmp_path.glob("*-data")), "the worker left Faust's data dir in its working directory"
-
-
-def test_a_worker_without_partitions_turns_ready(
-    tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str]
-) -> None:
-    """Four workers, the three consumed topics of one partition each: at least one gets no partition at all, and
-    still turns ready (a rollout with more replicas than partitions must not wait on it forever)."""
+    """Without any traffic, /healthz answers and /readyz turns 200 on the metrics port (no API needed) once
+    partitions are recovered. Four workers, the three consumed topics of one partition each: at least one gets no
+    partition at all, and still turns ready (a rollout with more replicas than partitions must not wait on it)."""
     one = {"partitions": 1}
     cfg_path = unique_config(
         tmp_path,
@@ -506,9 +490,13 @@ def test_a_worker_without_partitions_turns_ready(
         def all_ready() -> bool:
             return all(_status(f"http://127.0.0.1:{w.port}/readyz") == 200 for w in workers)
 
+        assert all(_status(f"http://127.0.0.1:{w.port}/healthz") == 200 for w in workers)
         wait_for(all_ready, 90, "every worker to turn ready", interval=0.5)
-        owned = [samples(w.scrape()).get(("driftwatch_input_partitions_assigned", ()), 0) for w in workers]
+        scrapes = [w.scrape() for w in workers]
+        assert all("driftwatch_build_info" in text for text in scrapes)  # /metrics is served beside the probes
+        owned = [samples(text).get(("driftwatch_input_partitions_assigned", ()), 0) for text in scrapes]
     finally:
         codes = [w.stop() for w in workers]
     assert codes == [0, 0, 0, 0]
     assert sorted(owned)[0] == 0, owned  # one of them owns no input partition (and four workers share three)
+    assert not list(tmp_path.glob("*-data")), "a worker left Faust's data dir in its working directory"
