@@ -32,6 +32,7 @@ import asyncio
 import datetime as dt
 import itertools
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -39,7 +40,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
-import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from driftwatch.config import Config
@@ -129,9 +129,11 @@ _VECTOR_MIN = 16
 
 
 def _hashes(keys: Iterable[bytes]) -> list[int]:
-    """murmur2 of every key: keys of one length in bulk with numpy, the rest one by one (:func:`_hash_each`)."""
+    """murmur2 of every key: keys of one length in bulk with numpy when the process has loaded it (the sidecar,
+    a worker), the rest one by one (:func:`_hash_each`); the client never loads numpy into a model server."""
     keys = keys if isinstance(keys, list) else list(keys)
-    if len(keys) < _VECTOR_MIN:
+    np = sys.modules.get("numpy")
+    if np is None or len(keys) < _VECTOR_MIN:
         return _hash_each(keys)
     by_length: dict[int, list[int]] = {}
     for i, k in enumerate(keys):
@@ -139,13 +141,13 @@ def _hashes(keys: Iterable[bytes]) -> list[int]:
     out = [0] * len(keys)
     for n, idx in by_length.items():
         group = [keys[i] for i in idx]
-        hashed = _hash_same_length(group, n) if len(idx) >= _VECTOR_MIN else _hash_each(group)
+        hashed = _hash_same_length(np, group, n) if len(idx) >= _VECTOR_MIN else _hash_each(group)
         for i, h in zip(idx, hashed, strict=True):
             out[i] = h
     return out
 
 
-def _hash_same_length(keys: list[bytes], n: int) -> list[int]:
+def _hash_same_length(np: Any, keys: list[bytes], n: int) -> list[int]:
     """murmur2 of keys that are all ``n`` bytes long, as uint32 arrays (numpy's uint32 products wrap as Java's do)."""
     buf = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), n)
     m = np.uint32(_M)

@@ -410,7 +410,7 @@ def test_rebalance_mid_stream_equals_the_replay(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
 ) -> None:
     """A second worker joining mid-stream takes partitions over (state recovered from the first's intents and checkpoints); the evaluating worker ends with exactly the replay's values."""
-    events = list(generate("complaint-spike", events=30_000, seed=12)[0])
+    events = list(generate("complaint-spike", events=16_000, seed=12)[0])
     cfg_path = _config_with_profiles(
         tmp_path, example_config, "rebalance", events, batch_size=300, checkpoint_interval="1s"
     )
