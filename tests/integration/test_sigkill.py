@@ -57,7 +57,7 @@ def _processed(worker: WorkerProcess) -> float:
     return _progress(worker)[0]
 
 
-@pytest.mark.parametrize("seed", [41, 42, 43])
+@pytest.mark.parametrize("seed", [41, 42])
 def test_repeated_sigkill_equals_the_replay_exactly(
     seed: int,
     tmp_path: Path,

@@ -271,47 +271,6 @@ def _expected_gauges(expected: Pipeline) -> dict[tuple[str, tuple[tuple[str, str
     return out
 
 
-def test_two_workers_in_one_group_equal_the_replay(
-    tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
-) -> None:
-    """Two workers with the same config split the input partitions; the evaluating one shows exactly the replay's values."""
-    events = list(generate("complaint-spike", events=20_000, seed=8)[0])
-    cfg_path = _config_with_profiles(tmp_path, example_config, "pair", events)
-    cfg = load_config(cfg_path)
-    expected = _replay(cfg_path, events, pseudonym_key)
-    want = _expected_gauges(expected)
-
-    _create_topics(kafka_bootstrap, cfg)
-    workers = [WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / f"w{i}.log") for i in range(2)]
-    try:
-        # Produce only once the group has settled with both members, so no partition moves mid-stream.
-        def split() -> bool:
-            owned = [samples(w.scrape()).get(("driftwatch_input_partitions_assigned", ()), 0) for w in workers]
-            return all(n > 0 for n in owned) and sum(owned) == 2 * PARTITIONS
-
-        wait_for(split, 60, "both workers to own input partitions", interval=0.5)
-        produce(cfg, pseudonym_key, kafka_bootstrap, events, 50)
-
-        def matching_worker() -> int | None:
-            for i, w in enumerate(workers):
-                if not _mismatches(w, want):
-                    return i + 1
-            return None
-
-        wait_for(matching_worker, 120, "one worker's gauges to equal the replay", interval=0.5)
-        consumed = [samples(w.scrape()) for w in workers]
-        per_worker = [
-            s.get(("driftwatch_events_total", (("kind", "prediction"),)), 0)
-            + s.get(("driftwatch_events_total", (("kind", "interaction"),)), 0)
-            for s in consumed
-        ]
-    finally:
-        codes = [w.stop() for w in workers]
-    assert codes == [0, 0]
-    assert sum(per_worker) == len(events)
-    assert all(n > 0 for n in per_worker), f"both workers should own input partitions: {per_worker}"
-
-
 def test_join_through_kafka(
     tmp_path: Path, example_config: Path, kafka_bootstrap: str, worker_env: dict[str, str], pseudonym_key: bytes
 ) -> None:
