@@ -70,7 +70,7 @@ def test_repeated_sigkill_equals_the_replay_exactly(
     alert equal the pure replay of the same events, with no tolerance."""
     rng = random.Random(seed)
     scenario = SCENARIOS[seed % len(SCENARIOS)]
-    events = list(generate(scenario, events=12_000, seed=seed)[0])
+    events = list(generate(scenario, events=8_000, seed=seed)[0])
     name = f"kills{seed}"
     cfg_path = _config_with_profiles(
         tmp_path,
@@ -101,7 +101,7 @@ def test_repeated_sigkill_equals_the_replay_exactly(
         worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, log)
         if k == KILLS - 1:
             late_producer.start()
-        target = rng.randint(100, 2_000)
+        target = rng.randint(100, 1_500)
 
         def due(w: WorkerProcess = worker, t: int = target, first: bool = k == 0) -> bool:
             """Killed once it has processed ``t`` events, or caught up with all there is (also a random point);
