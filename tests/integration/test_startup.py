@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,5 @@ def test_alerting_that_cannot_start_stops_the_worker(
     assert names in errors[0]
     assert "Traceback" not in done.stderr
     assert "x" * 15 not in done.stderr  # the secret itself is never printed
+    app_id = yaml.safe_load(path.read_text())["kafka"]["app_id"]
+    assert not list(Path(tempfile.gettempdir()).glob(f"driftwatch-{app_id}-*")), "Faust's temp dir was left behind"

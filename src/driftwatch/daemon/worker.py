@@ -341,7 +341,11 @@ class Worker:
 
     def run(self) -> None:
         """Start up, run until SIGTERM / Ctrl-C (offsets committed; exit code 0), shut down."""
-        self.startup()
+        try:
+            self.startup()
+        except BaseException:  # the caller says what failed; nothing is left behind in the temp dir
+            shutil.rmtree(str(self.app.conf.datadir), ignore_errors=True)
+            raise
         try:
             self.main_loop()
         finally:
