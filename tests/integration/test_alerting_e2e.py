@@ -7,11 +7,10 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from driftwatch.core.profile import build_profile, prediction_columns
 from driftwatch.daemon.topics import alerting_topics, ensure_topics
 from driftwatch.simulate import generate
 
-from .conftest import WorkerProcess, free_port, unique_config, wait_for
+from .conftest import WorkerProcess, free_port, http_on_loopback, unique_config, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-test-signing-secret-32-bytes").decode()
 TOKEN = "e2e-api-token-0123456789abcdef"
@@ -57,14 +56,8 @@ class _Receiver(BaseHTTPRequestHandler):
 def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
     """A signature-verifying webhook receiver on loopback."""
     handler = type("Receiver", (_Receiver,), {"verified": [], "rejected": []})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_on_loopback(handler) as url:
+        yield url, handler
 
 
 def test_alert_to_webhook_rollback_audit_and_api(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .conftest import ROOT, log_events, wait_for
 
@@ -240,6 +241,17 @@ def test_one_ctrl_c_stops_everything_and_piped_output_is_plain(pseudonym_key: by
     demo.assert_nothing_left()
 
 
+def _abandoned_stop(err: str, reason: str) -> tuple[dict[str, Any], str]:
+    """The worker's one ``stop_abandoned`` line (for ``reason``) and its log from the stop on, which holds no Kafka
+    client error and no traceback."""
+    abandoned = [e for e in log_events(err) if e["event"] == "stop_abandoned"]
+    assert [e["reason"] for e in abandoned] == [reason], err[-3000:]
+    after = err[err.index('"stopping"') :]
+    assert '"logger": "aiokafka' not in after, "Kafka client errors logged after the stop began"
+    assert "Traceback" not in after, after[-3000:]
+    return abandoned[0], after
+
+
 def test_second_ctrl_c_forces_the_exit(pseudonym_key: bytes, tmp_path: Path) -> None:
     """With its broker frozen the worker's stop would wait out its grace period; a second Ctrl-C during that stop
     ends the demo at once with exit code 130, the frozen broker killed, nothing left running or behind, and no Kafka
@@ -262,12 +274,7 @@ def test_second_ctrl_c_forces_the_exit(pseudonym_key: bytes, tmp_path: Path) -> 
     # ~3 s (Faust closes its loop); without the force: the worker's 5 s grace, then 5 s for its alerting side, the
     # sidecar's drain, the client's flush and 10 s for the frozen broker to answer SIGTERM.
     assert took < 7, f"the forced exit took {took:.1f} s"
-    events = log_events(err)
-    abandoned = [e for e in events if e["event"] == "stop_abandoned"]
-    assert [e["reason"] for e in abandoned] == ["second_signal"], err[-3000:]
-    after = err[err.index('"stopping"') :]
-    assert '"logger": "aiokafka' not in after, "Kafka client errors logged after the stop began"
-    assert "Traceback" not in after, after[-3000:]
+    _abandoned_stop(err, "second_signal")
     assert re.search(r"^demo stopped after \d+ s \(forced by a second Ctrl-C\)", demo.stdout.read_text(), re.M)
     demo.assert_nothing_left()
 
@@ -289,11 +296,7 @@ def test_worker_whose_broker_is_gone_stops_within_its_grace_period(pseudonym_key
     err = demo.stderr.read_text()
     assert code == 0, demo.output()[-3000:]
     assert took < 25, f"the demo took {took:.1f} s to stop"
-    abandoned = [e for e in log_events(err) if e["event"] == "stop_abandoned"]
-    assert [e["reason"] for e in abandoned] == ["grace_elapsed"], err[-3000:]
-    assert abandoned[0]["kafka_client_errors"] > 0
-    after = err[err.index('"stopping"') :]
-    assert '"logger": "aiokafka' not in after, "Kafka client errors logged after the stop began"
+    abandoned, after = _abandoned_stop(err, "grace_elapsed")
+    assert abandoned["kafka_client_errors"] > 0
     assert '"logger": "faust' not in after, after[-3000:]
-    assert "Traceback" not in after, after[-3000:]
     demo.assert_nothing_left()

@@ -12,12 +12,11 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from driftwatch.daemon.topics import alerting_topics, ensure_topics
 from driftwatch.demo.broker import free_port
 from driftwatch.simulate import generate
 
-from .conftest import WorkerProcess, produce, samples, unique_config, wait_for
+from .conftest import WorkerProcess, http_on_loopback, produce, samples, unique_config, wait_for
 
 NAME = "piiscan"
 SECRET = "whsec_" + base64.b64encode(b"pii-scan-test-signing-secret-32b").decode()
@@ -152,6 +151,20 @@ def _leaks(blob: bytes | str, only: dict[str, set[bytes]] | None = None) -> list
 # ------------------------------------------------------------------ the stream
 
 
+_PLANTED: dict[int, tuple[tuple[str, str, object], ...]] = {
+    # Slot of the support-router predictions (every 40th each) -> what is planted in it.
+    1: (("attributes", "region", C_REGION_PHONE),),
+    2: (("attributes", "language", C_LANGUAGE_EMAIL),),
+    3: (("attributes", "channel", C_CHANNEL_CARD),),
+    4: (("attributes", "region", C_REGION_NAME),),
+    5: (("attributes", "age_band", C_AGE_PHONE),),
+    6: (("attributes", "age_band", C_AGE_EMAIL),),
+    7: (("features", "topic", C_TOPIC_CARD),),
+    8: (("features", "message_length", C_LENGTH_PHONE),),
+    9: (("features", "caller", C_FEATURE_NAME), ("features", C_FEATURE_KEY, 1.0)),
+}
+
+
 def _stream(events: int) -> list[dict[str, Any]]:
     """The complaint-spike simulation (it fires complaint_rate_high) with the client-side values planted in it."""
     out: list[dict[str, Any]] = []
@@ -165,26 +178,8 @@ def _stream(events: int) -> list[dict[str, Any]]:
             feats = dict(e["features"])
             if e["model_id"] == "support-router":
                 sr += 1
-                slot = sr % 40
-                if slot == 1:
-                    attrs["region"] = C_REGION_PHONE
-                elif slot == 2:
-                    attrs["language"] = C_LANGUAGE_EMAIL
-                elif slot == 3:
-                    attrs["channel"] = C_CHANNEL_CARD
-                elif slot == 4:
-                    attrs["region"] = C_REGION_NAME
-                elif slot == 5:
-                    attrs["age_band"] = C_AGE_PHONE
-                elif slot == 6:
-                    attrs["age_band"] = C_AGE_EMAIL
-                elif slot == 7:
-                    feats["topic"] = C_TOPIC_CARD
-                elif slot == 8:
-                    feats["message_length"] = C_LENGTH_PHONE
-                elif slot == 9:
-                    feats["caller"] = C_FEATURE_NAME
-                    feats[C_FEATURE_KEY] = 1.0
+                for target, key, value in _PLANTED.get(sr % 40, ()):
+                    (attrs if target == "attributes" else feats)[key] = value
             else:
                 rr += 1
                 if rr % 40 == 1:
@@ -351,14 +346,8 @@ class _Recorder(BaseHTTPRequestHandler):
 def hook() -> Iterator[tuple[str, _Hook]]:
     """A webhook receiver on loopback that keeps every request whole (headers and body)."""
     got = _Hook()
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), type("Recorder", (_Recorder,), {"hook": got}))
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_on_loopback(type("Recorder", (_Recorder,), {"hook": got})) as url:
+        yield url, got
 
 
 # ------------------------------------------------------------------ reading every topic whole

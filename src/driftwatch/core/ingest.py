@@ -511,16 +511,13 @@ class Ingestor:
         sources, max_ts, leaps = dict(self._source_max), self.max_ts, dict(self._leaps)
         counters = dataclasses.replace(self.counters, rejected=self.counters.rejected.copy())
         decoded = self.decoder.decode_batch(raws)
-        if len(decoded.predictions) + len(decoded.interactions):
-            newest = max(
-                float(_seconds(decoded.predictions).max(initial=-math.inf)),
-                float(_seconds(decoded.interactions).max(initial=-math.inf)),
-            )
-            self.rebuilt_max_ts = max(self.rebuilt_max_ts, newest)
+        times = (_seconds(decoded.predictions), _seconds(decoded.interactions))
+        newest = max(float(times[0].max(initial=-math.inf)), float(times[1].max(initial=-math.inf)))
+        self.rebuilt_max_ts = max(self.rebuilt_max_ts, newest)
         self._rebuilding = True  # no expiry: time has not moved, and other partitions' pending entries must stay
         try:
             # Output dropped: sent before the restart.
-            self.ingest(decoded.predictions, decoded.interactions, None, clock=(-math.inf, -math.inf))
+            self.ingest(decoded.predictions, decoded.interactions, None, times=times, clock=(-math.inf, -math.inf))
         finally:
             self._rebuilding = False
         self._source_max, self.max_ts, self._leaps = sources, max_ts, leaps

@@ -770,9 +770,9 @@ class Worker:
         # Not cancelled when late: Faust's send callbacks fail loudly on a cancelled send. Left to the stop.
         task = asyncio.ensure_future(write_all())
         done, _ = await asyncio.wait({task}, timeout=self.stop_grace / 3)
-        error = (type(task.exception()).__name__ if task.exception() else None) if done else "TimeoutError"
-        if error is not None:  # the stop goes on; the last periodic checkpoints still hold
-            self.log.warning("checkpoint_failed", stage="stop", error=error)
+        failed = task.exception() if done else TimeoutError()
+        if failed is not None:  # the stop goes on; the last periodic checkpoints still hold
+            self.log.warning("checkpoint_failed", stage="stop", error=type(failed).__name__)
 
     # ------------------------------------------------ read from other threads
 
