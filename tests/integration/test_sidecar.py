@@ -51,6 +51,7 @@ COMPARED = frozenset(family for family, _ in SLICE_FAMILIES.values()) | {
     "driftwatch_reference_learning_events_total",
     "driftwatch_evaluations_total",
     "driftwatch_attribute_values_folded_total",
+    "driftwatch_slices_retired_total",
     "driftwatch_alerts",
 }
 

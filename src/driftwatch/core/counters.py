@@ -21,3 +21,4 @@ class Counters:
     duplicate_labels: int = 0
     reference_learning: int = 0
     evaluations: int = 0
+    slices_retired: int = 0  # evaluation rows given to a newer value, their counts folded into __other__

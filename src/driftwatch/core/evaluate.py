@@ -29,7 +29,7 @@ from driftwatch.core.detectors import DetectorBank
 from driftwatch.core.exposure import Cache, Exposure, Stream
 from driftwatch.core.report import MetricRow, Reporter
 from driftwatch.core.rules import RuleEvaluator
-from driftwatch.core.slicing import AttributeCoder, SliceSpace
+from driftwatch.core.slicing import OTHER, AttributeCoder, SliceKey, SliceSpace
 from driftwatch.core.snapshot import (
     ModelsState,
     StreamState,
@@ -93,15 +93,46 @@ class Evaluator:
             n = len(part.keys)
             cells = part.cells
             if not (n <= len(s.space) and tuple(s.space.keys[:n]) == part.keys):
-                # Another slice order (another ingest process): move each cell to our row of its slice key.
-                rows = np.array([s.space.row_of(k) for k in part.keys], np.int64)
+                # Another slice order (another ingest process, or rows given to other values): move each cell to our
+                # row of its slice key. Only rows with counts are looked up: an ingest process's rows include values
+                # it no longer admits.
                 idx = cells.index.astype(np.int64)
                 width = cells.width
+                used = np.unique(idx // width)
+                rows = np.zeros(n, np.int64)
+                busy: set[int] = set()
+                for r in used.tolist():
+                    rows[r] = self._row(s, part.keys[r], busy)
+                    busy.add(int(rows[r]))
                 moved = rows[idx // width] * width + idx % width
                 cells = S.Sparse(len(s.space), width, np.zeros(0, np.int64), np.zeros(0, np.int64)).merge(
                     S.Sparse(len(s.space), width, moved, cells.values)
                 )  # merge: sorts, and sums cells whose keys share a row
             s.store.add(part.tick, cells, closed, visible=part.visible)
+
+    def _row(self, s: Stream, key: SliceKey, busy: set[int]) -> int:
+        """Our row of slice ``key``. A new value of a full dimension takes the row of the value least recently seen
+        (fewest predictions in the longest window and the open ticks, then since start, then by name), whose counts
+        are folded into ``__other__``: ingest admits values by recent volume, so the one it admitted last must not be
+        folded here instead. Never a row in ``busy`` (those of the partial being merged)."""
+        space = s.space
+        found = space.find(key)
+        if found is not None:
+            return found
+        dim = self.dimensions.index(key[0])
+        if key[1] == OTHER or not space.full(dim):
+            return space.row(dim, key[1])
+        other = space.row(dim, OTHER)
+        rows = [r for r in space.rows_by_dim[dim] if r != other and r not in busy]
+        if not rows:
+            return other
+        recent = s.store.recent(len(space), s.layout.width)[:, S.N_PRED]
+        total = s.store.window(0, len(space), s.layout.width)[:, S.N_PRED]
+        victim = min(rows, key=lambda r: (int(recent[r]), int(total[r]), space.keys[r][1]))
+        s.store.move_row(victim, other)
+        space.rename(victim, key[1])
+        self.counters.slices_retired += 1
+        return victim
 
     def _sort_streams(self) -> None:
         """Keep streams in (model, version) order: rules, transitions and rows never depend on arrival order."""

@@ -34,15 +34,16 @@ __all__ = ["Ingested", "Ingestor"]
 class _Stream:
     """Ingest-side state of one model x version: slice rows, attribute caches and join cells."""
 
-    __slots__ = ("caches", "cells", "layout", "model_id", "pair_cache", "space", "version")
+    __slots__ = ("admission", "caches", "cells", "layout", "model_id", "pair_cache", "space", "version")
 
     def __init__(self, model_id: str, version: str, layout: S.Layout, space: SliceSpace) -> None:
         self.model_id = model_id
         self.version = version
         self.layout = layout
         self.space = space
-        self.caches: list[dict[str | None, int]] = []
-        self.pair_cache: list[dict[int, int]] = []
+        self.admission: list[_Admission] = []  # per dimension: which values have a slice row of their own
+        self.caches: list[dict[str | None, int]] = []  # per attribute: raw value -> row, for admitted values
+        self.pair_cache: list[dict[int, int]] = []  # per pair: both sides' rows -> row, for admitted pair values
         self.cells: dict[bytes, int] = {}
 
 
@@ -103,32 +104,32 @@ class _Recent:
 
 
 PROBATION = 1_000
-"""Per model: versions seen once and without a stream that are remembered (the oldest is forgotten first)."""
+"""Per admission table (a model's versions, a stream's values of one dimension): names seen once and without a
+place that are remembered (the oldest is forgotten first)."""
 CANDIDATES_PER_VERSION = 4
-"""Per model: versions without a stream whose recent events are counted, per ``max_versions``."""
+"""Per admission table: names without a place whose recent events are counted, per place."""
 
 
-class _Versions:
-    """Which versions of one model get a stream of their own: admission by recent volume (guarantee 8 in
-    docs/guarantees.md).
+class _Admission:
+    """Which names get a place of their own (a version its stream, an attribute value its slice row): admission by
+    recent volume (guarantee 8 in docs/guarantees.md).
 
-    Up to ``max_versions`` versions are admitted; every other version's events go to ``__other__``. A version's
-    recent volume is its events stamped in the model's clock epoch or the one before: an epoch is the longest
-    configured window, the clock the newest event time of the model's events so far. All of this is event time and
-    exact integer counts, decided event by event in order, so any batching of the same events routes them the same.
+    Up to ``cap`` names are admitted; every other name's events go to ``__other__``. A name's recent volume is its
+    events stamped in the clock's epoch or the one before: an epoch is the longest configured window, the clock the
+    newest event time of the events routed here so far. All of this is event time and exact integer counts, decided
+    event by event in order, so any batching of the same events routes them the same.
 
-    While a slot is free, a new version is admitted at its first event (as before). Once all are taken, a new
-    version is first remembered in a probation queue (one event, :data:`PROBATION` versions, oldest forgotten),
-    then, from its second event, counted in a candidate table (``CANDIDATES_PER_VERSION x max_versions``, the
-    least recent forgotten). A candidate with ``version_min_events`` recent events replaces the admitted version
-    with the fewest recent events if that one has fewer than ``version_min_events``, or fewer than half the
-    candidate's. So a flood of one-event versions only ever churns the probation queue (O(1) per event) and never
-    replaces a version with traffic, while a new version with steady traffic gets its stream at its
-    ``version_min_events``-th event unless every admitted version carries more. A replaced version's later events
-    go to ``__other__`` and it becomes a candidate again.
+    While a place is free, a new name is admitted at its first event. Once all are taken, a new name is first
+    remembered in a probation queue (one event, :data:`PROBATION` names, oldest forgotten), then, from its second
+    event, counted in a candidate table (``CANDIDATES_PER_VERSION x cap``, the least recent forgotten). A candidate
+    with ``floor`` recent events replaces the admitted name with the fewest recent events if that one has fewer than
+    ``floor``, or fewer than half the candidate's. So a flood of one-event names only ever churns the probation
+    queue (O(1) per event) and never replaces a name with traffic, while a new name with steady traffic gets its
+    place at its ``floor``-th event unless every admitted name carries more. A replaced name's later events go to
+    ``__other__`` and it becomes a candidate again.
 
-    :attr:`seen` lists the versions that carried ``version_min_events`` events on their own stream, in the order
-    they were first admitted (rollback targets; a one-event flood never reaches it).
+    :attr:`seen` lists the names that carried ``floor`` events in their own place, in the order they were first
+    admitted (for versions: rollback targets; a one-event flood never reaches it).
     """
 
     __slots__ = ("admitted", "candidates", "cap", "carried", "clock", "evicted", "floor", "probation", "seen", "span")
@@ -140,52 +141,50 @@ class _Versions:
         self.clock = -math.inf
         self.admitted: dict[str, _Recent] = {}  # in order of admission
         self.candidates: dict[str, _Recent] = {}
-        self.probation: OrderedDict[str, int] = OrderedDict()  # version -> epoch of its one event
-        self.carried: dict[str, int] = {}  # events on its own stream, per version admitted (first admission order)
+        self.probation: OrderedDict[str, int] = OrderedDict()  # name -> epoch of its one event
+        self.carried: dict[str, int] = {}  # events in its own place, per name admitted (first admission order)
         self.seen: list[str] = []
         self.evicted: list[str] = []  # replaced since the caller last looked
 
-    def route(self, groups: list[tuple[str, np.ndarray]], ts: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """Where this model's events of a batch go: ``(stream version, event indices)``, ``__other__`` included.
+    def route(self, names: Sequence[str], group: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Where each event of a batch goes: the index of its own name if that name has (or takes) a place when the
+        event comes, else -1 (``__other__``).
 
-        ``groups``: the events by version (ascending indices into ``ts``, which are in the order they came).
+        ``group``: per event, the index of its name in ``names``; ``ts``: the events' times, in the order they came.
         """
-        admitted = self.admitted
-        if all(v in admitted for v, _ in groups):  # the usual batch: counts only, in bulk
-            self.clock = max(self.clock, *(float(ts[idx].max()) for _, idx in groups))
+        if all(v in self.admitted for v in names):  # the usual batch: counts only, in bulk
+            self.clock = max(self.clock, float(ts.max()))
             end = math.floor(self.clock / self.span)
-            for v, idx in groups:
-                self._carry(v, end, np.floor(ts[idx] / self.span).astype(np.int64))
-            return groups
-        return self._route_each(groups, ts)
+            own = np.floor(ts / self.span).astype(np.int64)
+            size = len(names)
+            now = np.bincount(group[own == end], minlength=size).tolist()
+            before = np.bincount(group[own == end - 1], minlength=size).tolist()
+            total = np.bincount(group, minlength=size).tolist()
+            for g, v in enumerate(names):
+                self._carry(v, end, now[g], before[g], total[g])
+            return group
+        return self._route_each(names, group, ts)
 
-    def _route_each(self, groups: list[tuple[str, np.ndarray]], ts: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """:meth:`route` when some version has no stream: decide event by event for those versions' events."""
-        names = [v for v, _ in groups]
-        pos = np.concatenate([idx for _, idx in groups])
-        code = np.repeat(np.arange(len(groups)), [len(idx) for _, idx in groups])
-        order = np.argsort(pos, kind="stable")
-        pos, code = pos[order], code[order]
-        t = ts[pos]
+    def _route_each(self, names: Sequence[str], code: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """:meth:`route` when some name has no place: decide event by event for those names' events."""
         clock = np.maximum(np.maximum.accumulate(t), self.clock)
         self.clock = float(clock[-1])
         epochs = np.floor(clock / self.span).astype(np.int64)  # the clock's epoch as each event finds it
         own = np.floor(t / self.span).astype(np.int64)  # each event's own epoch
         by_code = np.argsort(code, kind="stable")
-        bounds = np.searchsorted(code[by_code], np.arange(len(groups) + 1)).tolist()
+        bounds = np.searchsorted(code[by_code], np.arange(len(names) + 1)).tolist()
 
         def members(g: int) -> np.ndarray:
-            """Positions (in ``pos``) of the events of group ``g``, ascending."""
+            """Positions of the events of group ``g``, ascending."""
             return by_code[bounds[g] : bounds[g + 1]]
 
         admitted = self.admitted
         group_of = {v: g for g, v in enumerate(names)}
-        other = len(groups)
-        dest = code.copy()  # the group whose stream takes each event; `other`: __other__
+        dest = code.copy()  # the group whose place takes each event; -1: __other__
         synced = {g: 0 for g, v in enumerate(names) if v in admitted}  # admitted groups: events counted so far
         queued = [v not in admitted for v in names]  # groups whose events are in the work list
         work = np.flatnonzero(np.array(queued)[code]).tolist()
-        extra: list[int] = []  # events of versions replaced during this batch (a heap)
+        extra: list[int] = []  # events of names replaced during this batch (a heap)
         epoch_l, own_l, code_l = epochs.tolist(), own.tolist(), code.tolist()
 
         def sync(upto: int, epoch: int) -> None:
@@ -194,14 +193,14 @@ class _Versions:
                 mem = members(g)
                 k = int(np.searchsorted(mem, upto))
                 if k > done:
-                    self._carry(names[g], epoch, own[mem[done:k]])
+                    e = own[mem[done:k]]
+                    self._carry(names[g], epoch, int((e == epoch).sum()), int((e == epoch - 1).sum()), k - done)
                     synced[g] = k
 
         def admit(g: int, j: int) -> None:
-            """Group ``g``'s version takes a slot at its event ``j`` (already counted in its :class:`_Recent`)."""
-            v = names[g]
-            self.carried.setdefault(v, 0)
-            self._carry(v, epoch_l[j], own[:0], 1)
+            """Group ``g``'s name takes a place at its event ``j`` (already counted in its :class:`_Recent`)."""
+            self.carried.setdefault(names[g], 0)
+            self._carry(names[g], epoch_l[j], 0, 0, 1, counted=True)
             dest[j] = g
             synced[g] = int(np.searchsorted(members(g), j, side="right"))
 
@@ -217,7 +216,7 @@ class _Versions:
             g = code_l[j]
             v = names[g]
             if v in admitted:
-                continue  # admitted earlier in this batch: stays on its stream
+                continue  # admitted earlier in this batch: stays in its place
             epoch, e = epoch_l[j], own_l[j]
             if len(admitted) < self.cap:
                 fresh = self.candidates.pop(v, None) or _Recent(epoch)
@@ -228,7 +227,7 @@ class _Versions:
                 admitted[v] = fresh
                 admit(g, j)
                 continue
-            dest[j] = other
+            dest[j] = -1
             rec = self._observe(v, epoch, e)
             if rec is None or rec.count(epoch) < self.floor:
                 continue
@@ -250,27 +249,17 @@ class _Versions:
             admitted[v] = rec
             admit(g, j)
         if synced:
-            sync(len(pos), epoch_l[-1])
-        out = []
-        kept = np.flatnonzero(dest != other)
-        if len(kept):
-            by_dest = kept[np.argsort(dest[kept], kind="stable")]
-            gs, starts = np.unique(dest[by_dest], return_index=True)
-            ends = [*starts[1:].tolist(), len(by_dest)]
-            for g, lo, hi in zip(gs.tolist(), starts.tolist(), ends, strict=True):
-                out.append((names[g], pos[by_dest[lo:hi]]))
-        folded = pos[dest == other]
-        if len(folded):
-            out.append((OTHER, folded))
-        return out
+            sync(len(code), epoch_l[-1])
+        return dest
 
-    def _carry(self, v: str, epoch: int, own: np.ndarray, extra: int = 0) -> None:
-        """Count events of an admitted version (their own epochs ``own``; ``extra`` already in its recent count)."""
-        if len(own):
-            self.admitted[v].add(epoch, int((own == epoch).sum()), int((own == epoch - 1).sum()))
-        n = self.carried[v] + len(own) + extra
-        self.carried[v] = n
-        if n >= self.floor and n - len(own) - extra < self.floor:
+    def _carry(self, v: str, epoch: int, now: int, before: int, n: int, *, counted: bool = False) -> None:
+        """Count ``n`` events of admitted ``v`` (``now`` of them stamped in the clock's ``epoch``, ``before`` in the
+        one before); ``counted``: already in its recent count (the event that admitted it)."""
+        if not counted:
+            self.admitted[v].add(epoch, now, before)
+        total = self.carried[v] + n
+        self.carried[v] = total
+        if total >= self.floor > total - n:
             self._refresh()
 
     def _observe(self, v: str, epoch: int, e: int) -> _Recent | None:
@@ -314,6 +303,8 @@ class _Versions:
         self.seen[:] = [w for w, n in self.carried.items() if n >= self.floor]
 
 
+_FOLDED = -2
+"""A value that is ``__other__`` whatever is admitted (outside the vocabulary, invalid, a pair with a folded side)."""
 _TS_BITS = 43  # event time in ms: good until the year 2248
 _FAV_BIT = 1 << _TS_BITS
 _CELL_SHIFT = _TS_BITS + 1
@@ -387,8 +378,13 @@ class Ingestor:
                 self.learners[mid] = _Learner(mid, mc)
         self.streams: dict[tuple[str, str], _Stream] = {}
         span = max(config.windows.windows, default=config.windows.tick)
-        # Per model: which versions have a stream of their own (by recent volume, see _Versions).
-        self.admission = {m: _Versions(mc.max_versions, mc.version_min_events, span) for m, mc in config.models.items()}
+        self._span = span
+        # Per model: which versions have a stream of their own (by recent volume, see _Admission).
+        self.admission = {
+            m: _Admission(mc.max_versions, mc.version_min_events, span) for m, mc in config.models.items()
+        }
+        # Per dimension: how many values get a slice row of their own in a stream (by recent volume too).
+        self._caps = value_caps(config)
         # Per model: versions that carried traffic on their own stream, in the order they were first admitted.
         self.versions: dict[str, list[str]] = {m: a.seen for m, a in self.admission.items()}
         self.counters = counters if counters is not None else Counters()
@@ -667,9 +663,20 @@ class Ingestor:
             by_model.setdefault(mid, []).append((ver, sel))
         for mid, groups in by_model.items():
             admission = self.admission[mid]
-            for ver, sel in admission.route(groups, ts):
-                idx = sel.tolist()
-                self._fold_predictions(self._stream(mid, ver), [preds[i] for i in idx], ts[idx], ticks[idx])
+            names = [v for v, _ in groups]
+            pos = np.concatenate([sel for _, sel in groups])
+            group = np.repeat(np.arange(len(groups)), [len(sel) for _, sel in groups])
+            in_order = np.argsort(pos, kind="stable")
+            pos, group = pos[in_order], group[in_order]
+            dest = admission.route(names, group, ts[pos])
+            dest[dest < 0] = len(names)  # __other__ last
+            by_dest = np.argsort(dest, kind="stable")
+            bounds = np.searchsorted(dest[by_dest], np.arange(len(names) + 2)).tolist()
+            for g in range(len(names) + 1):
+                idx = pos[by_dest[bounds[g] : bounds[g + 1]]].tolist()
+                if idx:
+                    ver = names[g] if g < len(names) else OTHER
+                    self._fold_predictions(self._stream(mid, ver), [preds[i] for i in idx], ts[idx], ticks[idx])
             for ver in admission.evicted:
                 if ver not in admission.admitted:  # its joins keep the stream object; a new one if it comes back
                     self.streams.pop((mid, ver), None)
@@ -710,65 +717,149 @@ class Ingestor:
         s = self.streams.get((mid, ver))
         if s is not None:
             return s
-        s = _Stream(mid, ver, self.layouts[mid], SliceSpace(self.dimensions, self.limits))
+        s = _Stream(mid, ver, self.layouts[mid], SliceSpace(self.dimensions))
+        s.admission = [_Admission(cap, self.config.privacy.min_group_size, self._span) for cap in self._caps]
         s.caches = [{None: MISSING} for _ in self._attrs]
         s.cells = {}
         s.pair_cache = [{} for _ in self._pairs]
         self.streams[(mid, ver)] = s
         return s
 
-    def _rows(self, stream: _Stream, evs: Sequence[Prediction]) -> np.ndarray:
+    def _rows(self, stream: _Stream, evs: Sequence[Prediction], ts: np.ndarray) -> np.ndarray:
+        """Each event's slice row per dimension (:data:`MISSING` without a value): a value has a row of its own
+        while it is admitted (by recent volume, see :class:`_Admission`), else it is in ``__other__``."""
         n = len(evs)
         rows = np.zeros((n, 1 + len(self.dimensions)), dtype=np.int64)
         if self._attr_get is None:
             return rows
         raw = [self._attr_get(e.attributes) for e in evs]
-        columns = list(zip(*raw, strict=True)) if len(self._attrs) > 1 else [tuple(r for r in raw)]
+        columns = list(zip(*raw, strict=True)) if len(self._attrs) > 1 else [tuple(raw)]
         for d, col in enumerate(columns):
-            cache = stream.caches[d]
-            try:
-                rows[:, 1 + d] = [cache[v] for v in col]
-            except KeyError:
-                coder = self.coders[self._attrs[d]]
-                out = []
-                for v in col:
-                    r = cache.get(v)
-                    if r is None:
-                        value = coder.code(v)
-                        r = stream.space.row(d, value)
-                        if value != OTHER:
-                            cache[v] = r
-                    out.append(r)
-                rows[:, 1 + d] = out
+            rows[:, 1 + d] = self._value_rows(stream, d, col, ts)
         base = 1 + len(self._attrs)
         for p, (a, b) in enumerate(self._pairs):
-            ra, rb = rows[:, 1 + a], rows[:, 1 + b]
-            # An event without either value joins no slice of the pair (key -1).
-            key = np.where((ra >= 0) & (rb >= 0), ra * 1_000_003 + rb, -1)
-            uniq, inv = np.unique(key, return_inverse=True)
-            pc = stream.pair_cache[p]
-            mapped = np.empty(len(uniq), dtype=np.int64)
-            for u, k in enumerate(uniq.tolist()):
-                r = pc.get(k)
-                if r is None:
-                    ka, kb = divmod(k, 1_000_003)
-                    if k < 0:
-                        r = MISSING
-                    else:
-                        va, vb = stream.space.keys[ka][1], stream.space.keys[kb][1]
-                        pair = f"{va}:{vb}"
-                        # A pair value must still be a valid label value (<= 64 chars).
-                        fold = OTHER in (va, vb) or len(pair) > 64
-                        r = stream.space.row(len(self._attrs) + p, OTHER if fold else pair)
-                    pc[k] = r
-                mapped[u] = r
-            rows[:, base + p] = mapped[inv]
+            rows[:, base + p] = self._pair_rows(stream, p, rows[:, 1 + a], rows[:, 1 + b], ts)
         return rows
+
+    def _value_rows(self, stream: _Stream, d: int, col: Sequence[str | None], ts: np.ndarray) -> np.ndarray:
+        """Rows of attribute ``d`` for the raw values ``col``."""
+        cache, keys = stream.caches[d], stream.space.keys
+        try:
+            known = np.array([cache[v] for v in col], np.int64)  # the usual batch: every value admitted already
+        except KeyError:
+            pass
+        else:
+            some = known >= 0
+            rows_seen, group = np.unique(known[some], return_inverse=True)
+            out = self._admit(stream, d, [keys[r][1] for r in rows_seen.tolist()], some, group, ts)
+            return out if out is not None else known
+        coder = self.coders[self._attrs[d]]
+        names: dict[str, int] = {}
+        missed: dict[str, str] = {}  # raw -> value, for the values not cached
+        group_l: list[int] = []
+        for v in col:
+            r = cache.get(v)
+            if r is not None:
+                group_l.append(-1 if r < 0 else names.setdefault(keys[r][1], len(names)))
+                continue
+            assert v is not None  # None is cached
+            value = coder.code(v)
+            if value == OTHER:
+                group_l.append(_FOLDED)
+                continue
+            missed[v] = value
+            group_l.append(names.setdefault(value, len(names)))
+        code = np.array(group_l, np.int64)
+        out = self._admit(stream, d, list(names), code >= 0, code[code >= 0], ts, folded=code == _FOLDED)
+        assert out is not None
+        admitted, space = stream.admission[d].admitted, stream.space
+        for v, value in missed.items():
+            if value in admitted:
+                found = space.find((self.dimensions[d], value))
+                if found is not None:
+                    cache[v] = found
+        return out
+
+    def _pair_rows(self, stream: _Stream, p: int, ra: np.ndarray, rb: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Rows of pair ``p`` for the events' rows of its two attributes."""
+        dim = len(self._attrs) + p
+        # An event without either value joins no slice of the pair (key -1).
+        key = np.where((ra >= 0) & (rb >= 0), ra * 1_000_003 + rb, -1)
+        uniq, inv = np.unique(key, return_inverse=True)
+        pc, keys = stream.pair_cache[p], stream.space.keys
+        names: dict[str, int] = {}
+        ucode = np.empty(len(uniq), np.int64)
+        unames: list[str | None] = []
+        for u, k in enumerate(uniq.tolist()):
+            r = pc.get(k)
+            if k < 0:
+                ucode[u], name = MISSING, None
+            elif r is not None:
+                name = keys[r][1]
+                ucode[u] = names.setdefault(name, len(names))
+            else:
+                ka, kb = divmod(k, 1_000_003)
+                va, vb = keys[ka][1], keys[kb][1]
+                name = f"{va}:{vb}"
+                # A pair value must still be a valid label value (<= 64 chars).
+                if OTHER in (va, vb) or len(name) > 64:
+                    ucode[u], name = _FOLDED, None
+                else:
+                    ucode[u] = names.setdefault(name, len(names))
+            unames.append(name)
+        code = ucode[inv.reshape(-1)]
+        out = self._admit(stream, dim, list(names), code >= 0, code[code >= 0], ts, folded=code == _FOLDED)
+        assert out is not None
+        admitted, space = stream.admission[dim].admitted, stream.space
+        for k, name in zip(uniq.tolist(), unames, strict=True):
+            if name is not None and k not in pc and name in admitted:
+                found = space.find((self.dimensions[dim], name))
+                if found is not None:
+                    pc[k] = found
+        return out
+
+    def _admit(
+        self,
+        stream: _Stream,
+        dim: int,
+        names: list[str],
+        some: np.ndarray,
+        group: np.ndarray,
+        ts: np.ndarray,
+        folded: np.ndarray | None = None,
+    ) -> np.ndarray | None:
+        """Rows of dimension ``dim``: each event in ``some`` (``group``: its value's index in ``names``) gets its
+        value's row while the value is admitted, else ``__other__``'s; the rest get :data:`MISSING` or, where
+        ``folded``, ``__other__``'s. None: every event of ``some`` keeps its value's row (the rows are known)."""
+        space = stream.space
+        admission = stream.admission[dim]
+        if not len(group) and folded is None:
+            return None
+        dest = admission.route(names, group, ts[some]) if len(group) else group
+        if folded is None and not admission.evicted and all(v in admission.admitted for v in names):
+            return None
+        lookup = np.empty(len(names) + 1, np.int64)  # [-1]: __other__
+        for g in np.unique(dest).tolist():
+            lookup[g] = space.row(dim, names[g] if g >= 0 else OTHER)
+        out = np.full(len(some), MISSING, np.int64)
+        out[some] = lookup[dest]
+        other_events = int((dest < 0).sum())
+        if folded is not None and folded.any():
+            out[folded] = space.row(dim, OTHER)
+        if dim < len(self._attrs):
+            self.coders[self._attrs[dim]].folded += other_events
+        if admission.evicted:  # cached rows of values that lost their place
+            admission.evicted.clear()
+            if dim < len(self._attrs):
+                stream.caches[dim] = {None: MISSING}
+            else:
+                stream.pair_cache[dim - len(self._attrs)] = {}
+        return out
 
     def _fold_predictions(self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray) -> None:
         layout = stream.layout
         n = len(evs)
-        rows = self._rows(stream, evs)
+        rows = self._rows(stream, evs, ts)
         fav_set = layout.favorable
         preds = [e.prediction for e in evs]
         fav = np.array(
@@ -1066,12 +1157,20 @@ def _leaps(seq: np.ndarray, start: float, skew: float, count: int) -> tuple[np.n
     return reject, count
 
 
-def slice_limits(config: Config) -> tuple[int, ...]:
-    """Distinct values tracked per dimension (attributes, then pairs), ``__other__`` included."""
-    limits = [TRACK_FACTOR * ac.max_values + 1 for ac in config.attributes.values()]
+def value_caps(config: Config) -> tuple[int, ...]:
+    """Values with a slice row of their own per dimension (attributes, then pairs) in one stream at ingest:
+    ``TRACK_FACTOR x max_values``, so the top-k of a window can change over time."""
+    caps = [TRACK_FACTOR * ac.max_values for ac in config.attributes.values()]
     for a, b in config.intersections:
-        limits.append(TRACK_FACTOR * max(config.attributes[a].max_values, config.attributes[b].max_values) + 1)
-    return tuple(limits)
+        caps.append(TRACK_FACTOR * max(config.attributes[a].max_values, config.attributes[b].max_values))
+    return tuple(caps)
+
+
+def slice_limits(config: Config) -> tuple[int, ...]:
+    """Slice rows per dimension of an evaluation stream, ``__other__`` included: twice what ingest admits, so the
+    values an ingest process replaced can linger (their late joins, other processes' values) before the least
+    recent of them is folded into ``__other__`` (see :meth:`~driftwatch.core.evaluate.Evaluator.apply`)."""
+    return tuple(2 * cap + 1 for cap in value_caps(config))
 
 
 _KIND_CODE = {**S.KIND_COLUMN, "label": S.N_LABEL}

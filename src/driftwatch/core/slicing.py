@@ -10,9 +10,10 @@ first:
   look like personal data (:func:`looks_personal`: phone numbers, account
   numbers, IP addresses, long identifiers) fold into ``__other__``, unless
   the config lists them (``values`` or ``display_values``);
-- each attribute tracks a bounded number of distinct values; later ones fold
-  into ``__other__`` at ingest and are counted (the exposure layer then keeps
-  only the top-k by frequency in each window).
+- each stream tracks a bounded number of distinct values per dimension, kept
+  by recent volume at ingest (the others fold into ``__other__`` and are
+  counted; see ``driftwatch.core.ingest``), and the exposure layer then keeps
+  only the top-k by frequency in each window.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ MAX_DIGITS: Final = 4
 """A value with more digits than this looks like a phone, account or customer number and is never a label."""
 TRACK_FACTOR: Final = 4
 """Each dimension tracks up to ``TRACK_FACTOR x max_values`` distinct values so top-k can change over time."""
+MEMO_FACTOR: Final = 16
+"""An attribute's coder remembers the answers for up to ``MEMO_FACTOR x max_values`` raw values, then starts over."""
 
 
 def looks_personal(value: str) -> bool:
@@ -119,11 +122,15 @@ class AttributeCoder:
 
     @property
     def limit(self) -> int:
-        """How many distinct values are tracked before new ones fold into ``__other__``."""
-        return TRACK_FACTOR * self.config.max_values
+        """How many answers are remembered (a memo only: the answer for a raw value never changes)."""
+        return MEMO_FACTOR * self.config.max_values
 
     def code(self, raw: str) -> str:
-        """Return the exposed value for ``raw``: a token, itself, or ``__other__`` (counted)."""
+        """Return the value ``raw`` may be shown as: a token, itself, or ``__other__`` (counted).
+
+        A pure function of the config: which values get a slice row of their own is decided by recent volume at
+        ingest, not here.
+        """
         hit = self._cache.get(raw)
         if hit is not None:
             return hit
@@ -138,11 +145,11 @@ class AttributeCoder:
             value = raw
         else:
             value = OTHER
-        if value != OTHER and len(self._cache) >= self.limit:
-            value = OTHER
         if value == OTHER:
             self.folded += 1
-            return OTHER  # not cached: a flood of distinct values must not grow memory
+            return OTHER  # not remembered: a flood of distinct values must not grow memory
+        if len(self._cache) >= self.limit:
+            self._cache.clear()  # a flood of valid values: start over rather than keep the first ones forever
         self._cache[raw] = value
         return value
 
@@ -158,11 +165,15 @@ SliceKey = tuple[str, str]
 
 
 class SliceSpace:
-    """Row numbers of the slices of one model x version, assigned as values appear (row 0 is the whole model)."""
+    """Row numbers of the slices of one model x version, assigned as values appear (row 0 is the whole model).
+
+    ``limits``: rows per dimension, ``__other__`` included, past which a new value folds into ``__other__`` (None:
+    the caller bounds them, as ingest does by admission).
+    """
 
     __slots__ = ("_index", "dimensions", "keys", "limits", "rows_by_dim")
 
-    def __init__(self, dimensions: tuple[str, ...], limits: tuple[int, ...]) -> None:
+    def __init__(self, dimensions: tuple[str, ...], limits: tuple[int, ...] | None = None) -> None:
         self.dimensions = dimensions
         self.limits = limits
         self.keys: list[SliceKey] = [(OVERALL, OVERALL)]
@@ -178,13 +189,24 @@ class SliceSpace:
         found = self._index.get(key)
         if found is not None:
             return found
-        if value != OTHER and len(self.rows_by_dim[dim]) >= self.limits[dim]:
+        if value != OTHER and self.full(dim):
             return self.row(dim, OTHER)
         r = len(self.keys)
         self.keys.append(key)
         self._index[key] = r
         self.rows_by_dim[dim].append(r)
         return r
+
+    def full(self, dim: int) -> bool:
+        """Whether a new value of dimension ``dim`` would fold into ``__other__``."""
+        return self.limits is not None and len(self.rows_by_dim[dim]) >= self.limits[dim]
+
+    def rename(self, row: int, value: str) -> None:
+        """Give ``row`` (of a value, not the whole model) to another value of its dimension."""
+        dim, old = self.keys[row]
+        del self._index[(dim, old)]
+        self.keys[row] = (dim, value)
+        self._index[(dim, value)] = row
 
     def row_of(self, key: SliceKey) -> int:
         """Row of a slice named by key, assigned if new (``("*", "*")`` is row 0)."""

@@ -228,6 +228,16 @@ class Sparse:
             return self if self.rows >= other.rows else Sparse(other.rows, self.width, self.index, self.values)
         return Sparse.total([self, other])
 
+    def moved(self, row: int, into: int) -> Sparse:
+        """The same counts with row ``row``'s added to row ``into`` (and ``row`` empty)."""
+        idx = self.index.astype(np.int64)
+        lo, hi = row * self.width, (row + 1) * self.width
+        sel = (idx >= lo) & (idx < hi)
+        if not sel.any():
+            return self
+        idx[sel] += (into - row) * self.width
+        return Sparse._summed(max(self.rows, into + 1), self.width, idx, self.values)
+
     @staticmethod
     def total(parts: Sequence[Sparse]) -> Sparse:
         """The sum of many (same width) in one sort: merging them one by one would cost quadratic time."""
@@ -236,12 +246,17 @@ class Sparse:
         rows = max(p.rows for p in parts)
         idx = np.concatenate([p.index.astype(np.int64) for p in parts])
         val = np.concatenate([p.values for p in parts])
+        return Sparse._summed(rows, parts[0].width, idx, val)
+
+    @staticmethod
+    def _summed(rows: int, width: int, idx: NDArray[np.int64], val: NDArray[np.int64]) -> Sparse:
+        """Cells given in any order, with repeats: sorted, repeats summed."""
         if not len(idx):
-            return Sparse(rows, parts[0].width, idx, val)
+            return Sparse(rows, width, idx, val)
         order = np.argsort(idx, kind="stable")
         idx, val = idx[order], val[order]
         starts = np.flatnonzero(np.concatenate([[True], idx[1:] != idx[:-1]]))
-        return Sparse(rows, parts[0].width, idx[starts], np.add.reduceat(val, starts))
+        return Sparse(rows, width, idx[starts], np.add.reduceat(val, starts))
 
 
 class Partial:
@@ -310,6 +325,19 @@ class Partial:
         """Counts by slice key (for comparisons that must not depend on row order)."""
         counts = self.counts
         return {k: counts[i].tolist() for i, k in enumerate(self.keys)}
+
+
+def _moved(m: Matrix | None, row: int, into: int) -> Matrix | None:
+    """Dense ``m`` with row ``row`` added to row ``into`` and emptied (in place when ``into`` fits)."""
+    if m is None or m.shape[0] <= row:
+        return m
+    if m.shape[0] <= into:
+        grown = np.zeros((into + 1, m.shape[1]), np.int64)
+        grown[: m.shape[0]] = m
+        m = grown
+    m[into] += m[row]
+    m[row] = 0
+    return m
 
 
 def accumulate(target: Matrix | None, delta: Matrix | Sparse) -> Matrix:
@@ -463,6 +491,25 @@ class WindowStore:
     def open(self) -> dict[int, Matrix]:
         """The open ticks' matrices (dense copies, for inspection)."""
         return {t: m.dense() for t, m in self.open_cells.items()}
+
+    def recent(self, rows: int, width: int) -> Matrix:
+        """The longest window and the open ticks together, padded to ``rows`` rows."""
+        out = self.window(max(self.windows, default=0), rows, width)
+        for parts in self._open.values():
+            for sp in parts:
+                if sp.rows <= rows:
+                    sp.add_to(out)
+        return out
+
+    def move_row(self, row: int, into: int) -> None:
+        """Fold slice row ``row`` into row ``into`` everywhere (its value gave the row to another)."""
+        self._open = {t: [sp.moved(row, into) for sp in parts] for t, parts in self._open.items()}
+        self.deferred = {v: [(t, sp.moved(row, into)) for t, sp in parts] for v, parts in self.deferred.items()}
+        for w in self.windows.values():
+            w.buckets = deque((b, sp.moved(row, into)) for b, sp in w.buckets)
+            w.late = {b: [sp.moved(row, into) for sp in parts] for b, parts in w.late.items()}
+            w.total = _moved(w.total, row, into)
+        self.since = _moved(self.since, row, into)
 
     def window(self, length_ticks: int, rows: int, width: int) -> Matrix:
         """The summary of a window (0 = since start), padded to ``rows`` rows."""

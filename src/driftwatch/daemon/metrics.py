@@ -54,7 +54,8 @@ Health (never counted against the budget): ``driftwatch_events_total{kind}``,
 ``driftwatch_events_rejected_total{reason}``, ``driftwatch_join_total{outcome}``,
 ``driftwatch_events_late_total``, ``driftwatch_labels_duplicate_total``,
 ``driftwatch_reference_learning_events_total``, ``driftwatch_evaluations_total``,
-``driftwatch_attribute_values_folded_total{attribute}`` (counters);
+``driftwatch_attribute_values_folded_total{attribute}``,
+``driftwatch_slices_retired_total`` (counters);
 ``driftwatch_exported_series``, ``driftwatch_series_dropped{reason}`` and
 ``driftwatch_build_info{version}`` (gauges).
 
@@ -138,7 +139,8 @@ _HELP: Final[dict[str, str]] = {
     "driftwatch_labels_duplicate": "Ground-truth labels ignored because the prediction already had one (count).",
     "driftwatch_reference_learning_events": "Predictions used to learn a reference distribution instead of metrics (count).",
     "driftwatch_evaluations": "Rule evaluations, one per closed tick (count).",
-    "driftwatch_attribute_values_folded": "Attribute values folded into __other__ at ingest (outside the vocabulary, invalid, or past the cap) (count).",
+    "driftwatch_attribute_values_folded": "Attribute values folded into __other__ at ingest (outside the vocabulary, invalid, or without a place among the values kept by recent volume) (count).",
+    "driftwatch_slices_retired": "Slices whose row went to a newer value of their dimension, their counts folded into __other__ (count).",
     "driftwatch_exported_series": "Slice and attribute series exported in this scrape, within the series budget (count).",
     "driftwatch_series_dropped": "Series withheld from this scrape, by reason: budget (slice and attribute series past max_series), invalid_label, unmapped_metric (count).",
     "driftwatch_build_info": "The running driftwatch version, in the version label (always 1).",
@@ -238,6 +240,7 @@ class DriftwatchCollector:
                 "reference_learning_events": [({}, c.reference_learning)],
                 "evaluations": [({}, c.evaluations)],
                 "attribute_values_folded": [({"attribute": a}, coder.folded) for a, coder in self.coders.items()],
+                "slices_retired": [({}, c.slices_retired)],
             }
         fams = self._families()
         dropped = dict.fromkeys(_DROP_REASONS, 0)
@@ -361,6 +364,7 @@ class DriftwatchCollector:
             "reference_learning_events",
             "evaluations",
             "attribute_values_folded",
+            "slices_retired",
         ):
             name = f"driftwatch_{base}"
             fams[name] = CounterMetricFamily(name, _HELP[name])

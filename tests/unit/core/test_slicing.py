@@ -10,9 +10,9 @@ import pytest
 
 from driftwatch.config import AttributeConfig, Config
 from driftwatch.core.slicing import (
+    MEMO_FACTOR,
     OTHER,
     OVERALL,
-    TRACK_FACTOR,
     AttributeCoder,
     Pseudonymizer,
     SliceSpace,
@@ -49,18 +49,18 @@ def test_pseudonymizer_rejects_short_key() -> None:
     Pseudonymizer(b"x" * 16)
 
 
-def test_coder_folds_values_beyond_limit_and_counts_them() -> None:
-    """Past TRACK_FACTOR x max_values distinct values, new ones fold into __other__ and are counted; old ones still map."""
+def test_coder_answers_the_same_past_its_memo_and_keeps_it_bounded() -> None:
+    """The coder is a pure function of the config: past its memo of MEMO_FACTOR x max_values answers a new valid value still passes (admission by volume happens at ingest), and the memo never grows past its limit."""
     coder = AttributeCoder("region", AttributeConfig(max_values=2), None)
-    assert coder.limit == TRACK_FACTOR * 2
-    values = [f"r{i}" for i in range(coder.limit)]
+    assert coder.limit == MEMO_FACTOR * 2
+    values = [f"r{i}" for i in range(3 * coder.limit)]
     assert [coder.code(v) for v in values] == values
-    assert coder.folded == 0
-    assert coder.code("new1") == OTHER
-    assert coder.code("new2") == OTHER
-    assert coder.code("new1") == OTHER  # not cached, counted again
-    assert coder.folded == 3
     assert coder.code("r0") == "r0"
+    assert coder.folded == 0
+    assert len(coder._cache) <= coder.limit
+    assert coder.code("+15550100") == OTHER
+    assert coder.code("+15550100") == OTHER  # not remembered, counted again
+    assert coder.folded == 2
 
 
 def test_coder_vocabulary_folds_unknown_values() -> None:

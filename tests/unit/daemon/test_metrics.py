@@ -44,6 +44,7 @@ HEALTH = (
     "driftwatch_reference_learning_events_total",
     "driftwatch_evaluations_total",
     "driftwatch_attribute_values_folded_total",
+    "driftwatch_slices_retired_total",
     "driftwatch_exported_series",
     "driftwatch_series_dropped",
     "driftwatch_build_info",
@@ -251,6 +252,7 @@ def test_counters_equal_pipeline_counters(pipeline: Pipeline) -> None:
     assert get("driftwatch_evaluations_total") == c.evaluations > 0
     for attribute, coder in pipeline.coders.items():
         assert get("driftwatch_attribute_values_folded_total", {"attribute": attribute}) == coder.folded
+    assert get("driftwatch_slices_retired_total") == c.slices_retired
     assert get("driftwatch_build_info", {"version": "0.1.0"}) == 1
 
 
