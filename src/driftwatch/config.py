@@ -162,7 +162,12 @@ class PrivacyConfig(_Model):
 
     key_env: str = "DRIFTWATCH_PSEUDONYM_KEY"
     key_file: Path | None = None
-    min_group_size: int = Field(20, ge=1, description="A group smaller than this in a window is never shown by name.")
+    min_group_size: int = Field(
+        20,
+        ge=1,
+        description="A group smaller than this in a window is never shown by name; also the recent events a new "
+        "attribute value needs to take the slice of a quieter one once 4 x max_values have one.",
+    )
 
 
 class DetectorConfig(_Model):

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config
 from driftwatch.core import summary as S
 from driftwatch.core.ingest import CANDIDATES_PER_VERSION, PROBATION, slice_limits, value_caps
@@ -110,9 +111,9 @@ def ordered(*parts: Iterable[Event]) -> list[bytes]:
     return [raw for _, raw in sorted((e for part in parts for e in part), key=lambda e: e[0])]
 
 
-def run(p: Pipeline, events: Sequence[bytes], size: int) -> list[object]:
+def run(p: Pipeline, events: Sequence[bytes], size: int) -> list[AlertTransition]:
     """Feed ``events`` in batches of ``size``, then close every tick; return the alert transitions."""
-    out: list[object] = []
+    out: list[AlertTransition] = []
     for i in range(0, len(events), size):
         out.extend(p.process(events[i : i + size])[1])
     out.extend(p.flush())
@@ -132,9 +133,7 @@ def test_real_language_after_a_flood_gets_its_row_and_its_alert() -> None:
     """After 10,000 one-event made-up languages, a real new language gets its row at its 5th event (its pair slice at its pair's 5th), its counts are exact from there, it is shown in the window's top-k and its disparate-impact alert fires naming it."""
     p = make()
     fr = steady("fr", 75, 180, 10, prediction="no")
-    transitions = run(
-        p, ordered(steady("en", 0, 180, 5), steady("de", 0, 180, 2), flood(10_000, 60, 1000), fr), 1000
-    )
+    transitions = run(p, ordered(steady("en", 0, 180, 5), steady("de", 0, 180, 2), flood(10_000, 60, 1000), fr), 1000)
     assert since(p, "language", "fr") == len(fr) - (FLOOR - 1)
     # Its pair value exists only once "fr" has a row, then waits for its own 5 events in the pair dimension.
     assert since(p, PAIR, "fr:EU") == len(fr) - (FLOOR - 1) - (FLOOR - 1)
