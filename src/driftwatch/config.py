@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError,
 
 from driftwatch._duration import Duration
 from driftwatch.errors import ConfigError, SecretMissingError
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DETECTOR_SERIES, DRIFT_METRICS, METRICS
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DETECTOR_SERIES, DRIFT_METRICS, METRICS, spec
 
 __all__ = [
     "MIN_EVENT_TIME",
@@ -44,6 +44,7 @@ __all__ = [
     "ReferenceConfig",
     "Rule",
     "SecretRef",
+    "SequentialConfig",
     "SidecarConfig",
     "TopicConfig",
     "WindowConfig",
@@ -179,6 +180,23 @@ class DetectorConfig(_Model):
     hold: Duration = Field(300.0, description="How long a detection keeps the condition true.")
 
 
+class SequentialConfig(_Model):
+    """A sequential test per slice instead of waiting for a window: a CUSUM of the rate's evidence, tick by tick."""
+
+    kind: Literal["cusum"] = "cusum"
+    baseline: float | None = Field(
+        None,
+        gt=0,
+        description="The healthy rate the test tells the threshold apart from (default: resolve_threshold).",
+    )
+    h: float = Field(
+        18.0,
+        gt=0,
+        description="Decision bound in nats: while the rate stays at its baseline, a slice's test crosses it at most "
+        "once in e^h evidence updates on average (e^18: once in 6.6e7 ticks, 21 years of 10 s ticks).",
+    )
+
+
 class Rule(_Model):
     """An alert rule: a condition on a metric, held for a duration, over selected slices."""
 
@@ -203,6 +221,10 @@ class Rule(_Model):
     annotations: dict[str, str] = Field(default_factory=dict)
     actions: tuple[str, ...] = ()
     detector: DetectorConfig | None = None
+    sequential: SequentialConfig | None = Field(
+        None,
+        description="Fire as soon as a CUSUM test per slice is sure the rate crossed threshold (proportions only).",
+    )
     fdr_q: float | None = Field(None, gt=0, lt=1, description="Benjamini-Hochberg q across the rule's slices.")
     confidence: Literal["value", "interval"] = Field(
         "value",
@@ -579,6 +601,8 @@ class Config(_Model):
                 wrong = r.resolve_threshold > r.threshold if r.op in (">", ">=") else r.resolve_threshold < r.threshold
                 if wrong:
                     out.append(f"{where}.resolve_threshold: must lie on the healthy side of threshold")
+            if r.sequential is not None:
+                out += _sequential_problems(r, where)
         out += self._alerting_problems()
         out += self.sidecar_problems()
         return out
@@ -718,3 +742,23 @@ def load_key(privacy: PrivacyConfig) -> SecretBytes:
             ]
         )
     return SecretBytes(data)
+
+
+def _sequential_problems(r: Rule, where: str) -> list[str]:
+    """What makes a rule's ``sequential`` test unusable, each with the fix."""
+    assert r.sequential is not None
+    out = []
+    if r.metric in METRICS and spec(r.metric).kind != "proportion":
+        out.append(f"{where}.sequential: a CUSUM tests a rate; {r.metric} is not a proportion (drop sequential)")
+    if r.detector is not None or r.fdr_q is not None:
+        out.append(f"{where}.sequential: cannot be combined with detector or fdr_q (its bound replaces them)")
+    if r.threshold is None:
+        return out
+    baseline = r.sequential.baseline if r.sequential.baseline is not None else r.resolve_threshold
+    if baseline is None:
+        out.append(f"{where}.sequential.baseline: name the healthy rate (or set resolve_threshold)")
+    elif baseline == r.threshold or (baseline > r.threshold) == (r.op in (">", ">=")):
+        out.append(f"{where}.sequential.baseline: {baseline} must lie on the healthy side of threshold {r.threshold}")
+    elif r.threshold >= 1 and r.metric in METRICS and spec(r.metric).unit.startswith("ratio 0-1"):
+        out.append(f"{where}.threshold: a share's CUSUM needs a threshold below 1")
+    return out

@@ -172,7 +172,14 @@ class Evaluator:
                 )
             )
         records = [encode_record(r) for r in self.open_records() if mine(r.labels)]
-        return ModelsState(self.closed_before, streams, self.engine.export(mine), self.detectors.export(mine), records)
+        return ModelsState(
+            self.closed_before,
+            streams,
+            self.engine.export(mine),
+            self.detectors.export(mine),
+            records,
+            self.rules.sequential.export(mine),
+        )
 
     def open_records(self) -> list[AlertRecord]:
         """The latest record of every pending or firing alert: from its last transition, or (right after a
@@ -217,6 +224,8 @@ class Evaluator:
                 record = decode_record(data)
                 self._restored[record.fingerprint] = record
         self.detectors.load(state.detectors, self.config.rules)
+        sequential = {r.name for r in self.config.rules if r.sequential is not None}
+        self.rules.sequential.load(t for t in state.sequential if t.rule in sequential)
         return sorted(skipped)
 
     def drop(self, models: Iterable[str]) -> None:
@@ -232,6 +241,7 @@ class Evaluator:
             del self._restored[fp]
         self.engine.drop(mine)
         self.detectors.drop(mine)
+        self.rules.sequential.drop(mine)
 
     def advance(self, watermark: float) -> list[AlertTransition]:
         """Close every tick that ends at or before ``watermark`` and evaluate the rules at each."""

@@ -26,9 +26,10 @@ from driftwatch.config import Config, Rule
 from driftwatch.core import summary as S
 from driftwatch.core.detectors import DetectorBank
 from driftwatch.core.exposure import Cache, Exposure, Stream
+from driftwatch.core.sequential import SequentialBank
 from driftwatch.core.slicing import OTHER, OVERALL
-from driftwatch.core.values import MetricArrays, compare_groups, p_values, slice_metric
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS
+from driftwatch.core.values import MetricArrays, compare_groups, p_values, proportion_counts, slice_metric
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS, spec
 from driftwatch.metrics.stats import benjamini_hochberg
 
 __all__ = ["RuleEvaluator"]
@@ -46,6 +47,7 @@ class RuleEvaluator:
         self.config = config
         self.exposure = exposure
         self.detectors = detectors
+        self.sequential = SequentialBank()
         self.engine = engine
         self.tick = tick
 
@@ -116,6 +118,8 @@ class RuleEvaluator:
         sufficient = (arr.n >= min_n) & ~np.isnan(arr.value)
         if rule.detector is not None:
             return self._detector_candidates(rule, s, keyed, arr, sufficient, tick_m, now)
+        if rule.sequential is not None:
+            return self._sequential_candidates(rule, s, keyed, arr, tick_m, now)
         assert rule.threshold is not None
         cond = sufficient & _OPS[rule.op](
             np.nan_to_num(_tested(rule, arr.value, arr.lo, arr.hi), nan=0.0), rule.threshold
@@ -223,6 +227,64 @@ class RuleEvaluator:
                     evidence={"window_seconds": rule.window, "detector": det_cfg.kind, "detected_at": at},
                 )
             )
+        return out
+
+    def _sequential_candidates(
+        self,
+        rule: Rule,
+        s: Stream,
+        sel: list[tuple[str, str, str, S.Matrix]],
+        arr: MetricArrays,
+        tick_m: S.Matrix | None,
+        now: float,
+    ) -> list[Candidate]:
+        """One candidate per slice from its CUSUM (see :mod:`driftwatch.core.sequential`), fed the tick just closed:
+        the condition holds while the statistic is at or above ``h``; a firing alert resolves once it is below ``h``
+        and the window's value is on the healthy side of ``resolve_threshold`` (or ``threshold``)."""
+        seq = rule.sequential
+        assert seq is not None
+        assert rule.threshold is not None
+        p1 = rule.threshold
+        p0 = seq.baseline if seq.baseline is not None else rule.resolve_threshold
+        assert p0 is not None
+        share = spec(rule.metric).unit.startswith("ratio 0-1")
+        healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
+        rows = [s.space.find((dim, slice_value)) for dim, _, slice_value, _ in sel]
+        ks = ns = None
+        if tick_m is not None:
+            ks, ns = proportion_counts(rule.metric, tick_m)
+        out = []
+        for i, (dim, value, _, _) in enumerate(sel):
+            labels = self._labels(rule, s, dim, value)
+            test = self.sequential.test(rule.name, labels)
+            r = rows[i]
+            if ks is not None and ns is not None and r is not None and r < len(ns):
+                test.update(int(ks[r]), int(ns[r]), p0, p1, share, now, now - self.tick)
+            v = float(arr.value[i])
+            suff = int(arr.n[i]) > 0 and not math.isnan(v)
+            crossed = test.statistic >= seq.h
+            evidence: dict[str, object] = {
+                "window_seconds": rule.window,
+                "test": seq.kind,
+                "statistic": round(test.statistic, 3),
+                "h": seq.h,
+                "baseline": p0,
+                "change_point": test.start,
+            }
+            out.append(
+                Candidate(
+                    labels=labels,
+                    value=v,
+                    n=int(arr.n[i]),
+                    lo=float(arr.lo[i]),
+                    hi=float(arr.hi[i]),
+                    sufficient=suff,
+                    condition=suff and crossed,
+                    healthy=suff and not crossed and bool(_HEALTHY[rule.op](v, healthy_at)),
+                    evidence=evidence,
+                )
+            )
+        self.sequential.forget_idle(rule.name, now, rule.window)
         return out
 
     def _attribute_candidates(self, rule: Rule, s: Stream, cache: Cache) -> list[Candidate]:

@@ -19,7 +19,7 @@ from driftwatch.metrics.drift import js_distance, psi
 from driftwatch.metrics.registry import DRIFT_METRICS, REGISTRY, spec
 from driftwatch.metrics.stats import diff_interval, ratio_interval, safe_div, wilson_interval
 
-__all__ = ["GroupComparison", "MetricArrays", "compare_groups", "p_values", "slice_metric"]
+__all__ = ["GroupComparison", "MetricArrays", "compare_groups", "p_values", "proportion_counts", "slice_metric"]
 
 F = NDArray[np.float64]
 
@@ -47,6 +47,11 @@ _PROPORTIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 def _kn(m: S.Matrix, name: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     num, den = _PROPORTIONS[name]
     return m[:, list(num)].sum(axis=1), m[:, list(den)].sum(axis=1)
+
+
+def proportion_counts(name: str, m: S.Matrix) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """A proportion's numerator and denominator for every row of summary ``m``."""
+    return _kn(m, name)
 
 
 def slice_metric(name: str, m: S.Matrix, layout: S.Layout, feature: str | None = None) -> MetricArrays:

@@ -43,6 +43,10 @@ each with its ``_lower``, ``_upper`` and ``_samples``.
 A value whose status is ``insufficient`` is not exported at all (the series
 is absent, never 0), nor are its interval and samples.
 
+Sequential rules: ``driftwatch_rule_statistic{alertname, model, version,
+attribute, slice}`` (gauge): each slice's CUSUM statistic in nats (the rule
+fires at its ``sequential.h``), for the slices the rule watches.
+
 Alerts: ``driftwatch_alerts{alertname, state, model, version}`` (gauge):
 pending / firing alerts per configured rule and model version, from the
 engine's active set (a pending alert that lapses leaves no transition, so the
@@ -144,6 +148,7 @@ _HELP: Final[dict[str, str]] = {
     "driftwatch_exported_series": "Slice and attribute series exported in this scrape, within the series budget (count).",
     "driftwatch_series_dropped": "Series withheld from this scrape, by reason: budget (slice and attribute series past max_series), invalid_label, unmapped_metric (count).",
     "driftwatch_build_info": "The running driftwatch version, in the version label (always 1).",
+    "driftwatch_rule_statistic": "Statistic of a sequential rule's test per slice (CUSUM log-likelihood ratio; the rule fires at its h) (nats).",
     **{m.family: m.help for m in REGISTRY},
     **{
         f: h
@@ -168,6 +173,8 @@ _DRIFT: Final = frozenset(m.name for m in REGISTRY if m.kind == "drift")
 _SUMMARY_FAMILIES: Final = frozenset(m.family for m in REGISTRY if m.quantile is not None)
 _DROP_REASONS: Final = ("budget", "invalid_label", "unmapped_metric")
 _ALERT_STATES: Final = ("pending", "firing")
+_TEST_LABELS: Final = ("alertname", "model", "version", "attribute", "slice")
+"""The labels of ``driftwatch_rule_statistic``: the alert's, without severity and the rule's own labels."""
 _WHOLE_MODEL, _ATTRIBUTE, _SINGLE, _PAIR = range(4)  # budget tiers, kept first to last
 
 
@@ -228,6 +235,10 @@ class DriftwatchCollector:
         with self._lock:
             rows = list(self.evaluator.metric_rows(self.window))
             alerts = self._alert_counts()
+            tests = [
+                ({str(k): labels[k] for k in _TEST_LABELS if k in labels}, t.statistic)
+                for _, labels, t in self.evaluator.rules.sequential.items()
+            ]
             c = self.counters
             health_counts: dict[str, list[tuple[dict[str, str], int]]] = {
                 "events": [({"kind": "prediction"}, c.predictions), ({"kind": "interaction"}, c.interactions)],
@@ -264,6 +275,11 @@ class DriftwatchCollector:
                     _add(fams[f"driftwatch_{base}"], labels, value)
                 else:
                     dropped["invalid_label"] += 1
+        for test_labels, statistic in tests:
+            if _valid(test_labels):
+                _add(fams["driftwatch_rule_statistic"], test_labels, statistic)
+            else:
+                dropped["invalid_label"] += 1
         _add(fams["driftwatch_exported_series"], {}, exported)
         for reason, count in dropped.items():
             _add(fams["driftwatch_series_dropped"], {"reason": reason}, count)
@@ -353,7 +369,7 @@ class DriftwatchCollector:
                 fams[extra] = Metric(extra, _HELP[extra], "gauge")
             if name in _DRIFT and FEATURE_SAMPLES not in fams:
                 fams[FEATURE_SAMPLES] = Metric(FEATURE_SAMPLES, _HELP[FEATURE_SAMPLES], "gauge")
-        for name in ("driftwatch_label_metrics_provisional", "driftwatch_alerts"):
+        for name in ("driftwatch_label_metrics_provisional", "driftwatch_alerts", "driftwatch_rule_statistic"):
             fams[name] = GaugeMetricFamily(name, _HELP[name])
         for base in (
             "events",

@@ -49,6 +49,7 @@ HEALTH = (
     "driftwatch_series_dropped",
     "driftwatch_build_info",
     "driftwatch_alerts",
+    "driftwatch_rule_statistic",
 )
 """Sample names outside the series budget."""
 
