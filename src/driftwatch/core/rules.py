@@ -119,7 +119,7 @@ class RuleEvaluator:
         if rule.detector is not None:
             return self._detector_candidates(rule, s, keyed, arr, sufficient, tick_m, now)
         if rule.sequential is not None:
-            return self._sequential_candidates(rule, s, keyed, arr, tick_m, now)
+            return self._sequential_candidates(rule, s, keyed, arr, now)
         assert rule.threshold is not None
         cond = sufficient & _OPS[rule.op](
             np.nan_to_num(_tested(rule, arr.value, arr.lo, arr.hi), nan=0.0), rule.threshold
@@ -235,10 +235,10 @@ class RuleEvaluator:
         s: Stream,
         sel: list[tuple[str, str, str, S.Matrix]],
         arr: MetricArrays,
-        tick_m: S.Matrix | None,
         now: float,
     ) -> list[Candidate]:
-        """One candidate per slice from its CUSUM (see :mod:`driftwatch.core.sequential`), fed the tick just closed:
+        """One candidate per slice from its CUSUM (see :mod:`driftwatch.core.sequential`), fed what the tick just closed
+        added to the slice's since-start counts:
         the condition holds while the statistic is at or above ``h``; a firing alert resolves once it is below ``h``
         and the window's value is on the healthy side of ``resolve_threshold`` (or ``threshold``)."""
         seq = rule.sequential
@@ -250,16 +250,14 @@ class RuleEvaluator:
         share = spec(rule.metric).unit.startswith("ratio 0-1")
         healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
         rows = [s.space.find((dim, slice_value)) for dim, _, slice_value, _ in sel]
-        ks = ns = None
-        if tick_m is not None:
-            ks, ns = proportion_counts(rule.metric, tick_m)
+        ks, ns = proportion_counts(rule.metric, s.store.window(0, len(s.space), s.layout.width))
         out = []
         for i, (dim, value, _, _) in enumerate(sel):
             labels = self._labels(rule, s, dim, value)
             test = self.sequential.test(rule.name, labels)
             r = rows[i]
-            if ks is not None and ns is not None and r is not None and r < len(ns):
-                test.update(int(ks[r]), int(ns[r]), p0, p1, share, now, now - self.tick)
+            if r is not None:
+                test.observe(int(ks[r]), int(ns[r]), p0, p1, share, now, now - self.tick)
             v = float(arr.value[i])
             suff = int(arr.n[i]) > 0 and not math.isnan(v)
             crossed = test.statistic >= seq.h

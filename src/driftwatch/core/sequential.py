@@ -2,7 +2,8 @@
 
 A window rule waits for a window to fill with changed data and then for
 ``for``; a sequential rule accumulates the log-likelihood ratio of each closed
-tick's counts, rate at ``threshold`` (the change to catch) against rate at
+tick's counts (what the tick added to the slice's since-start totals, so late labels count when they are
+seen), rate at ``threshold`` (the change to catch) against rate at
 ``baseline`` (healthy), and fires once the CUSUM statistic reaches ``h``:
 
     S_t = max(0, S_{t-1} + llr(k_t, n_t)),   fire while S_t >= h
@@ -51,11 +52,26 @@ def llr(k: int, n: int, p0: float, p1: float, share: bool) -> float:
 
 @dataclass(slots=True)
 class Cusum:
-    """One CUSUM: the statistic, when it last left zero (the change point), and when it last had data."""
+    """One CUSUM: the statistic, when it last left zero (the change point), when it last had data, and the running
+    totals it has taken in (see :meth:`observe`)."""
 
     statistic: float = 0.0
     start: float | None = None
     updated: float | None = None
+    k: int = 0
+    n: int = 0
+
+    def observe(
+        self, k_total: int, n_total: int, p0: float, p1: float, share: bool, now: float = 0.0, tick_start: float = 0.0
+    ) -> float:
+        """Take the counts added to running totals since the last call: what became visible in the tick just closed,
+        late labels of earlier predictions included. Totals that went down (the slice's row was folded away) start
+        the count over without evidence."""
+        dk, dn = k_total - self.k, n_total - self.n
+        self.k, self.n = k_total, n_total
+        if dk < 0 or dn < 0:
+            return self.statistic
+        return self.update(dk, dn, p0, p1, share, now, tick_start)
 
     def update(
         self, k: int, n: int, p0: float, p1: float, share: bool, now: float = 0.0, tick_start: float = 0.0
@@ -81,6 +97,8 @@ class SequentialState(msgspec.Struct, frozen=True):
     statistic: float
     start: float | None
     updated: float | None
+    k: int = 0
+    n: int = 0
 
 
 Key = tuple[str, str]
@@ -121,7 +139,7 @@ class SequentialBank:
     def export(self, mine: Callable[[Mapping[str, str]], bool]) -> list[SequentialState]:
         """The tests whose labels ``mine`` accepts, as plain data for a checkpoint."""
         return [
-            SequentialState(key[0], labels, c.statistic, c.start, c.updated)
+            SequentialState(key[0], labels, c.statistic, c.start, c.updated, c.k, c.n)
             for key, (labels, c) in self._tests.items()
             if mine(labels)
         ]
@@ -129,7 +147,7 @@ class SequentialBank:
     def load(self, states: Iterable[SequentialState]) -> None:
         """Restore tests from a checkpoint."""
         for s in states:
-            self._tests[self.key(s.rule, s.labels)] = (dict(s.labels), Cusum(s.statistic, s.start, s.updated))
+            self._tests[self.key(s.rule, s.labels)] = (dict(s.labels), Cusum(s.statistic, s.start, s.updated, s.k, s.n))
 
     def drop(self, mine: Callable[[Mapping[str, str]], bool]) -> None:
         """Forget the tests whose labels ``mine`` accepts."""
