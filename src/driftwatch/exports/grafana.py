@@ -286,6 +286,17 @@ def _overview(config: Config) -> gd.Dashboard:
             "percentunit",
             None,
         ),
+        (
+            "Sequential tests: CUSUM statistic of the worst slice per rule (fires at the rule's h, 18 by default)",
+            [
+                (
+                    f"max by (alertname, model, version) (driftwatch_rule_statistic{{{_MV}}})",
+                    "{{alertname}} {{model}} {{version}}",
+                )
+            ],
+            "short",
+            None,
+        ),
     ]
     for title, targets, unit, threshold in rows:
         board = board.with_panel(_timeseries(next(pid), title, targets, unit=unit, threshold=threshold))
