@@ -250,17 +250,21 @@ class RuleEvaluator:
         share = spec(rule.metric).unit.startswith("ratio 0-1")
         healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
         rows = [s.space.find((dim, slice_value)) for dim, _, slice_value, _ in sel]
-        ks, ns = proportion_counts(rule.metric, s.store.window(0, len(s.space), s.layout.width))
+        since = s.store.since  # read in place: the since-start totals, possibly fewer rows than the space
+        ks, ns = proportion_counts(rule.metric, since) if since is not None else (np.zeros(0), np.zeros(0))
         out = []
+        everything = self.engine.watching(rule.name)
         for i, (dim, value, _, _) in enumerate(sel):
             labels = self._labels(rule, s, dim, value)
             test = self.sequential.test(rule.name, labels)
             r = rows[i]
-            if r is not None:
+            if r is not None and r < len(ns):
                 test.observe(int(ks[r]), int(ns[r]), p0, p1, share, now, now - self.tick)
+            crossed = test.statistic >= seq.h
+            if not everything and not crossed:
+                continue  # a healthy series of a rule with no open alert changes nothing
             v = float(arr.value[i])
             suff = int(arr.n[i]) > 0 and not math.isnan(v)
-            crossed = test.statistic >= seq.h
             evidence: dict[str, object] = {
                 "window_seconds": rule.window,
                 "test": seq.kind,

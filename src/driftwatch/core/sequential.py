@@ -101,7 +101,8 @@ class SequentialState(msgspec.Struct, frozen=True):
     n: int = 0
 
 
-Key = tuple[str, str]
+Key = tuple[str, str | None, str | None, str | None, str | None]
+"""(rule, model, version, attribute, slice): what tells one rule's alerts apart (its other labels are the rule's)."""
 
 
 class SequentialBank:
@@ -113,7 +114,7 @@ class SequentialBank:
     @staticmethod
     def key(rule: str, labels: Mapping[str, str]) -> Key:
         """The key of a rule's alert labels."""
-        return (rule, "\x1f".join(f"{k}={v}" for k, v in sorted(labels.items())))
+        return (rule, labels.get("model"), labels.get("version"), labels.get("attribute"), labels.get("slice"))
 
     def test(self, rule: str, labels: dict[str, str]) -> Cusum:
         """The test of ``rule`` for the alert ``labels``, made on first use."""
