@@ -21,6 +21,9 @@ from driftwatch.config import load_config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.simulate import generate
 
+# The one-batch reference replay is cached per process: one process computes it once.
+pytestmark = pytest.mark.xdist_group("batching-reference")
+
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "driftwatch.example.yaml"
 EVENTS = 24_000
 

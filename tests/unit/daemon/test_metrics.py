@@ -26,6 +26,9 @@ from driftwatch.metrics.registry import (
 )
 from driftwatch.simulate import generate
 
+# The replayed pipelines are cached per process: one process builds each once.
+pytestmark = pytest.mark.xdist_group("metrics-pipelines")
+
 # Independent of the exporter's own constant on purpose.
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:+*-]{1,64}$")
 RAW_AGE_BANDS = ("18-24", "25-34", "35-49", "50-64", "65+")

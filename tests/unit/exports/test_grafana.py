@@ -21,6 +21,7 @@ GRAFANA = ROOT / "grafana"
 HEALTH_FAMILIES = {
     "driftwatch_predictions",
     "driftwatch_alerts",
+    "driftwatch_rule_statistic",
     "driftwatch_feature_samples",
     "driftwatch_consumer_lag",
     "driftwatch_consumer_stalled_seconds",
