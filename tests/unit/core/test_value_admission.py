@@ -25,6 +25,8 @@ from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.profile import build_profile
 from driftwatch.core.slicing import OTHER
 
+from .test_pipeline import pred as _pred
+
 T0 = 1_800_000_000_000  # ms; a multiple of the 1 m window (an epoch of admission starts here)
 FLOOR = 5  # privacy.min_group_size: the recent events a new value needs to take a place
 PAIR = "language:region"
@@ -64,19 +66,7 @@ def make() -> Pipeline:
 
 def pred(rid: str, ts: int, language: str, prediction: str = "yes") -> Event:
     """A prediction of model ``m`` at ``ts`` (ms) for a request in ``language``, region EU."""
-    return ts, msgspec.json.encode(
-        {
-            "type": "prediction",
-            "schema_version": 1,
-            "event_id": f"p-{rid}",
-            "ts": ts,
-            "model_id": "m",
-            "model_version": "v1",
-            "request_id": rid,
-            "prediction": prediction,
-            "attributes": {"language": language, "region": "EU"},
-        }
-    )
+    return ts, _pred(rid, ts, prediction, language=language, region="EU")
 
 
 def steady(language: str, start: float, end: float, per_second: int, prediction: str = "yes") -> list[Event]:
