@@ -92,6 +92,14 @@ class Evaluator:
                 self._sort_streams()
             n = len(part.keys)
             cells = part.cells
+            have = len(s.space)
+            if have < n and tuple(s.space.keys) == part.keys[:have]:
+                # New slices after ours: append them in the same order while there is room, so later partials from
+                # the same ingest process take the fast path below.
+                for key in part.keys[have:]:
+                    if key[1] != OTHER and s.space.full(self.dimensions.index(key[0])):
+                        break
+                    s.space.row_of(key)
             if not (n <= len(s.space) and tuple(s.space.keys[:n]) == part.keys):
                 # Another slice order (another ingest process, or rows given to other values): move each cell to our
                 # row of its slice key. Only rows with counts are looked up: an ingest process's rows include values
