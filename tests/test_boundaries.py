@@ -304,8 +304,8 @@ def _importtime_chain(stderr: str, module: str) -> str:
     return f"{module} not found in importtime output"
 
 
-def _import_in_fresh_interpreter(statement: str) -> tuple[bool, str]:
-    code = f"import sys\n{statement}\nprint('numpy' in sys.modules)\n"
+def _import_in_fresh_interpreter(statement: str, module: str = "numpy") -> tuple[bool, str]:
+    code = f"import sys\n{statement}\nprint({module!r} in sys.modules)\n"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
@@ -316,7 +316,13 @@ def _import_in_fresh_interpreter(statement: str) -> tuple[bool, str]:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip() == "True", _importtime_chain(result.stderr, "numpy")
+    return result.stdout.strip() == "True", _importtime_chain(result.stderr, module)
+
+
+def test_worker_and_cli_import_do_not_load_scipy() -> None:
+    """Every worker and command starts without scipy (~0.3 s of CPU): only FDR rules' p-values import it."""
+    loaded, chain = _import_in_fresh_interpreter("import driftwatch.cli, driftwatch.daemon.worker", "scipy")
+    assert not loaded, f"importing the worker loads scipy: {chain}"
 
 
 def test_client_import_does_not_load_numpy() -> None:
