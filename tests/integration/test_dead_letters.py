@@ -106,7 +106,10 @@ def test_dead_letters_counts_what_a_worker_set_aside(
     worker = WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "worker.log")
     try:
         wait_for(
-            lambda: samples(worker.scrape()).get(("driftwatch_dead_lettered_total", ()), 0) >= len(bad),
+            lambda: (
+                samples(worker.scrape("driftwatch_dead_lettered_total")).get(("driftwatch_dead_lettered_total", ()), 0)
+                >= len(bad)
+            ),
             60,
             "the bad events to be dead-lettered",
             interval=0.3,

@@ -75,6 +75,10 @@ def test_lag_counts_a_backlog_before_the_first_batch(example_config: Path, pseud
         log_start={f"{i}:0": 0, f"{i}:1": 50, f"{i}:3": 0},
         progress_wall={f"{p}:0": now - 90, f"{i}:2": now},
     )
+    state.last_evaluation_wall = now
+    collector = WorkerCollector(state)
+    described = {(m.name, m.type) for m in collector.describe()}
+    assert {(m.name, m.type) for m in collector.collect()} <= described  # what ?name[]= scrapes find
     lag = _gauges(state, "driftwatch_consumer_lag")
     assert lag == {
         (p, 0): 7_000,
@@ -136,7 +140,9 @@ def test_every_assigned_input_partition_has_a_lag_series(
     seen: dict[str, object] = {}
 
     def settled() -> dict[tuple[str, int], float] | None:
-        s = samples(worker.scrape())
+        s = samples(
+            worker.scrape("driftwatch_consumer_lag", "driftwatch_events_total", "driftwatch_events_rejected_total")
+        )
         lag = {
             (dict(labels)["topic"], int(dict(labels)["partition"])): v
             for (name, labels), v in s.items()

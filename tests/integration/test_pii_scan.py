@@ -536,7 +536,7 @@ def test_planted_personal_data_reaches_nothing_driftwatch_writes(
     try:
 
         def settled() -> bool:
-            s = samples(worker.scrape())
+            s = samples(worker.scrape("driftwatch_events_total", "driftwatch_dead_lettered_total"))
             seen = sum(s.get(("driftwatch_events_total", (("kind", k),)), 0) for k in ("prediction", "interaction"))
             return seen + s.get(("driftwatch_dead_lettered_total", ()), 0) >= total and any(
                 b'"firing"' in body for _, _, body in got.requests

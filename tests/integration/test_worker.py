@@ -71,12 +71,15 @@ def _open_alerts(expected: Pipeline) -> Counter[tuple[str, ...]]:
     )
 
 
-def _alerts_seen(worker: WorkerProcess) -> Counter[tuple[str, ...]]:
-    """(rule, state, model, version) of the alerts a worker's /metrics shows open."""
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _alerts_seen(worker: WorkerProcess, s: Samples | None = None) -> Counter[tuple[str, ...]]:
+    """(rule, state, model, version) of the alerts a worker's /metrics shows open (``s``: a scrape already read)."""
     return Counter(
         {
             (d["alertname"], d["state"], d["model"], d["version"]): int(v)
-            for (name, labels), v in samples(worker.scrape()).items()
+            for (name, labels), v in (s if s is not None else samples(worker.scrape())).items()
             if name == "driftwatch_alerts" and v
             for d in [dict(labels)]
         }
@@ -115,7 +118,8 @@ def test_worker_metrics_equal_the_replay(
         def caught_up() -> bool:
             """Every gauge equals the replay's value (the evaluator has merged every event), and so do the open
             alerts: the rules saw the same data at every tick, however Kafka batched and interleaved it."""
-            return not mismatches() and alerts_seen() == open_alerts
+            s = samples(worker.scrape())  # one scrape for both: a full one costs the worker ~0.1 s of CPU
+            return not _mismatches(worker, expected_gauges, s) and _alerts_seen(worker, s) == open_alerts
 
         try:
             wait_for(caught_up, 90, "the worker's gauges to equal the replay", interval=0.5)
@@ -199,7 +203,10 @@ def test_malformed_events_are_dead_lettered(
     try:
         wait_for(
             lambda: (
-                samples(worker.scrape()).get(("driftwatch_events_total", (("kind", "interaction"),)), 0) >= len(bad)
+                samples(worker.scrape("driftwatch_events_total")).get(
+                    ("driftwatch_events_total", (("kind", "interaction"),)), 0
+                )
+                >= len(bad)
             ),
             60,
             "the valid interactions to be counted",
@@ -245,9 +252,13 @@ def test_malformed_events_are_dead_lettered(
         assert not any(b"555-0100" in h or b"xxxxxxxx" in h for h in headers.values())
 
 
-def _mismatches(worker: WorkerProcess, want: dict[Any, float]) -> list[tuple[object, float | None, float]]:
-    """Gauges of ``worker`` missing or differing from ``want`` (relative 1e-12: the same sums, in another order)."""
-    s = samples(worker.scrape())
+def _mismatches(
+    worker: WorkerProcess, want: dict[Any, float], s: Samples | None = None
+) -> list[tuple[object, float | None, float]]:
+    """Gauges of ``worker`` missing or differing from ``want`` (relative 1e-12: the same sums, in another order;
+    ``s``: a scrape already read)."""
+    if s is None:
+        s = samples(worker.scrape())
     out = []
     for k, v in want.items():
         got = s.get(k)
@@ -339,7 +350,7 @@ def test_join_through_kafka(
     try:
 
         def joined() -> tuple[float, float] | None:
-            s = samples(worker.scrape())
+            s = samples(worker.scrape("driftwatch_join_total"))
             hit = s.get(("driftwatch_join_total", (("outcome", "hit"),)), 0)
             miss = s.get(("driftwatch_join_total", (("outcome", "miss"),)), 0)
             return (hit, miss) if hit + miss >= len(inters) else None
@@ -355,7 +366,7 @@ def _wait_mid_stream(worker: WorkerProcess, predictions: int) -> None:
     """Wait until ``worker`` has written a checkpoint and counted a fifth of the predictions (but maybe not all)."""
 
     def mid_stream() -> bool:
-        got = samples(worker.scrape())
+        got = samples(worker.scrape("driftwatch_events_total", "driftwatch_checkpoints_written_total"))
         seen = got.get(("driftwatch_events_total", (("kind", "prediction"),)), 0)
         return got.get(("driftwatch_checkpoints_written_total", ()), 0) >= 1 and seen >= 0.2 * predictions
 
@@ -387,7 +398,12 @@ def test_rebalance_mid_stream_equals_the_replay(
         workers.append(WorkerProcess(cfg_path, kafka_bootstrap, worker_env, tmp_path / "b.log"))
 
         def split() -> bool:
-            owned = [samples(w.scrape()).get(("driftwatch_input_partitions_assigned", ()), 0) for w in workers]
+            owned = [
+                samples(w.scrape("driftwatch_input_partitions_assigned")).get(
+                    ("driftwatch_input_partitions_assigned", ()), 0
+                )
+                for w in workers
+            ]
             return all(n > 0 for n in owned) and sum(owned) == 2 * PARTITIONS
 
         wait_for(split, 90, "the group to rebalance over both workers", interval=0.5)

@@ -95,7 +95,7 @@ import functools
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
@@ -120,6 +120,7 @@ __all__ = [
     "SLICE_FAMILIES",
     "AlertingCollector",
     "DriftwatchCollector",
+    "HealthCollector",
     "WorkerCollector",
     "consumer_lag",
     "counter_family",
@@ -239,20 +240,6 @@ class DriftwatchCollector:
                 ({str(k): labels[k] for k in _TEST_LABELS if k in labels}, t.statistic)
                 for _, labels, t in self.evaluator.rules.sequential.items()
             ]
-            c = self.counters
-            health_counts: dict[str, list[tuple[dict[str, str], int]]] = {
-                "events": [({"kind": "prediction"}, c.predictions), ({"kind": "interaction"}, c.interactions)],
-                "events_rejected": [
-                    ({"reason": r}, c.rejected.get(r, 0)) for r in sorted({*REASONS, "unknown_model", *c.rejected})
-                ],
-                "join": [({"outcome": "hit"}, c.join_hits), ({"outcome": "miss"}, c.join_misses)],
-                "events_late": [({}, c.late_dropped)],
-                "labels_duplicate": [({}, c.duplicate_labels)],
-                "reference_learning_events": [({}, c.reference_learning)],
-                "evaluations": [({}, c.evaluations)],
-                "attribute_values_folded": [({"attribute": a}, coder.folded) for a, coder in self.coders.items()],
-                "slices_retired": [({}, c.slices_retired)],
-            }
         fams = self._families()
         dropped = dict.fromkeys(_DROP_REASONS, 0)
         exported = 0
@@ -269,12 +256,6 @@ class DriftwatchCollector:
                 _add(fams["driftwatch_alerts"], labels, count)
             else:
                 dropped["invalid_label"] += 1
-        for base, samples in health_counts.items():
-            for labels, value in samples:
-                if _valid(labels):
-                    _add(fams[f"driftwatch_{base}"], labels, value)
-                else:
-                    dropped["invalid_label"] += 1
         for test_labels, statistic in tests:
             if _valid(test_labels):
                 _add(fams["driftwatch_rule_statistic"], test_labels, statistic)
@@ -371,22 +352,71 @@ class DriftwatchCollector:
                 fams[FEATURE_SAMPLES] = Metric(FEATURE_SAMPLES, _HELP[FEATURE_SAMPLES], "gauge")
         for name in ("driftwatch_label_metrics_provisional", "driftwatch_alerts", "driftwatch_rule_statistic"):
             fams[name] = GaugeMetricFamily(name, _HELP[name])
-        for base in (
-            "events",
-            "events_rejected",
-            "join",
-            "events_late",
-            "labels_duplicate",
-            "reference_learning_events",
-            "evaluations",
-            "attribute_values_folded",
-            "slices_retired",
-        ):
-            name = f"driftwatch_{base}"
-            fams[name] = CounterMetricFamily(name, _HELP[name])
         for name in ("driftwatch_exported_series", "driftwatch_series_dropped", "driftwatch_build_info"):
             fams[name] = GaugeMetricFamily(name, _HELP[name])
         return fams
+
+
+_HEALTH_COUNTERS: Final = (
+    "events",
+    "events_rejected",
+    "join",
+    "events_late",
+    "labels_duplicate",
+    "reference_learning_events",
+    "evaluations",
+    "attribute_values_folded",
+    "slices_retired",
+)
+
+
+class HealthCollector:
+    """What happened to every event (counters), apart from the slice metrics: a scrape that asks only for these
+    (``/metrics?name[]=driftwatch_events_total``) never computes a slice."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        coders: Mapping[str, AttributeCoder],
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
+        self.counters = counters
+        self.coders = coders
+        self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family, without samples."""
+        return iter(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        """The counters as they are now."""
+        with self._lock:
+            c = self.counters
+            health_counts: dict[str, list[tuple[dict[str, str], int]]] = {
+                "events": [({"kind": "prediction"}, c.predictions), ({"kind": "interaction"}, c.interactions)],
+                "events_rejected": [
+                    ({"reason": r}, c.rejected.get(r, 0)) for r in sorted({*REASONS, "unknown_model", *c.rejected})
+                ],
+                "join": [({"outcome": "hit"}, c.join_hits), ({"outcome": "miss"}, c.join_misses)],
+                "events_late": [({}, c.late_dropped)],
+                "labels_duplicate": [({}, c.duplicate_labels)],
+                "reference_learning_events": [({}, c.reference_learning)],
+                "evaluations": [({}, c.evaluations)],
+                "attribute_values_folded": [({"attribute": a}, coder.folded) for a, coder in self.coders.items()],
+                "slices_retired": [({}, c.slices_retired)],
+            }
+        fams = self._families()
+        for base, samples in health_counts.items():
+            for labels, value in samples:
+                _add(fams[f"driftwatch_{base}"], labels, value)  # label values from the config and fixed reasons
+        return iter(fams.values())
+
+    @staticmethod
+    def _families() -> dict[str, Metric]:
+        return {
+            f"driftwatch_{base}": CounterMetricFamily(f"driftwatch_{base}", _HELP[f"driftwatch_{base}"])
+            for base in _HEALTH_COUNTERS
+        }
 
 
 def _append(group: _Group, family: str, labels: dict[str, str], value: float, dropped: dict[str, int]) -> None:
@@ -411,7 +441,8 @@ def registry_for(
     max_series: int = 2000,
     lock: AbstractContextManager[object] | None = None,
 ) -> CollectorRegistry:
-    """A fresh registry with a :class:`DriftwatchCollector` over ``pipeline`` (window default: the first configured)."""
+    """A fresh registry with a :class:`DriftwatchCollector` and a :class:`HealthCollector` over ``pipeline`` (window
+    default: the first configured)."""
     if window is None:
         windows = pipeline.config.windows.windows
         window = windows[0] if windows else 0.0
@@ -421,6 +452,7 @@ def registry_for(
             pipeline.evaluator, pipeline.counters, pipeline.coders, window=window, max_series=max_series, lock=lock
         )
     )
+    registry.register(HealthCollector(pipeline.counters, pipeline.coders, lock))
     return registry
 
 
@@ -443,11 +475,31 @@ def counter_family(
     return family
 
 
+def _described(families: Iterable[tuple[str, str]]) -> Iterator[Metric]:
+    """Empty families by (name, type): what a collector's ``describe`` gives a registry, so that a scrape asking for
+    some names (``?name[]=``) collects only the collectors that have them."""
+    return (Metric(name, name, kind) for name, kind in families)
+
+
 class AlertingCollector:
     """The alerting side's counters at scrape time: notifications, runbook actions, the audit copy."""
 
     def __init__(self, service: AlertingService) -> None:
         self.service = service
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family :meth:`collect` may yield, without samples."""
+        counters = ("notifications_sent", "notifications_retried", "notifications_dead_lettered")
+        return _described(
+            [
+                *((f"driftwatch_{c}", "counter") for c in counters),
+                ("driftwatch_notifications_suppressed", "counter"),
+                ("driftwatch_actions", "counter"),
+                ("driftwatch_actions_suppressed", "counter"),
+                ("driftwatch_actions_awaiting_approval", "gauge"),
+                ("driftwatch_audit_mirror_failed", "counter"),
+            ]
+        )
 
     def collect(self) -> Iterator[Metric]:
         """Read the notifier's and the action runner's counters as they are now."""
@@ -533,6 +585,22 @@ class WorkerCollector:
 
     def __init__(self, worker: WorkerState) -> None:
         self.worker = worker
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family :meth:`collect` may yield, without samples."""
+        counters = ("dead_lettered", "summaries_skipped_duplicate", "summaries_rejected", "input_refetched")
+        return _described(
+            [
+                ("driftwatch_input_partitions_assigned", "gauge"),
+                *((f"driftwatch_{c}", "counter") for c in (*counters, "input_skipped", "checkpoints_written")),
+                ("driftwatch_last_evaluation_age_seconds", "gauge"),
+                ("driftwatch_last_tick_age_seconds", "gauge"),
+                ("driftwatch_consumer_lag", "gauge"),
+                ("driftwatch_consumer_stalled_seconds", "gauge"),
+                ("driftwatch_evaluation_duration_seconds", "histogram"),
+                ("driftwatch_recovery_seconds", "gauge"),
+            ]
+        )
 
     def collect(self) -> Iterator[Metric]:
         """Read the worker's state at scrape time."""

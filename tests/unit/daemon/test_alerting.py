@@ -105,3 +105,6 @@ def test_counters_map_to_the_documented_families(tmp_path: Path) -> None:
     asyncio.run(build())
     svc.audit_mirror_failed = 5
     assert scrape(svc) == EXPOSITION + HEAD + "driftwatch_audit_mirror_failed_total 5.0\n"
+    collector = AlertingCollector(svc)
+    described = {(m.name, m.type) for m in collector.describe()}
+    assert {(m.name, m.type) for m in collector.collect()} <= described  # what ?name[]= scrapes find
