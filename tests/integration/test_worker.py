@@ -122,7 +122,9 @@ def test_worker_metrics_equal_the_replay(
             return not _mismatches(worker, expected_gauges, s) and _alerts_seen(worker, s) == open_alerts
 
         try:
-            wait_for(caught_up, 90, "the worker's gauges to equal the replay", interval=0.5)
+            wait_for(
+                caught_up, 90, "the worker's gauges to equal the replay", interval=1.0
+            )  # a full scrape costs the worker ~0.1 s of CPU
         except AssertionError:
             health = {
                 f"{k[0]}{dict(k[1])}": v for k, v in samples(worker.scrape()).items() if k[0].endswith("_total") and v
@@ -416,7 +418,9 @@ def test_rebalance_mid_stream_equals_the_replay(
             return None
 
         try:
-            wait_for(matching_worker, 120, "one worker's gauges to equal the replay", interval=0.5)
+            wait_for(
+                matching_worker, 120, "one worker's gauges to equal the replay", interval=1.0
+            )  # full scrapes of both workers: ~0.1 s of CPU each
         except AssertionError:
             bad = [len(_mismatches(w, want)) for w in workers]
             raise AssertionError(
