@@ -759,6 +759,6 @@ def _sequential_problems(r: Rule, where: str) -> list[str]:
         out.append(f"{where}.sequential.baseline: name the healthy rate (or set resolve_threshold)")
     elif baseline == r.threshold or (baseline > r.threshold) == (r.op in (">", ">=")):
         out.append(f"{where}.sequential.baseline: {baseline} must lie on the healthy side of threshold {r.threshold}")
-    elif r.threshold >= 1 and r.metric in METRICS and spec(r.metric).unit.startswith("ratio 0-1"):
+    elif r.threshold >= 1 and r.metric in METRICS and spec(r.metric).share:
         out.append(f"{where}.threshold: a share's CUSUM needs a threshold below 1")
     return out

@@ -46,38 +46,44 @@ def _replay(scenario: str, seed: int, key: bytes) -> tuple[list[AlertTransition]
     return out, pipeline, truth.injections
 
 
+def _on_target_model(t: AlertTransition, inj: Injection) -> bool:
+    """Whether an alert is about the injected model (and version, where the injection names one)."""
+    labels = t.labels
+    return labels["model"] == inj.model_id and (inj.model_version is None or labels["version"] == inj.model_version)
+
+
+def _shown(inj: Injection, key: bytes) -> str:
+    """The injected slice value as alerts name it: age_band is sensitive, a token unless listed in display_values."""
+    assert inj.value is not None
+    if (
+        inj.attribute == "age_band"
+        and inj.value not in load_config(EXAMPLE_CONFIG).attributes["age_band"].display_values
+    ):
+        return Pseudonymizer(key).token("age_band", inj.value)
+    return inj.value
+
+
 def _matches(t: AlertTransition, inj: Injection, key: bytes) -> bool:
     labels = t.labels
-    if t.rule != inj.expected_rule or labels["model"] != inj.model_id:
-        return False
-    if inj.model_version is not None and labels["version"] != inj.model_version:
+    if t.rule != inj.expected_rule or not _on_target_model(t, inj):
         return False
     if inj.feature is not None and labels.get("feature") != inj.feature:
         return False
     if inj.attribute is None:
         return "attribute" not in labels
-    value = inj.value
-    assert value is not None
-    shown = load_config(EXAMPLE_CONFIG).attributes["age_band"].display_values
-    if inj.attribute == "age_band" and value not in shown:  # sensitive: a token unless listed in display_values
-        value = Pseudonymizer(key).token("age_band", value)
     if labels.get("attribute") != inj.attribute:
         return False
     # Slice rules name the slice; group comparisons name the lowest group in their evidence.
-    return labels.get("slice", t.evidence.get("low_group")) == value
+    return labels.get("slice", t.evidence.get("low_group")) == _shown(inj, key)
 
 
 def _about(t: AlertTransition, inj: Injection, key: bytes) -> bool:
     """Whether a slice rule's firing is about the injected model, version and slice value (either side of a pair)."""
-    labels = t.labels
-    if labels["model"] != inj.model_id or (inj.model_version is not None and labels["version"] != inj.model_version):
+    if not _on_target_model(t, inj):
         return False
     if inj.value is None:
-        return "slice" not in labels
-    value = inj.value
-    if inj.attribute == "age_band" and value not in load_config(EXAMPLE_CONFIG).attributes["age_band"].display_values:
-        value = Pseudonymizer(key).token("age_band", value)
-    return value in labels.get("slice", "").split(":")
+        return "slice" not in t.labels
+    return _shown(inj, key) in t.labels.get("slice", "").split(":")
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -16,7 +16,7 @@ import math
 import operator
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from driftwatch.errors import ProfileError
 from driftwatch.events import Decoded, DecodeError, EventDecoder, Interaction, Prediction
 
 __all__ = ["Ingested", "Ingestor"]
+
+_K = TypeVar("_K", str | None, int)  # a slice-row cache's key: a raw attribute value, or both sides' rows of a pair
 
 
 class _Stream:
@@ -772,12 +774,7 @@ class Ingestor:
         code = np.array(group_l, np.int64)
         out = self._admit(stream, d, list(names), code >= 0, code[code >= 0], ts, folded=code == _FOLDED)
         assert out is not None
-        admitted, space = stream.admission[d].admitted, stream.space
-        for v, value in missed.items():
-            if value in admitted:
-                found = space.find((self.dimensions[d], value))
-                if found is not None:
-                    cache[v] = found
+        self._remember_admitted(stream, d, cache, missed.items())
         return out
 
     def _pair_rows(self, stream: _Stream, p: int, ra: np.ndarray, rb: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -810,13 +807,21 @@ class Ingestor:
         code = ucode[inv.reshape(-1)]
         out = self._admit(stream, dim, list(names), code >= 0, code[code >= 0], ts, folded=code == _FOLDED)
         assert out is not None
-        admitted, space = stream.admission[dim].admitted, stream.space
-        for k, name in zip(uniq.tolist(), unames, strict=True):
-            if name is not None and k not in pc and name in admitted:
-                found = space.find((self.dimensions[dim], name))
-                if found is not None:
-                    pc[k] = found
+        self._remember_admitted(
+            stream, dim, pc, ((k, name) for k, name in zip(uniq.tolist(), unames, strict=True) if name is not None)
+        )
         return out
+
+    def _remember_admitted(
+        self, stream: _Stream, dim: int, cache: dict[_K, int], seen: Iterable[tuple[_K, str]]
+    ) -> None:
+        """Cache the rows of the values (``(cache key, value)``) that have a place in dimension ``dim`` now."""
+        admitted, space, dim_name = stream.admission[dim].admitted, stream.space, self.dimensions[dim]
+        for key, value in seen:
+            if value in admitted:
+                row = space.find((dim_name, value))
+                if row is not None:
+                    cache[key] = row
 
     def _admit(
         self,

@@ -247,11 +247,11 @@ class RuleEvaluator:
         p1 = rule.threshold
         p0 = seq.baseline if seq.baseline is not None else rule.resolve_threshold
         assert p0 is not None
-        share = spec(rule.metric).unit.startswith("ratio 0-1")
+        share = spec(rule.metric).share
         healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
         rows = [s.space.find((dim, slice_value)) for dim, _, slice_value, _ in sel]
         since = s.store.since  # read in place: the since-start totals, possibly fewer rows than the space
-        ks, ns = proportion_counts(rule.metric, since) if since is not None else (np.zeros(0), np.zeros(0))
+        ks, ns = proportion_counts(since, rule.metric) if since is not None else (np.zeros(0), np.zeros(0))
         out = []
         everything = self.engine.watching(rule.name)
         for i, (dim, value, _, _) in enumerate(sel):

@@ -65,8 +65,10 @@ class Cusum:
         self, k_total: int, n_total: int, p0: float, p1: float, share: bool, now: float = 0.0, tick_start: float = 0.0
     ) -> float:
         """Take the counts added to running totals since the last call: what became visible in the tick just closed,
-        late labels of earlier predictions included. Totals that went down (the slice's row was folded away) start
-        the count over without evidence."""
+        late labels of earlier predictions included. A new test takes the slice's history since start in one lump:
+        the sum from the start is never more than a CUSUM running all along would hold (that one is the largest sum
+        from any tick on), so the lump keeps the bound and loses no evidence. Totals that went down (the slice's row
+        was folded away) start the count over without evidence."""
         dk, dn = k_total - self.k, n_total - self.n
         self.k, self.n = k_total, n_total
         if dk < 0 or dn < 0:

@@ -44,20 +44,16 @@ _PROPORTIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 """Each proportion as (numerator columns, denominator columns), from the registry."""
 
 
-def _kn(m: S.Matrix, name: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def proportion_counts(m: S.Matrix, name: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Proportion ``name``'s numerator and denominator for every row of summary ``m``."""
     num, den = _PROPORTIONS[name]
     return m[:, list(num)].sum(axis=1), m[:, list(den)].sum(axis=1)
-
-
-def proportion_counts(name: str, m: S.Matrix) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """A proportion's numerator and denominator for every row of summary ``m``."""
-    return _kn(m, name)
 
 
 def slice_metric(name: str, m: S.Matrix, layout: S.Layout, feature: str | None = None) -> MetricArrays:
     """Compute metric ``name`` for every row of summary ``m``."""
     if name in _PROPORTIONS:
-        k, n = _kn(m, name)
+        k, n = proportion_counts(m, name)
         # Several complaints about one request can exceed the denominator; the interval caps at 1.
         lo, hi = wilson_interval(np.minimum(k, n), n)
         return MetricArrays(safe_div(k, n), lo, hi, n)
@@ -103,8 +99,8 @@ def p_values(name: str, m: S.Matrix, layout: S.Layout, feature: str | None, refe
     from driftwatch.metrics.stats import chi2_homogeneity_p, exact_two_proportion_p
 
     if name in _PROPORTIONS:
-        k, n = _kn(m, name)
-        rk, rn = _kn(reference, name)
+        k, n = proportion_counts(m, name)
+        rk, rn = proportion_counts(reference, name)
         return exact_two_proportion_p(k, n, rk - k, rn - n)
     if name in DRIFT_METRICS and feature in layout.blocks:
         b = layout.blocks[feature]
@@ -148,7 +144,7 @@ def _range(k: NDArray[np.int64], n: NDArray[np.int64], kind: str) -> GroupCompar
 
 def _compare_rate(groups: S.Matrix, rate: str, kind: str, min_samples: int) -> GroupComparison | None:
     """Range or ratio of one rate across the groups with ``min_samples``; indices refer to ``groups`` rows."""
-    k, n = _kn(groups, rate)
+    k, n = proportion_counts(groups, rate)
     ok = n >= min_samples
     if ok.sum() < 2:
         return None

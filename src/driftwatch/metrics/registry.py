@@ -90,6 +90,12 @@ class MetricSpec:
         return self.help[self.help.rindex("(") + 1 : self.help.rindex(")")]
 
     @property
+    def share(self) -> bool:
+        """A proportion of at most one event per trial (its unit is ``ratio 0-1``), unlike a count per prediction
+        such as complaints."""
+        return self.kind == "proportion" and self.unit.startswith("ratio 0-1")
+
+    @property
     def interval_families(self) -> tuple[str, str, str]:
         """(lower, upper, samples) families on /metrics; empty names unless :attr:`interval_on_metrics`."""
         if not self.interval_on_metrics:
