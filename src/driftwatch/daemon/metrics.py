@@ -201,13 +201,12 @@ def _valid(labels: Mapping[str, str]) -> bool:
 
 
 class DriftwatchCollector:
-    """A prometheus_client collector exposing driftwatch's metrics, alerts and health as they are at scrape time."""
+    """A prometheus_client collector exposing driftwatch's slice metrics, alerts and sequential tests at scrape time
+    (what happened to every event: :class:`HealthCollector`)."""
 
     def __init__(
         self,
         evaluator: Evaluator,
-        counters: Counters,
-        coders: Mapping[str, AttributeCoder],
         *,
         window: float,
         max_series: int = 2000,
@@ -221,8 +220,6 @@ class DriftwatchCollector:
         if max_series < 0:
             raise ValueError("max_series must be >= 0")
         self.evaluator = evaluator
-        self.counters = counters
-        self.coders = coders
         self.window = window
         self.max_series = max_series
         self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
@@ -447,11 +444,7 @@ def registry_for(
         windows = pipeline.config.windows.windows
         window = windows[0] if windows else 0.0
     registry = CollectorRegistry()
-    registry.register(
-        DriftwatchCollector(
-            pipeline.evaluator, pipeline.counters, pipeline.coders, window=window, max_series=max_series, lock=lock
-        )
-    )
+    registry.register(DriftwatchCollector(pipeline.evaluator, window=window, max_series=max_series, lock=lock))
     registry.register(HealthCollector(pipeline.counters, pipeline.coders, lock))
     return registry
 

@@ -512,15 +512,15 @@ def test_window_must_be_configured(pseudonym_key: bytes, example_config: Path) -
     with pytest.raises(ValueError, match="not a configured window"):
         registry_for(p, window=120)
     with pytest.raises(ValueError):
-        DriftwatchCollector(p.evaluator, p.counters, p.coders, window=300, max_series=-1)
-    collector = DriftwatchCollector(p.evaluator, p.counters, p.coders, window=3600)
+        DriftwatchCollector(p.evaluator, window=300, max_series=-1)
+    collector = DriftwatchCollector(p.evaluator, window=3600)
     assert collector.window == 3600
     assert registry_for(p).get_sample_value("driftwatch_exported_series") == 0
 
 
 def test_every_family_has_help(pipeline: Pipeline) -> None:
     """Each family carries help text, describe() names them without reading state, and the names are unique."""
-    collector = DriftwatchCollector(pipeline.evaluator, pipeline.counters, pipeline.coders, window=WINDOW)
+    collector = DriftwatchCollector(pipeline.evaluator, window=WINDOW)
     described = list(collector.describe())
     assert all(not m.samples for m in described)
     collected = list(collector.collect())
