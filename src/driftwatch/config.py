@@ -181,19 +181,21 @@ class DetectorConfig(_Model):
 
 
 class SequentialConfig(_Model):
-    """A sequential test per slice instead of waiting for a window: a CUSUM of the rate's evidence, tick by tick."""
+    """A sequential test per slice instead of waiting for a window: a CUSUM over the window's buckets by prediction
+    time, of a rate's evidence or of a feature distribution's."""
 
     kind: Literal["cusum"] = "cusum"
     baseline: float | None = Field(
         None,
         gt=0,
-        description="The healthy rate the test tells the threshold apart from (default: resolve_threshold).",
+        description="Rates: the healthy rate the test tells the threshold apart from. Drift (psi, js_distance): the "
+        "divergence a healthy slice may show, given up per event (default: resolve_threshold).",
     )
     h: float = Field(
         18.0,
         gt=0,
-        description="Decision bound in nats: while the rate stays at its baseline, a slice's test crosses it at most "
-        "once in e^h evidence updates on average (e^18: once in 6.6e7 ticks, 21 years of 10 s ticks).",
+        description="Decision bound in nats: while the slice stays at its baseline, its test crosses it at most "
+        "once in e^h window buckets on average (e^18: once in 6.6e7 ticks, 21 years of 10 s ticks).",
     )
 
 
@@ -748,15 +750,21 @@ def _sequential_problems(r: Rule, where: str) -> list[str]:
     """What makes a rule's ``sequential`` test unusable, each with the fix."""
     assert r.sequential is not None
     out = []
-    if r.metric in METRICS and spec(r.metric).kind != "proportion":
-        out.append(f"{where}.sequential: a CUSUM tests a rate; {r.metric} is not a proportion (drop sequential)")
+    kind = spec(r.metric).kind if r.metric in METRICS else None
+    if kind is not None and kind not in ("proportion", "drift"):
+        out.append(
+            f"{where}.sequential: a CUSUM tests a rate or a feature's distribution; {r.metric} is neither "
+            "(drop sequential)"
+        )
+    if kind == "drift" and r.op not in (">", ">="):
+        out.append(f"{where}.op: a sequential drift test fires on a distribution that moved away: use '>'")
     if r.detector is not None or r.fdr_q is not None:
         out.append(f"{where}.sequential: cannot be combined with detector or fdr_q (its bound replaces them)")
     if r.threshold is None:
         return out
     baseline = r.sequential.baseline if r.sequential.baseline is not None else r.resolve_threshold
     if baseline is None:
-        out.append(f"{where}.sequential.baseline: name the healthy rate (or set resolve_threshold)")
+        out.append(f"{where}.sequential.baseline: name the healthy rate or divergence (or set resolve_threshold)")
     elif baseline == r.threshold or (baseline > r.threshold) == (r.op in (">", ">=")):
         out.append(f"{where}.sequential.baseline: {baseline} must lie on the healthy side of threshold {r.threshold}")
     elif r.threshold >= 1 and r.metric in METRICS and spec(r.metric).share:

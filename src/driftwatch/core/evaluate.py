@@ -186,7 +186,6 @@ class Evaluator:
             self.engine.export(mine),
             self.detectors.export(mine),
             records,
-            self.rules.sequential.export(mine),
         )
 
     def open_records(self) -> list[AlertRecord]:
@@ -232,8 +231,6 @@ class Evaluator:
                 record = decode_record(data)
                 self._restored[record.fingerprint] = record
         self.detectors.load(state.detectors, self.config.rules)
-        sequential = {r.name for r in self.config.rules if r.sequential is not None}
-        self.rules.sequential.load(t for t in state.sequential if t.rule in sequential)
         return sorted(skipped)
 
     def drop(self, models: Iterable[str]) -> None:

@@ -26,9 +26,9 @@ from driftwatch.config import Config, Rule
 from driftwatch.core import summary as S
 from driftwatch.core.detectors import DetectorBank
 from driftwatch.core.exposure import Cache, Exposure, Stream
-from driftwatch.core.sequential import SequentialBank
+from driftwatch.core.sequential import SequentialBank, drift_evidence, drift_margin, max_suffix, rate_evidence
 from driftwatch.core.slicing import OTHER, OVERALL
-from driftwatch.core.values import MetricArrays, compare_groups, p_values, proportion_counts, slice_metric
+from driftwatch.core.values import MetricArrays, compare_groups, p_values, proportion_columns, slice_metric
 from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS, spec
 from driftwatch.metrics.stats import benjamini_hochberg
 
@@ -237,30 +237,33 @@ class RuleEvaluator:
         arr: MetricArrays,
         now: float,
     ) -> list[Candidate]:
-        """One candidate per slice from its CUSUM (see :mod:`driftwatch.core.sequential`), fed what the tick just closed
-        added to the slice's since-start counts:
-        the condition holds while the statistic is at or above ``h``; a firing alert resolves once it is below ``h``
-        and the window's value is on the healthy side of ``resolve_threshold`` (or ``threshold``)."""
+        """One candidate per slice from its CUSUM over the rule's window by prediction time (see
+        :mod:`driftwatch.core.sequential`): the condition holds while the statistic is at or above ``h``; a firing
+        alert resolves once it is below ``h`` and the window's value is on the healthy side of ``resolve_threshold``
+        (or ``threshold``)."""
         seq = rule.sequential
         assert seq is not None
         assert rule.threshold is not None
-        p1 = rule.threshold
-        p0 = seq.baseline if seq.baseline is not None else rule.resolve_threshold
-        assert p0 is not None
-        share = spec(rule.metric).share
+        baseline = seq.baseline if seq.baseline is not None else rule.resolve_threshold
+        assert baseline is not None
         healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
-        rows = [s.space.find((dim, slice_value)) for dim, _, slice_value, _ in sel]
-        since = s.store.since  # read in place: the since-start totals, possibly fewer rows than the space
-        ks, ns = proportion_counts(since, rule.metric) if since is not None else (np.zeros(0), np.zeros(0))
+        found = [(i, s.space.find((dim, slice_value))) for i, (dim, _, slice_value, _) in enumerate(sel)]
+        tested = [(i, r) for i, r in found if r is not None]
+        stat = np.zeros(len(sel))
+        start = np.full(len(sel), -1, np.intp)
+        starts = np.zeros(0, np.int64)
+        if tested:
+            at, rows = [i for i, _ in tested], [r for _, r in tested]
+            weights, starts = self._evidence(rule, s, rows, baseline)
+            stat[at], start[at] = max_suffix(weights)
         out = []
         everything = self.engine.watching(rule.name)
         for i, (dim, value, _, _) in enumerate(sel):
             labels = self._labels(rule, s, dim, value)
-            test = self.sequential.test(rule.name, labels)
-            r = rows[i]
-            if r is not None and r < len(ns):
-                test.observe(int(ks[r]), int(ns[r]), p0, p1, share, now, now - self.tick)
-            crossed = test.statistic >= seq.h
+            statistic = float(stat[i])
+            change = float(starts[start[i]] * self.tick) if start[i] >= 0 else None
+            self.sequential.record(rule.name, labels, statistic, change, now)
+            crossed = statistic >= seq.h
             if not everything and not crossed:
                 continue  # a healthy series of a rule with no open alert changes nothing
             v = float(arr.value[i])
@@ -268,10 +271,10 @@ class RuleEvaluator:
             evidence: dict[str, object] = {
                 "window_seconds": rule.window,
                 "test": seq.kind,
-                "statistic": round(test.statistic, 3),
+                "statistic": round(statistic, 3),
                 "h": seq.h,
-                "baseline": p0,
-                "change_point": test.start,
+                "baseline": baseline,
+                "change_point": change,
             }
             out.append(
                 Candidate(
@@ -288,6 +291,23 @@ class RuleEvaluator:
             )
         self.sequential.forget_idle(rule.name, now, rule.window)
         return out
+
+    def _evidence(self, rule: Rule, s: Stream, rows: list[int], baseline: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each bucket's evidence (buckets x ``rows``) of ``rule``'s window, and each bucket's first tick."""
+        assert rule.threshold is not None
+        wt = self._wticks(rule)
+        if spec(rule.metric).kind == "drift":
+            assert rule.feature is not None
+            b = s.layout.blocks[rule.feature]
+            starts, counts = s.store.bucket_counts(wt, rows, range(b.start, b.start + b.bins))
+            margin = drift_margin(rule.metric, baseline)
+            return drift_evidence(counts, b.reference, b.ref_count, margin), starts
+        num, den = proportion_columns(rule.metric)
+        cols = sorted(set(num) | set(den))
+        starts, counts = s.store.bucket_counts(wt, rows, cols)
+        k = counts[:, :, [cols.index(c) for c in num]].sum(axis=2)
+        n = counts[:, :, [cols.index(c) for c in den]].sum(axis=2)
+        return rate_evidence(k, n, baseline, rule.threshold, spec(rule.metric).share), starts
 
     def _attribute_candidates(self, rule: Rule, s: Stream, cache: Cache) -> list[Candidate]:
         attrs = self.config.protected if rule.attribute == "*" else (rule.attribute,)

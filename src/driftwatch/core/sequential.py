@@ -1,106 +1,135 @@
-"""Sequential tests: a CUSUM per rule and slice, fed tick by tick, that fires as soon as the evidence is sure.
+"""Sequential tests: a CUSUM per rule and slice over the rule's window, by prediction time, that fires as soon as the
+evidence is sure.
 
 A window rule waits for a window to fill with changed data and then for
-``for``; a sequential rule accumulates the log-likelihood ratio of each closed
-tick's counts (what the tick added to the slice's since-start totals, so late labels count when they are
-seen), rate at ``threshold`` (the change to catch) against rate at
-``baseline`` (healthy), and fires once the CUSUM statistic reaches ``h``:
+``for``; a sequential rule weighs each bucket of its window (a tick, or a few
+for windows over ten minutes) by the log-likelihood ratio of its counts, and
+fires once the largest sum over the buckets from some start to now reaches
+``h``:
 
-    S_t = max(0, S_{t-1} + llr(k_t, n_t)),   fire while S_t >= h
+    S = max(0, max over starts b of  sum of e_j for j >= b),   fire while S >= h
 
-with ``k_t`` events of ``n_t`` in tick t. For a share (at most one per trial:
-selection, TPR, FPR) the likelihood is Bernoulli:
-``llr = k log(p1/p0) + (n - k) log((1-p1)/(1-p0))``; for a rate that counts
-several events per prediction (complaints) it is Poisson:
-``llr = k log(p1/p0) - n (p1 - p0)``. Under the baseline rate (or any rate on
-its healthy side) ``exp(S)`` started at any tick is a non-negative
-supermartingale, so by Ville's inequality a test started at a given tick ever
-reaches ``h`` with probability at most ``e^-h``, and the average run length
-between false alarms is at least ``e^h`` updates per slice (Lorden 1971).
-That bound needs no correction for looking every tick, and it is per slice:
-with ``m`` slices and rules the expected false alarms over ``T`` updates are at
-most ``m T e^-h`` (a Bonferroni budget, which is why ``fdr_q`` is not combined
-with it). The statistic's last zero before it crossed is the estimated change
-point.
+That is Page's CUSUM, recomputed over the window each tick. Buckets are
+**prediction-time** buckets: a late label or complaint is added to the bucket
+of its prediction, so evidence about predictions made after a change is never
+diluted by the labels of earlier, healthy predictions that arrive at the same
+time (labels come minutes late, and a test by arrival time would mix both for
+as long as the delay). Each bucket's evidence ``e_j``:
 
->>> c = Cusum()
->>> [round(c.update(k, 100, 0.05, 0.08, True), 2) for k in (5, 9, 10)]
-[0.0, 1.31, 3.12]
+- **a rate** (``k`` events of ``n`` trials: selection, TPR, FPR, complaints),
+  rate at ``threshold`` (the change to catch) against rate at ``baseline``
+  (healthy): Bernoulli for a share (at most one per trial),
+  ``k log(p1/p0) + (n - k) log((1-p1)/(1-p0))``; Poisson for a rate that counts
+  several events per prediction, ``k log(p1/p0) - n (p1 - p0)``;
+- **a distribution** (a feature's bin counts ``c``, PSI or JS rules): the
+  reference's bin shares ``p0`` against ``q``, the slice's own shares in the
+  :data:`LEARN_BUCKETS` buckets before this one, shrunk toward ``p0`` by
+  :data:`PRIOR_EVENTS` events: ``sum c log(q/p0) - margin * n``. ``q`` is
+  learnt only from earlier buckets, so under the reference each bucket's
+  likelihood ratio has expectation 1 whatever it learnt; ``margin`` (from
+  ``baseline``: PSI/2 or 4·JS², about the Kullback-Leibler divergence of a
+  shift of that size) is taken per event so that a slice a little off the
+  reference (a reference from a finite sample, a slice that always differed
+  slightly) drifts the statistic down, not up.
+
+**The false-alarm bound.** For a fixed start, while the slice is at its
+baseline (or healthier) the exponential of the sum is a non-negative
+supermartingale as evidence arrives, in whatever order (labels in any order,
+provided whether a label arrives does not depend on its value): by Ville's
+inequality it ever reaches ``h`` with probability at most ``e^-h``. One new
+start opens per bucket, so a slice's test alarms at most once in ``e^h``
+buckets on average (Lorden 1971), and with ``m`` slices and rules the
+expected false alarms over ``T`` buckets are at most ``m T e^-h``: a
+Bonferroni budget, which is why ``fdr_q`` is not combined with it. The start
+of the best sum is the estimated change point.
+
+>>> e = rate_evidence(np.array([[5], [9], [10]]), np.array([[100], [100], [100]]), 0.05, 0.08, True)
+>>> stat, start = max_suffix(e)
+>>> round(float(stat[0]), 2), int(start[0])
+(3.12, 1)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
-__all__ = ["Cusum", "SequentialBank", "SequentialState", "llr"]
+__all__ = [
+    "LEARN_BUCKETS",
+    "PRIOR_EVENTS",
+    "SequentialBank",
+    "TestState",
+    "drift_evidence",
+    "drift_margin",
+    "max_suffix",
+    "rate_evidence",
+]
+
+F = NDArray[np.float64]
+
+LEARN_BUCKETS = 3
+"""A distribution test's alternative is the slice's shares in this many buckets before the one it weighs."""
+PRIOR_EVENTS = 30.0
+"""...shrunk toward the reference by this many events (a slice with a handful of events learns little)."""
 
 
-def llr(k: int, n: int, p0: float, p1: float, share: bool) -> float:
-    """Log-likelihood ratio of ``k`` events in ``n`` trials at rate ``p1`` against ``p0`` (Bernoulli if ``share``,
-    else Poisson per trial)."""
-    if n <= 0:
-        return 0.0
+def rate_evidence(k: NDArray[np.int64], n: NDArray[np.int64], p0: float, p1: float, share: bool) -> F:
+    """Log-likelihood ratio of ``k`` events in ``n`` trials at rate ``p1`` against ``p0``, cell by cell (Bernoulli
+    if ``share``, else Poisson per trial)."""
+    kf: F = np.asarray(k, np.float64)
+    nf: F = np.asarray(n, np.float64)
+    out: F
     if share:
-        k = min(k, n)
-        return k * math.log(p1 / p0) + (n - k) * math.log((1 - p1) / (1 - p0))
-    return k * math.log(p1 / p0) - n * (p1 - p0)
+        kf = np.minimum(kf, nf)
+        out = kf * np.log(p1 / p0) + (nf - kf) * np.log((1 - p1) / (1 - p0))
+    else:
+        out = kf * np.log(p1 / p0) - nf * (p1 - p0)
+    return out
+
+
+def drift_margin(metric: str, baseline: float) -> float:
+    """Nats per event a distribution test gives up: about the Kullback-Leibler divergence of a shift whose
+    ``metric`` (``psi`` or ``js_distance``) is ``baseline`` (for small shifts KL ~ PSI/2 ~ 4 JS divergence)."""
+    return baseline / 2 if metric == "psi" else 4 * baseline * baseline
+
+
+def drift_evidence(counts: NDArray[np.int64], reference: F, ref_count: int, margin: float) -> F:
+    """Evidence of each bucket and slice (``counts``: buckets x slices x bins) that the slice left ``reference``
+    (bin shares of ``ref_count`` reference rows; smoothed so that no bin is impossible)."""
+    b, r, bins = counts.shape
+    ref = np.asarray(reference, np.float64)
+    p0 = (ref * ref_count + 0.5) / (ref_count + 0.5 * bins)
+    c = counts.astype(np.float64)
+    seen = np.zeros((b + 1, r, bins))
+    np.cumsum(c, axis=0, out=seen[1:])
+    lag = np.maximum(np.arange(b) - LEARN_BUCKETS, 0)
+    recent = seen[:-1] - seen[lag]
+    q = (recent + PRIOR_EVENTS * p0) / (recent.sum(axis=2, keepdims=True) + PRIOR_EVENTS)
+    out: F = (c * np.log(q / p0)).sum(axis=2) - margin * c.sum(axis=2)
+    return out
+
+
+def max_suffix(evidence: F) -> tuple[F, NDArray[np.intp]]:
+    """Per column of ``evidence`` (buckets x slices): the CUSUM statistic, the largest sum from some bucket to the
+    last (0 if every such sum is negative), and that first bucket (-1 at 0)."""
+    if evidence.shape[0] == 0:
+        return np.zeros(evidence.shape[1]), np.full(evidence.shape[1], -1, np.intp)
+    sums = np.cumsum(evidence[::-1], axis=0)[::-1]
+    start = np.argmax(sums, axis=0)
+    stat = np.maximum(sums[start, np.arange(sums.shape[1])], 0.0)
+    return stat, np.where(stat > 0, start, -1)
 
 
 @dataclass(slots=True)
-class Cusum:
-    """One CUSUM: the statistic, when it last left zero (the change point), when it last had data, and the running
-    totals it has taken in (see :meth:`observe`)."""
+class TestState:
+    """A slice's test as last computed: its statistic, change point and when (event time)."""
 
     statistic: float = 0.0
     start: float | None = None
     updated: float | None = None
-    k: int = 0
-    n: int = 0
-
-    def observe(
-        self, k_total: int, n_total: int, p0: float, p1: float, share: bool, now: float = 0.0, tick_start: float = 0.0
-    ) -> float:
-        """Take the counts added to running totals since the last call: what became visible in the tick just closed,
-        late labels of earlier predictions included. A new test takes the slice's history since start in one lump:
-        the sum from the start is never more than a CUSUM running all along would hold (that one is the largest sum
-        from any tick on), so the lump keeps the bound and loses no evidence. Totals that went down (the slice's row
-        was folded away) start the count over without evidence."""
-        dk, dn = k_total - self.k, n_total - self.n
-        self.k, self.n = k_total, n_total
-        if dk < 0 or dn < 0:
-            return self.statistic
-        return self.update(dk, dn, p0, p1, share, now, tick_start)
-
-    def update(
-        self, k: int, n: int, p0: float, p1: float, share: bool, now: float = 0.0, tick_start: float = 0.0
-    ) -> float:
-        """Take one tick's counts (the tick ``[tick_start, now)`` of event time); return the statistic."""
-        if n <= 0:
-            return self.statistic
-        was = self.statistic
-        self.statistic = max(0.0, was + llr(k, n, p0, p1, share))
-        if self.statistic == 0.0:
-            self.start = None
-        elif was == 0.0:
-            self.start = tick_start
-        self.updated = now
-        return self.statistic
-
-
-class SequentialState(msgspec.Struct, frozen=True):
-    """One test in a checkpoint: its rule and labels, statistic, change point and last update."""
-
-    rule: str
-    labels: dict[str, str]
-    statistic: float
-    start: float | None
-    updated: float | None
-    k: int = 0
-    n: int = 0
 
 
 Key = tuple[str, str | None, str | None, str | None, str | None]
@@ -108,49 +137,31 @@ Key = tuple[str, str | None, str | None, str | None, str | None]
 
 
 class SequentialBank:
-    """Every live sequential test, by rule and alert labels."""
+    """The latest statistic of every sequential test, by rule and alert labels (for /metrics and evidence). Nothing
+    here is checkpointed: each statistic is recomputed from its window, which is."""
 
     def __init__(self) -> None:
-        self._tests: dict[Key, tuple[dict[str, str], Cusum]] = {}
+        self._tests: dict[Key, tuple[dict[str, str], TestState]] = {}
 
     @staticmethod
     def key(rule: str, labels: Mapping[str, str]) -> Key:
         """The key of a rule's alert labels."""
         return (rule, labels.get("model"), labels.get("version"), labels.get("attribute"), labels.get("slice"))
 
-    def test(self, rule: str, labels: dict[str, str]) -> Cusum:
-        """The test of ``rule`` for the alert ``labels``, made on first use."""
-        key = self.key(rule, labels)
-        found = self._tests.get(key)
-        if found is None:
-            found = self._tests[key] = (labels, Cusum())
-        return found[1]
+    def record(self, rule: str, labels: dict[str, str], statistic: float, start: float | None, now: float) -> None:
+        """Keep what the test of ``rule`` for ``labels`` computed at ``now``."""
+        self._tests[self.key(rule, labels)] = (labels, TestState(statistic, start, now))
 
-    def items(self) -> Iterable[tuple[str, dict[str, str], Cusum]]:
+    def items(self) -> Iterable[tuple[str, dict[str, str], TestState]]:
         """(rule, labels, test) of every test."""
-        return ((key[0], labels, c) for key, (labels, c) in self._tests.items())
+        return ((key[0], labels, t) for key, (labels, t) in self._tests.items())
 
     def forget_idle(self, rule: str, now: float, idle: float) -> None:
-        """Forget ``rule``'s tests at zero without data for ``idle`` seconds (their slice left the top-k)."""
+        """Forget ``rule``'s tests not computed for ``idle`` seconds (their slice left the top-k or went quiet)."""
         for key in [
-            k
-            for k, (_, c) in self._tests.items()
-            if k[0] == rule and c.statistic == 0.0 and (c.updated is None or now - c.updated >= idle)
+            k for k, (_, t) in self._tests.items() if k[0] == rule and (t.updated is None or now - t.updated >= idle)
         ]:
             del self._tests[key]
-
-    def export(self, mine: Callable[[Mapping[str, str]], bool]) -> list[SequentialState]:
-        """The tests whose labels ``mine`` accepts, as plain data for a checkpoint."""
-        return [
-            SequentialState(key[0], labels, c.statistic, c.start, c.updated, c.k, c.n)
-            for key, (labels, c) in self._tests.items()
-            if mine(labels)
-        ]
-
-    def load(self, states: Iterable[SequentialState]) -> None:
-        """Restore tests from a checkpoint."""
-        for s in states:
-            self._tests[self.key(s.rule, s.labels)] = (dict(s.labels), Cusum(s.statistic, s.start, s.updated, s.k, s.n))
 
     def drop(self, mine: Callable[[Mapping[str, str]], bool]) -> None:
         """Forget the tests whose labels ``mine`` accepts."""

@@ -23,7 +23,6 @@ from typing import Generic, TypeVar
 import msgspec
 import numpy as np
 
-from driftwatch.core.sequential import SequentialState
 from driftwatch.core.summary import Matrix, Sparse
 
 __all__ = [
@@ -97,7 +96,6 @@ class ModelsState(msgspec.Struct, frozen=True):
     alerts: list[dict[str, object]]
     detectors: list[DetectorState]
     records: list[bytes] = []  # the latest alert record (JSON) of each open alert: what the API shows after a restore
-    sequential: list[SequentialState] = []  # each sequential test's statistic (empty in older checkpoints)
 
 
 class Codec(Generic[T]):

@@ -511,6 +511,31 @@ class WindowStore:
             w.total = _moved(w.total, row, into)
         self.since = _moved(self.since, row, into)
 
+    def bucket_counts(
+        self, length_ticks: int, rows: Sequence[int], columns: Sequence[int]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The first tick of each bucket of a window, oldest first, and its counts: buckets x ``rows`` x ``columns``
+        (late additions included; a row the bucket lacks counts zero)."""
+        w = self.windows[length_ticks]
+        out = np.zeros((len(w.buckets), len(rows), len(columns)), np.int64)
+        if not len(rows) or not len(columns):
+            return np.array([b * w.step for b, _ in w.buckets], np.int64), out
+        row_at = np.full(max(rows) + 1, -1, np.int64)
+        row_at[list(rows)] = np.arange(len(rows))
+        col_at = np.full(max(columns) + 1, -1, np.int64)
+        col_at[list(columns)] = np.arange(len(columns))
+        for i, (bid, sp) in enumerate(w.buckets):
+            for part in (sp, *w.late.get(bid, ())):
+                if not len(part.index):
+                    continue
+                r, c = np.divmod(part.index.astype(np.int64), part.width)
+                keep = (r < len(row_at)) & (c < len(col_at))
+                r, c, v = r[keep], c[keep], part.values[keep]
+                rp, cp = row_at[r], col_at[c]
+                keep = (rp >= 0) & (cp >= 0)
+                out[i, rp[keep], cp[keep]] += v[keep]  # flat indices are unique within a part
+        return np.array([b * w.step for b, _ in w.buckets], np.int64), out
+
     def window(self, length_ticks: int, rows: int, width: int) -> Matrix:
         """The summary of a window (0 = since start), padded to ``rows`` rows."""
         m = self.since if length_ticks == 0 else self.windows[length_ticks].total

@@ -19,7 +19,15 @@ from driftwatch.metrics.drift import js_distance, psi
 from driftwatch.metrics.registry import DRIFT_METRICS, REGISTRY, spec
 from driftwatch.metrics.stats import diff_interval, ratio_interval, safe_div, wilson_interval
 
-__all__ = ["GroupComparison", "MetricArrays", "compare_groups", "p_values", "proportion_counts", "slice_metric"]
+__all__ = [
+    "GroupComparison",
+    "MetricArrays",
+    "compare_groups",
+    "p_values",
+    "proportion_columns",
+    "proportion_counts",
+    "slice_metric",
+]
 
 F = NDArray[np.float64]
 
@@ -42,6 +50,11 @@ _PROPORTIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     m.name: (_columns(m.numerator), _columns(m.denominator)) for m in REGISTRY if m.kind == "proportion"
 }
 """Each proportion as (numerator columns, denominator columns), from the registry."""
+
+
+def proportion_columns(name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Proportion ``name``'s numerator and denominator columns in a summary."""
+    return _PROPORTIONS[name]
 
 
 def proportion_counts(m: S.Matrix, name: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:

@@ -1,5 +1,6 @@
-"""Sequential rules: a CUSUM per slice fires within seconds of a change, keeps its false-alarm bound, and survives
-a checkpoint."""
+"""Sequential rules: a CUSUM per slice over its window by prediction time fires within seconds of a change (a rate
+or a feature's distribution), keeps its false-alarm bound, is not diluted by late labels of older predictions, and
+gives the same verdicts after a checkpoint."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import math
 import random
 
 import msgspec
+import numpy as np
 import pytest
 
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
-from driftwatch.core.sequential import Cusum
+from driftwatch.core.profile import build_profile
+from driftwatch.core.sequential import drift_evidence, max_suffix, rate_evidence
 from driftwatch.core.snapshot import ModelsState, decode_state, encode_state
 from driftwatch.daemon.metrics import registry_for
 
@@ -134,22 +137,52 @@ def test_no_false_alarm_and_the_statistic_on_metrics_over_healthy_traffic() -> N
     assert 0 <= value < 18
 
 
+def _alarms(evidence: np.ndarray, h: float) -> int:
+    """Alarms of a CUSUM fed ``evidence`` bucket by bucket and restarted after each (as a resolved alert restarts)."""
+    stat, alarms = 0.0, 0
+    for e in evidence:
+        stat = max(0.0, stat + float(e))
+        if stat >= h:
+            alarms, stat = alarms + 1, 0.0
+    return alarms
+
+
+def test_the_window_statistic_is_pages_cusum() -> None:
+    """The largest sum from some bucket to the last equals Page's recursion S = max(0, S + e) started at the
+    window's first bucket, and the change point is where the recursion last left zero."""
+    rng = np.random.default_rng(3)
+    e = rng.normal(-0.2, 1.0, (40, 6))
+    stat, start = max_suffix(e)
+    for j in range(e.shape[1]):
+        s_, left = 0.0, -1
+        for b in range(e.shape[0]):
+            s_ = max(0.0, s_ + e[b, j])
+            if s_ == 0.0:
+                left = -1
+            elif left < 0:
+                left = b
+        assert stat[j] == pytest.approx(s_)
+        if s_ > 0:
+            assert start[j] == left
+
+
 def test_the_false_alarm_rate_stays_within_its_bound() -> None:
-    """At the baseline rate, a CUSUM with h = 5 restarted after each alarm alarms at most once per e^h updates (Lorden's bound), Bernoulli and Poisson alike."""
-    rng = random.Random(7)
-    h, p0, p1, updates = 5.0, 0.04, 0.08, 50_000
+    """At the baseline, a CUSUM with h = 5 alarms at most once per e^h buckets (Lorden's bound): a rate (Bernoulli
+    and Poisson) and a distribution drawn from its reference, with no margin (the margin only adds safety)."""
+    rng = np.random.default_rng(7)
+    h, p0, p1, buckets = 5.0, 0.04, 0.08, 50_000
+    n = np.full((buckets, 1), 5)
+    k = rng.binomial(5, p0, (buckets, 1))
     for share in (True, False):
-        c, alarms = Cusum(), 0
-        for _ in range(updates):
-            k = sum(rng.random() < p0 for _ in range(5))
-            if c.update(k, 5, p0, p1, share) >= h:
-                alarms += 1
-                c = Cusum()
-        assert alarms <= updates / math.exp(h), (share, alarms)
+        assert _alarms(rate_evidence(k, n, p0, p1, share)[:, 0], h) <= buckets / math.exp(h), share
+    ref, ref_count = np.array([0.5, 0.3, 0.15, 0.05]), 1000
+    smoothed = (ref * ref_count + 0.5) / (ref_count + 0.5 * len(ref))
+    counts = rng.multinomial(8, smoothed, (buckets, 1))
+    assert _alarms(drift_evidence(counts, ref, ref_count, 0.0)[:, 0], h) <= buckets / math.exp(h)
 
 
 def test_a_checkpoint_keeps_the_statistic() -> None:
-    """A restored evaluator continues each test from its checkpointed statistic: the same firing at the same time."""
+    """A restored evaluator recomputes each test from its checkpointed window: the same firing at the same time."""
     stream = _stream(ONSET + 300, 4)
     whole = make({"rules": [RULES[1]]})
     expected = [t.to_record() for b in stream for t in whole.process(b)[1]]
@@ -158,7 +191,7 @@ def test_a_checkpoint_keeps_the_statistic() -> None:
     got = [t.to_record() for b in stream[:cut] for t in first.process(b)[1]]
     state = decode_state(encode_state(first.evaluator.snapshot(["m"])))
     assert isinstance(state, ModelsState)
-    assert state.sequential
+    assert next(t.statistic for _, _, t in first.evaluator.rules.sequential.items()) > 0
     second = make({"rules": [RULES[1]]})
     second.ingestor = first.ingestor  # the ingest side is not what is checkpointed here
     second.evaluator.restore(state)
@@ -169,7 +202,8 @@ def test_a_checkpoint_keeps_the_statistic() -> None:
 @pytest.mark.parametrize(
     ("rule", "problem"),
     [
-        ({"metric": "psi", "feature": "score", "threshold": 0.2, "resolve_threshold": 0.1}, "not a proportion"),
+        ({"metric": "mean_score", "threshold": 0.8, "resolve_threshold": 0.5}, "neither"),
+        ({"metric": "psi", "feature": "score", "op": "<", "threshold": 0.2, "resolve_threshold": 0.3}, "use '>'"),
         ({"metric": "complaint_rate", "threshold": 0.08}, "name the healthy rate"),
         ({"metric": "complaint_rate", "threshold": 0.08, "sequential": {"baseline": 0.1}}, "healthy side"),
         ({"metric": "selection_rate", "op": "<", "threshold": 0.3, "sequential": {"baseline": 0.2}}, "healthy side"),
@@ -186,3 +220,117 @@ def test_check_config_names_what_a_sequential_rule_lacks(rule: dict[str, object]
         {"attributes": {}, "models": {"m": {"favorable": ["yes"], "reference": {"learn_events": 100}}}, "rules": [body]}
     )
     assert any(problem in p and "sequential" in p for p in cfg.problems()), cfg.problems()
+
+
+def _scored(rid: str, ts: int, score: float) -> bytes:
+    ev = msgspec.json.decode(pred(rid, ts))
+    ev["score"] = score
+    return msgspec.json.encode(ev)
+
+
+DRIFT_RULES = [
+    {
+        "name": "psi_window",
+        "metric": "psi",
+        "feature": "score",
+        "window": "5m",
+        "threshold": 0.25,
+        "resolve_threshold": 0.1,
+        "for": "1m",
+        "min_samples": 200,
+        "confidence": "interval",
+    },
+    {
+        "name": "psi_cusum",
+        "metric": "psi",
+        "feature": "score",
+        "window": "5m",
+        "threshold": 0.25,
+        "resolve_threshold": 0.1,
+        "sequential": {},
+    },
+]
+
+
+def _drift_pipeline() -> Pipeline:
+    cfg = Config.model_validate(
+        {
+            "attributes": {},
+            "models": {"m": {"favorable": ["yes"], "reference": {"learn_events": 100}}},
+            "windows": {"tick": "10s", "lateness": "0s", "windows": ["5m"]},
+            "min_samples": 5,
+            "rules": DRIFT_RULES,
+        }
+    )
+    assert cfg.problems() == []
+    rng = np.random.default_rng(0)
+    ref = {"prediction": ["yes", "no"] * 2500, "score": rng.beta(2, 5, 5000).round(3).tolist()}
+    return Pipeline(cfg, profiles={"m": build_profile("m", cfg.models["m"], ref)})
+
+
+@pytest.mark.parametrize(("seed", "shift"), [(1, 0.25), (2, 0.25), (3, 0.25), (4, 0.0), (5, 0.02)])
+def test_a_distribution_test_fires_within_a_minute_and_never_on_a_small_shift(seed: int, shift: float) -> None:
+    """Scores at 10 a second from the reference's Beta(2, 5), shifted up by ``shift`` from ONSET: a shift of 0.25
+    (PSI ~1) fires the sequential drift test within 60 s and the window rule only after 90 s; no shift, or one of
+    0.02 (PSI well below resolve_threshold), fires neither over 25 minutes."""
+    p = _drift_pipeline()
+    rng = np.random.default_rng(seed)
+    out: list[AlertTransition] = []
+    for tick in range((ONSET + 900) // 10):
+        batch = []
+        for i in range(100):
+            sec = tick * 10 + i // 10
+            score = float(rng.beta(2, 5)) + (shift if sec >= ONSET else 0.0)
+            batch.append(_scored(f"r{tick}-{i}", T0 + sec * 1000 + (i % 10) * 100, round(min(score, 1.0), 3)))
+        out.extend(p.process(batch)[1])
+    seq, win = _first(out, "psi_cusum"), _first(out, "psi_window")
+    if shift < 0.1:
+        assert seq is None
+        assert win is None
+        return
+    assert seq is not None
+    assert win is not None
+    onset = T0 / 1000 + ONSET
+    assert onset < seq.event_time <= onset + 60, seq.event_time - onset
+    assert win.event_time - onset > 90
+    change = seq.evidence["change_point"]
+    assert isinstance(change, float)
+    assert onset - 30 <= change <= seq.event_time
+
+
+def test_late_labels_of_older_predictions_do_not_dilute_the_evidence() -> None:
+    """Labels come 90 s after their prediction, and the true positive rate drops from 90% to 40% at ONSET: the
+    sequential TPR test weighs labels by the tick of their prediction, so it fires once about 40 labels of changed
+    predictions are in (within 80 s of the first of them), although each tick also brings the labels of healthy
+    predictions made before the onset."""
+    rule = {
+        "name": "tpr_seq",
+        "metric": "tpr",
+        "window": "10m",
+        "op": "<",
+        "threshold": 0.7,
+        "resolve_threshold": 0.85,
+        "sequential": {},
+    }
+    p = make({"windows": {"tick": "10s", "lateness": "0s", "windows": ["10m"]}, "rules": [rule]})
+    rng = random.Random(11)
+    out: list[AlertTransition] = []
+    delay = 90
+    for tick in range((ONSET + 600) // 10):
+        batch = []
+        for sec in range(tick * 10, tick * 10 + 10):
+            tpr = 0.4 if sec >= ONSET else 0.9
+            for i in range(2):
+                rid = f"r{sec}-{i}"
+                ts = T0 + sec * 1000 + i * 400
+                approved = rng.random() < tpr
+                batch.append(pred(rid, ts, "yes" if approved else "no"))
+            # the labels of predictions made `delay` seconds earlier (all deserving)
+            for i in range(2):
+                if sec - delay >= 0:
+                    batch.append(inter(f"r{sec - delay}-{i}", T0 + sec * 1000 + 900, "label", "yes"))
+        out.extend(p.process(batch)[1])
+    first = _first(out, "tpr_seq")
+    assert first is not None
+    first_changed_label = T0 / 1000 + ONSET + delay
+    assert first_changed_label < first.event_time <= first_changed_label + 80, first.event_time - first_changed_label
