@@ -603,14 +603,18 @@ def demo(
 def baseline_build(
     data: Annotated[
         Path,
-        typer.Argument(help="Reference data: .csv or .parquet (feature columns, score, prediction) or .jsonl events."),
+        typer.Argument(
+            help="Reference data: .csv or .parquet (feature columns, score, prediction, and label to estimate "
+            "performance before labels arrive) or .jsonl events (label interactions are joined)."
+        ),
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model id as named in the config.")],
     config: ConfigOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")] = Path("profile.json"),
 ) -> None:
-    """Build a reference profile: quantile bins, category frequencies and the selection rate of a model."""
-    from driftwatch.core.profile import build_profile
+    """Build a reference profile: quantile bins, category frequencies and the selection rate of a model, and (with
+    labels) the score's calibration for estimating performance before labels arrive."""
+    from driftwatch.core.profile import build_profile, calibrate
     from driftwatch.profiles import read_table
 
     cfg, _ = _load(config, need_key=False)
@@ -623,7 +627,10 @@ def baseline_build(
     except DriftwatchError as e:
         raise _fail(1, str(e)) from None
     output.write_text(json.dumps(profile.to_json(), indent=2) + "\n", encoding="utf-8")
-    typer.echo(f"wrote {output}: {profile.count} reference rows, {len(profile.distributions)} distributions")
+    typer.echo(
+        f"wrote {output}: {profile.count} reference rows, {len(profile.distributions)} distributions, "
+        f"{calibrate(mc, cols)[1]}"
+    )
 
 
 @app.command()

@@ -16,6 +16,7 @@ import msgspec
 from driftwatch.config import Config
 from driftwatch.core.profile import Profile, prediction_columns
 from driftwatch.errors import InputError, ProfileError
+from driftwatch.metrics.registry import ESTIMATE_METRICS
 
 __all__ = ["load_profile", "load_profiles", "profile_problems", "read_table"]
 
@@ -75,6 +76,23 @@ def _load_all(config: Config) -> tuple[dict[str, Profile], list[str]]:
             )
             continue
         profiles[mid] = prof
+    for i, rule in enumerate(config.rules):
+        if rule.metric not in ESTIMATE_METRICS:
+            continue
+        for mid, mc in config.models.items():
+            if rule.model not in ("*", mid):
+                continue
+            if mc.reference.profile is None:
+                problems.append(
+                    f"rules[{i}] ({rule.name}): {rule.metric} needs a calibrated profile, and model {mid!r} learns its "
+                    f"reference from live traffic (no labels): build one from labelled data with `driftwatch baseline "
+                    f"build --model {mid} DATA -o profile.json` and set models.{mid}.reference.profile"
+                )
+            elif mid in profiles and profiles[mid].cbpe is None:
+                problems.append(
+                    f"rules[{i}] ({rule.name}): {rule.metric} needs a calibrated profile, and "
+                    f"{mc.reference.profile} has none: rebuild it from data with a label column"
+                )
     return profiles, problems
 
 

@@ -27,6 +27,7 @@ from driftwatch.core.profile import Profile, build_profile
 from driftwatch.core.slicing import MISSING, OTHER, TRACK_FACTOR, AttributeCoder, SliceSpace, coders_from_config
 from driftwatch.errors import ProfileError
 from driftwatch.events import Decoded, DecodeError, EventDecoder, Interaction, Prediction
+from driftwatch.metrics.cbpe import bin_index
 
 __all__ = ["Ingested", "Ingestor"]
 
@@ -882,8 +883,17 @@ class Ingestor:
             cols.append(layout.blocks["score"].columns(score_list))
         if "prediction" in layout.blocks:
             cols.append(layout.blocks["prediction"].columns(preds))
+        weighted = None
+        cb = layout.cbpe
+        if cb is not None and has_score.any():
+            # Performance estimation: per score bin, the count, the favourable decisions and the calibrated sum.
+            sbin = bin_index(np.where(has_score, score, cb.edges[0]), cb.edges)
+            cols.append(np.where(has_score, cb.start + sbin, -1))
+            cols.append(np.where(has_score & fav, cb.positive + sbin, -1))
+            micro = np.rint(cb.calibration.apply(np.where(has_score, score, cb.edges[0])) * S.SCORE_SCALE)
+            weighted = (np.where(has_score, cb.calibrated + sbin, -1), micro.astype(np.int64))
         col = np.stack(cols, axis=1)
-        self._scatter(stream, rows, ticks, col, score=score)
+        self._scatter(stream, rows, ticks, col, score=score, weighted=weighted)
         # Remember the request for joins: its slices, tick, time and outcome.
         rids = [e.request_id for e in evs]
         join = self._join
@@ -937,6 +947,7 @@ class Ingestor:
         cols: np.ndarray,
         score: np.ndarray | None = None,
         visible: np.ndarray | None = None,
+        weighted: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Add one count per (event, slice row, column) into sparse tick partials; negative rows/cols are skipped.
 
@@ -972,6 +983,7 @@ class Ingestor:
         else:  # too many cells to count densely: sort instead (same result)
             keys, cnt = np.unique(live, return_counts=True)
             vals = cnt.astype(np.int64)
+        extra_keys, extra_vals = [keys], [vals]
         if score is not None:
             ok = ~np.isnan(score)
             if ok.any():
@@ -986,11 +998,23 @@ class Ingestor:
                 t1 = np.rint(tot[pair_ids]).astype(np.int64)
                 t2 = np.rint(tot2[pair_ids]).astype(np.int64)
                 pk = np.arange(len(pair_ids), dtype=np.int64) * width
-                keys = np.concatenate([keys, pk + S.SCORE_MICRO, pk + S.SCORE_SQ_MICRO])
-                vals = np.concatenate([vals, t1, t2])
-                nz = vals != 0
-                order = np.argsort(keys[nz], kind="stable")
-                keys, vals = keys[nz][order], vals[nz][order]
+                extra_keys += [pk + S.SCORE_MICRO, pk + S.SCORE_SQ_MICRO]
+                extra_vals += [t1, t2]
+        if weighted is not None:
+            # A weight per event into a column of its own (integers: sums stay exact and mergeable).
+            wcol, w = weighted
+            sel = (wcol >= 0)[:, None] & row_ok
+            wcell = (compact[base] * width + wcol[:, None])[sel]
+            wkeys, inv = np.unique(wcell, return_inverse=True)
+            extra_keys.append(wkeys)
+            extra_vals.append(
+                np.bincount(inv.ravel(), weights=np.broadcast_to(w[:, None], sel.shape)[sel]).astype(np.int64)
+            )
+        if len(extra_keys) > 1:
+            keys, vals = np.concatenate(extra_keys), np.concatenate(extra_vals)
+            nz = vals != 0
+            order = np.argsort(keys[nz], kind="stable")
+            keys, vals = keys[nz][order], vals[nz][order]
         # Back from compact cells to (tick, row, column), then one sparse partial per tick.
         pair = pair_ids[keys // width]
         tick_of = pair // nrows

@@ -1,5 +1,11 @@
 """Reference profiles: quantile bins and reference distributions of a model's inputs, score and predictions.
 
+With a ``label`` column (the true outcome, written like the prediction or as
+a boolean), a profile also carries what performance estimation without
+labels needs: an isotonic calibration of the score fitted on the labelled
+rows, and the score bins the streaming core sums calibrated probabilities
+over (:mod:`driftwatch.metrics.cbpe`).
+
 A profile is plain JSON (no pickle) so that it can be reviewed, diffed and
 checked into a repository. Numeric features get ``bins`` quantile bins of
 the reference; a value ``x`` falls in bin ``searchsorted(edges, x, "right")``
@@ -10,6 +16,7 @@ an ``__unseen__`` bin whose reference proportion is 0.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,12 +27,17 @@ import numpy as np
 
 from driftwatch.config import ModelConfig
 from driftwatch.errors import ProfileError
+from driftwatch.metrics.cbpe import Calibration
 
 __all__ = [
+    "CBPE_BINS",
     "MAX_CATEGORIES",
+    "MIN_LABELLED",
+    "CbpeReference",
     "Distribution",
     "Profile",
     "build_profile",
+    "calibrate",
     "columns_from",
     "prediction_columns",
 ]
@@ -33,6 +45,10 @@ __all__ = [
 MAX_CATEGORIES = 50
 """Categories beyond the 50 most frequent share the ``__unseen__`` bin (bounded columns per slice)."""
 PROFILE_VERSION = 1
+CBPE_BINS = 40
+"""Score bins of performance estimation: quantiles of the reference's scores (plus the decision threshold)."""
+MIN_LABELLED = 100
+"""Labelled reference rows with a score, of both outcomes, that a calibration needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,31 @@ class Distribution:
 
 
 @dataclass(frozen=True, slots=True)
+class CbpeReference:
+    """What estimating performance without labels needs: the score's calibration and the bins it is summed over
+    (``edges``: increasing, the outer two bound the reference's scores; outside them scores count in the end
+    bins), fitted on ``labelled`` reference rows."""
+
+    calibration: Calibration
+    edges: tuple[float, ...]
+    labelled: int
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {"calibration": self.calibration.to_json(), "edges": list(self.edges), "labelled": self.labelled}
+
+    @classmethod
+    def from_json(cls, data: object) -> CbpeReference:
+        """Inverse of :meth:`to_json` (``ValueError`` or ``KeyError`` naming what is wrong)."""
+        if not isinstance(data, dict):
+            raise ValueError("cbpe must be an object")
+        edges = tuple(float(x) for x in data["edges"])
+        if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError("cbpe.edges must be at least 2 increasing numbers")
+        return cls(Calibration.from_json(data["calibration"]), edges, int(data["labelled"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """The reference of one model: a distribution per monitored feature, ``score`` and ``prediction``."""
 
@@ -61,6 +102,7 @@ class Profile:
     selection_rate: float | None = None
     source: str = ""
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    cbpe: CbpeReference | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (stable key order)."""
@@ -70,6 +112,7 @@ class Profile:
             "count": self.count,
             "source": self.source,
             "selection_rate": self.selection_rate,
+            "cbpe": None if self.cbpe is None else self.cbpe.to_json(),
             "distributions": {
                 k: {
                     "kind": d.kind,
@@ -104,12 +147,14 @@ class Profile:
                 for k, d in raw.items()
             }
             sel = data.get("selection_rate")
+            cbpe = data.get("cbpe")
             return cls(
                 model_id=str(data["model_id"]),
                 count=int(data["count"]),
                 distributions=dists,
                 selection_rate=float(sel) if isinstance(sel, int | float) else None,
                 source=str(data.get("source", "")),
+                cbpe=None if cbpe is None else CbpeReference.from_json(cbpe),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProfileError(f"not a driftwatch profile: missing or invalid {e}") from None
@@ -187,18 +232,79 @@ def build_profile(
         preds = [p for p in columns["prediction"] if p is not None]
         if preds:
             selection = sum(1 for p in preds if str(p) in model.favorable) / len(preds)
-    return Profile(model_id, n, dists, selection_rate=selection, source=source)
+    cbpe, _ = calibrate(model, columns)
+    return Profile(model_id, n, dists, selection_rate=selection, source=source, cbpe=cbpe)
+
+
+def _truth(v: object, favorable: frozenset[str]) -> bool | None:
+    """A label as the stream reads it: a boolean, or the outcome written like a prediction (favourable or not)."""
+    if v is None:
+        return None
+    return v if isinstance(v, bool) else str(v) in favorable
+
+
+def calibrate(model: ModelConfig, columns: Mapping[str, Sequence[object]]) -> tuple[CbpeReference | None, str]:
+    """The calibration of ``score`` on ``label`` and its bins, or None; and a sentence saying what was done."""
+    if "label" not in columns or "score" not in columns:
+        return None, "no calibration: the reference data has no label and score columns"
+    favorable = frozenset(model.favorable)
+    rows = [
+        (s, t, p)
+        for s, lab, p in zip(
+            [_to_float(v) for v in columns["score"]],
+            columns["label"],
+            columns.get("prediction", [None] * len(columns["score"])),
+            strict=False,
+        )
+        if not math.isnan(s) and (t := _truth(lab, favorable)) is not None
+    ]
+    outcomes = {t for _, t, _ in rows}
+    if len(rows) < MIN_LABELLED or len(outcomes) < 2:
+        return None, (
+            f"no calibration: {len(rows)} labelled rows with a score"
+            + ("" if len(outcomes) == 2 else " of one outcome only")
+            + f"; performance estimation needs at least {MIN_LABELLED} of both outcomes"
+        )
+    scores = np.array([s for s, _, _ in rows])
+    try:
+        cal = Calibration.fit(scores, np.array([t for _, t, _ in rows], np.float64))
+    except ValueError as e:
+        return None, f"no calibration: {e}"
+    edges = np.unique(np.quantile(scores, np.linspace(0, 1, CBPE_BINS + 1)))
+    decided = [(s, str(p) in favorable) for s, _, p in rows if p is not None]
+    fav = [s for s, f in decided if f]
+    unfav = [s for s, f in decided if not f]
+    if fav and unfav and max(unfav) < min(fav):
+        # Predictions follow a score threshold: make it an edge, so that every bin is wholly one decision.
+        edges = np.unique(np.append(edges, min(fav)))
+    if edges.size < 2:
+        return None, "no calibration: every reference score is the same"
+    return CbpeReference(cal, tuple(edges.tolist()), len(rows)), f"calibration from {len(rows)} labelled rows"
 
 
 def prediction_columns(events: Iterable[object], model_id: str, limit: int | None = None) -> dict[str, list[object]]:
-    """Reference columns (features, ``score``, ``prediction``) from the prediction events of ``model_id``."""
+    """Reference columns (features, ``score``, ``prediction``) from the prediction events of ``model_id``, and
+    ``label`` from the label interactions among ``events`` that name their request (read to the end of ``events``
+    unless ``limit`` predictions stop it first)."""
     rows: list[dict[str, object]] = []
+    request: list[object] = []
+    labels: dict[object, object] = {}
     for ev in events:
-        if not isinstance(ev, dict) or ev.get("type", "prediction") != "prediction" or ev.get("model_id") != model_id:
+        if not isinstance(ev, dict):
+            continue
+        if ev.get("type") == "interaction":
+            if ev.get("kind") == "label" and ev.get("value") is not None:
+                labels[ev.get("request_id")] = ev["value"]
+            continue
+        if ev.get("type", "prediction") != "prediction" or ev.get("model_id") != model_id:
             continue
         rows.append({**(ev.get("features") or {}), "score": ev.get("score"), "prediction": ev.get("prediction")})
+        request.append(ev.get("request_id"))
         if limit is not None and len(rows) >= limit:
             break
+    if labels:
+        for row, rid in zip(rows, request, strict=True):
+            row["label"] = labels.get(rid)
     return columns_from(rows)
 
 

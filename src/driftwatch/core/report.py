@@ -20,7 +20,13 @@ from driftwatch.core import summary as S
 from driftwatch.core.exposure import Exposure, Stream
 from driftwatch.core.slicing import OTHER, OVERALL
 from driftwatch.core.values import compare_groups, slice_metric
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS, REGISTRY, REPORTED_SLICE_METRICS
+from driftwatch.metrics.registry import (
+    ATTRIBUTE_METRICS,
+    ESTIMATE_METRICS,
+    LABEL_METRICS,
+    REGISTRY,
+    REPORTED_SLICE_METRICS,
+)
 
 __all__ = ["MetricRow", "Reporter"]
 
@@ -61,6 +67,8 @@ class Reporter:
             mat = np.array([r for _, _, r in slices], np.int64)
             base = {"model": s.model_id, "version": s.version, "window": wname}
             for name in REPORTED_SLICE_METRICS:
+                if name in ESTIMATE_METRICS and s.layout.cbpe is None:
+                    continue  # no calibration in the profile: nothing to estimate from
                 yield from self._rows_of(name, None, mat, s, slices, base, min_n)
             for feature in s.layout.blocks:
                 for name in _DRIFT_ORDER:

@@ -35,12 +35,14 @@ from numpy.typing import NDArray
 from driftwatch.config import ModelConfig
 from driftwatch.core.profile import Profile
 from driftwatch.core.slicing import SliceKey
+from driftwatch.metrics.cbpe import Calibration
 
 __all__ = [
     "BASE_COLUMNS",
     "DELAY_BUCKETS",
     "DELAY_GAMMA",
     "Block",
+    "CbpeColumns",
     "Layout",
     "Matrix",
     "Partial",
@@ -144,6 +146,33 @@ class Block:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CbpeColumns:
+    """The columns of performance estimation: per score bin, the count of scored predictions, those with a
+    favourable decision, and the sum of calibrated probability (in millionths), each ``bins`` wide."""
+
+    start: int
+    bins: int
+    edges: NDArray[np.float64]
+    calibration: Calibration
+
+    @property
+    def positive(self) -> int:
+        """First column of the favourable-decision counts."""
+        return self.start + self.bins
+
+    @property
+    def calibrated(self) -> int:
+        """First column of the calibrated sums."""
+        return self.start + 2 * self.bins
+
+    def sums(self, m: Matrix) -> tuple[Matrix, Matrix, NDArray[np.float64]]:
+        """(count, favourable, calibrated sum) per row of summary ``m`` and bin."""
+        b = self.bins
+        cal = m[:, self.calibrated : self.calibrated + b] / SCORE_SCALE
+        return m[:, self.start : self.start + b], m[:, self.positive : self.positive + b], cal
+
+
 class Layout:
     """Column layout of one model's summaries, fixed by its config and reference profile."""
 
@@ -174,6 +203,11 @@ class Layout:
             self.blocks[name] = block
             pos += block.bins + 1
         self.features = tuple(b for b in self.blocks.values() if b.name not in ("score", "prediction"))
+        self.cbpe: CbpeColumns | None = None
+        if profile.cbpe is not None:
+            edges = np.asarray(profile.cbpe.edges, np.float64)
+            self.cbpe = CbpeColumns(pos, edges.size - 1, edges, profile.cbpe.calibration)
+            pos += 3 * self.cbpe.bins
         self.delay_start = pos
         self.width = pos + DELAY_BUCKETS
 

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftwatch.core import summary as S
+from driftwatch.metrics.cbpe import estimate_many
 from driftwatch.metrics.drift import js_distance, psi
 from driftwatch.metrics.registry import DRIFT_METRICS, REGISTRY, spec
 from driftwatch.metrics.stats import diff_interval, ratio_interval, safe_div, wilson_interval
@@ -86,6 +87,15 @@ def slice_metric(name: str, m: S.Matrix, layout: S.Layout, feature: str | None =
         return MetricArrays(
             val, val * (2 / (S.DELAY_GAMMA + 1)), val * (2 * S.DELAY_GAMMA / (S.DELAY_GAMMA + 1)), d.sum(axis=1)
         )
+    if kind == "estimate":
+        if layout.cbpe is None:
+            nan = np.full(m.shape[0], np.nan)
+            return MetricArrays(nan, nan, nan, np.zeros(m.shape[0], np.int64))
+        count, positive, calibrated = layout.cbpe.sums(m)
+        est = estimate_many(count, positive, calibrated)
+        v = getattr(est, name.removeprefix("estimated_"))
+        # An expectation from the calibration, not a sample: no interval of its own.
+        return MetricArrays(v, v, v, count.sum(axis=1))
     if kind == "drift":
         if feature is None or feature not in layout.blocks:
             nan = np.full(m.shape[0], np.nan)

@@ -287,6 +287,17 @@ def _overview(config: Config) -> gd.Dashboard:
             None,
         ),
         (
+            "TPR and accuracy: estimated before labels (CBPE) and realised once labels arrive",
+            [
+                (f"driftwatch_estimated_true_positive_rate{{{_WHOLE}}}", "{{model}} {{version}} TPR estimated"),
+                (f"driftwatch_true_positive_rate{{{_WHOLE}}}", "{{model}} {{version}} TPR realised"),
+                (f"driftwatch_estimated_accuracy{{{_WHOLE}}}", "{{model}} {{version}} accuracy estimated"),
+                (f"1 - driftwatch_error_rate{{{_WHOLE}}}", "{{model}} {{version}} accuracy realised"),
+            ],
+            "percentunit",
+            None,
+        ),
+        (
             "Sequential tests: CUSUM statistic of the worst slice per rule (fires at the rule's h, 18 by default)",
             [
                 (

@@ -26,6 +26,7 @@ __all__ = [
     "ATTRIBUTE_METRICS",
     "DETECTOR_SERIES",
     "DRIFT_METRICS",
+    "ESTIMATE_METRICS",
     "FEATURE_SAMPLES",
     "FEATURE_SAMPLES_HELP",
     "LABEL_METRICS",
@@ -40,7 +41,7 @@ __all__ = [
     "spec",
 ]
 
-Kind = Literal["proportion", "mean", "quantile", "drift", "comparison"]
+Kind = Literal["proportion", "mean", "quantile", "drift", "comparison", "estimate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +52,8 @@ class MetricSpec:
     """The name rules, metric rows and ``replay --json`` use."""
     kind: Kind
     """``proportion`` (numerator / denominator columns, Wilson interval), ``mean``, ``quantile``, ``drift``
-    (a distance from the reference profile, per feature) or ``comparison`` (a rate compared across the groups of a
-    protected attribute)."""
+    (a distance from the reference profile, per feature), ``comparison`` (a rate compared across the groups of a
+    protected attribute) or ``estimate`` (performance estimated from calibrated scores before labels arrive)."""
     family: str
     """Prometheus family (a ``quantile`` metric shares its family with the other quantiles)."""
     help: str
@@ -260,6 +261,22 @@ REGISTRY: Final[tuple[MetricSpec, ...]] = (
         denominator=("n_pred",),
         detectable=True,
     ),
+    *(
+        MetricSpec(
+            f"estimated_{name}",
+            "estimate",
+            f"driftwatch_estimated_{family}",
+            f"{what} of the slice's scored predictions in the window, estimated before labels arrive from the "
+            f"score's calibration on labelled reference data (confidence-based performance estimation) ({unit}).",
+        )
+        for name, family, what, unit in (
+            ("accuracy", "accuracy", "Expected accuracy", "ratio 0-1"),
+            ("tpr", "true_positive_rate", "Expected true-positive rate", "ratio 0-1"),
+            ("fpr", "false_positive_rate", "Expected false-positive rate", "ratio 0-1"),
+            ("precision", "precision", "Expected precision", "ratio 0-1"),
+            ("roc_auc", "roc_auc", "Expected ROC AUC", "ratio 0-1"),
+        )
+    ),
     MetricSpec(
         "psi",
         "drift",
@@ -375,7 +392,10 @@ LABEL_METRICS: Final = frozenset(s.name for s in REGISTRY if s.needs_labels)
 DRIFT_METRICS: Final = _names("drift")
 """Distribution distances against the reference profile; need ``feature`` (a feature, ``score`` or ``prediction``)."""
 
-SLICE_METRICS: Final = _names("proportion", "mean", "quantile", "drift")
+ESTIMATE_METRICS: Final = _names("estimate")
+"""Performance estimated from calibrated scores (CBPE); only for models whose profile holds a calibration."""
+
+SLICE_METRICS: Final = _names("proportion", "mean", "quantile", "drift", "estimate")
 """Metrics with one value per slice (model x version x attribute value)."""
 
 ATTRIBUTE_METRICS: Final = _names("comparison")
@@ -390,7 +410,9 @@ METRICS: Final = SLICE_METRICS | ATTRIBUTE_METRICS
 TABLE_COLUMNS: Final = tuple(sorted((s for s in REGISTRY if s.column is not None), key=lambda s: s.column_order))
 """The metrics shown as columns of ``driftwatch replay``'s table, in order."""
 
-REPORTED_SLICE_METRICS: Final = tuple(s.name for s in REGISTRY if s.kind in ("proportion", "mean", "quantile"))
+REPORTED_SLICE_METRICS: Final = tuple(
+    s.name for s in REGISTRY if s.kind in ("proportion", "mean", "quantile", "estimate")
+)
 """Slice metrics reported for every slice, in report order (drift is reported per feature after them)."""
 
 
@@ -430,6 +452,8 @@ def markdown() -> str:
             definition = f"quantile {s.quantile} of label delays (log buckets)"
         elif s.kind == "drift":
             definition = "distance of a feature's bins from the reference profile"
+        elif s.kind == "estimate":
+            definition = "from per-bin sums of calibrated scores (CBPE); needs a calibrated profile"
         else:
             definition = "mean score, normal 95% interval"
         family = s.family + (f'{{quantile="{s.quantile}"}}' if s.quantile is not None else "")
@@ -461,7 +485,7 @@ def markdown() -> str:
 
 _N_PROPORTIONS = sum(1 for s in REGISTRY if s.kind == "proportion")
 _N_INTERVALS = sum(1 for s in REGISTRY if s.kind == "proportion" and s.interval_on_metrics)
-_N_OTHER_SLICE = sum(1 for s in REGISTRY if s.kind in ("mean", "quantile"))
+_N_OTHER_SLICE = sum(1 for s in REGISTRY if s.kind in ("mean", "quantile", "estimate"))
 _N_COMPARISONS = sum(1 for s in REGISTRY if s.kind == "comparison")
 _N_CMP_INTERVALS = sum(1 for s in REGISTRY if s.kind == "comparison" and s.interval_on_metrics)
 _SLICE_SERIES = 1 + _N_PROPORTIONS + 3 * _N_INTERVALS + _N_OTHER_SLICE + 1
@@ -486,6 +510,7 @@ _OTHER_FAMILIES = [
     f"whole model, or an attribute pair) costs {_SLICE_SERIES} + 3 x (F + 2) series, where F is the number of",
     "the model's monitored features (drift is also computed for `score` and `prediction`): the prediction count,",
     f"{_N_PROPORTIONS} proportions each with lower, upper and samples, the mean score, the label delay quantiles,",
+    "the performance estimates (models with a calibrated profile),",
     "the provisional flag, and PSI, JS distance and `driftwatch_feature_samples` per feature. One protected",
     f"attribute of a model version costs at most {_N_COMPARISONS + 3 * _N_CMP_INTERVALS} series ({_N_COMPARISONS} "
     "comparisons, each with lower, upper and samples). Insufficient values cost nothing. Health families and",

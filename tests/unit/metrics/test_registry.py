@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 
 from driftwatch.config import load_config
 from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.profile import build_profile, prediction_columns
 from driftwatch.daemon.metrics import SLICE_FAMILIES, registry_for
 from driftwatch.metrics import registry as R
 from driftwatch.simulate import generate
@@ -76,12 +77,17 @@ def test_unknown_metric_names_the_known_ones() -> None:
 
 @pytest.fixture(scope="module")
 def bias_pipeline() -> Pipeline:
-    """The bias scenario (labels, drift and every interaction kind) through the pure pipeline, flushed."""
+    """The bias scenario (labels, drift and every interaction kind) through the pure pipeline, flushed, with
+    profiles built from a labelled baseline stream (so that performance is estimated too)."""
     key = b"test-only-pseudonym-key-0123456789"
     cfg = load_config(Path(__file__).resolve().parents[3] / "config" / "driftwatch.example.yaml")
+    stream, _ = generate("baseline", events=20_000, seed=4)
+    reference = list(stream)
+    profiles = {m: build_profile(m, mc, prediction_columns(reference, m)) for m, mc in cfg.models.items()}
+    assert profiles["refund-approval"].cbpe is not None  # the simulator labels refunds only
     events, _ = generate("bias", events=30_000, seed=3)
     enc = msgspec.json.Encoder()
-    pipeline = Pipeline(cfg, key)
+    pipeline = Pipeline(cfg, key, profiles=profiles)
     pipeline.process([enc.encode(e) for e in events])
     pipeline.flush()
     return pipeline
