@@ -751,10 +751,10 @@ def _sequential_problems(r: Rule, where: str) -> list[str]:
     assert r.sequential is not None
     out = []
     kind = spec(r.metric).kind if r.metric in METRICS else None
-    if kind is not None and kind not in ("proportion", "drift"):
+    if kind is not None and kind not in ("proportion", "drift", "comparison"):
         out.append(
-            f"{where}.sequential: a CUSUM tests a rate or a feature's distribution; {r.metric} is neither "
-            "(drop sequential)"
+            f"{where}.sequential: a CUSUM tests a rate, a group comparison or a feature's distribution; {r.metric} "
+            "is none of them (drop sequential)"
         )
     if kind == "drift" and r.op not in (">", ">="):
         out.append(f"{where}.op: a sequential drift test fires on a distribution that moved away: use '>'")

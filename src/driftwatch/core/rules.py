@@ -8,7 +8,8 @@ whether it is healthy, with Benjamini-Hochberg across the rule's slices when
 A group comparison is one candidate per protected attribute, its evidence
 naming the lowest and highest groups; while an alert about a group is open,
 a window in which one of the groups it compared lacks ``min_samples`` gives an
-insufficient candidate (evidence ``missing_group``), never a verdict over the other groups. Slices and groups are named as
+insufficient candidate (evidence ``missing_group``), never a verdict over the other groups; a sequential comparison
+weighs each group against the rest bucket by bucket and names the group furthest along. Slices and groups are named as
 :class:`~driftwatch.core.exposure.Exposure` shows them (display names where
 the config allows), in labels and evidence alike. The alert engine owns what
 happens next.
@@ -26,9 +27,23 @@ from driftwatch.config import Config, Rule
 from driftwatch.core import summary as S
 from driftwatch.core.detectors import DetectorBank
 from driftwatch.core.exposure import Cache, Exposure, Stream
-from driftwatch.core.sequential import SequentialBank, drift_evidence, drift_margin, max_suffix, rate_evidence
+from driftwatch.core.sequential import (
+    SequentialBank,
+    comparison_evidence,
+    drift_evidence,
+    drift_margin,
+    max_suffix,
+    rate_evidence,
+)
 from driftwatch.core.slicing import OTHER, OVERALL
-from driftwatch.core.values import MetricArrays, compare_groups, p_values, proportion_columns, slice_metric
+from driftwatch.core.values import (
+    GroupComparison,
+    MetricArrays,
+    compare_groups,
+    p_values,
+    proportion_columns,
+    slice_metric,
+)
 from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS, spec
 from driftwatch.metrics.stats import benjamini_hochberg
 
@@ -54,7 +69,7 @@ class RuleEvaluator:
     def candidates(self, rule: Rule, s: Stream, cache: Cache, tick_m: S.Matrix | None, now: float) -> list[Candidate]:
         """Every candidate of ``rule`` on stream ``s`` at event time ``now`` (``tick_m``: the tick just closed)."""
         if rule.metric in ATTRIBUTE_METRICS:
-            return self._attribute_candidates(rule, s, cache)
+            return self._attribute_candidates(rule, s, cache, now)
         return self._slice_candidates(rule, s, cache, tick_m, now)
 
     def _wticks(self, rule: Rule) -> int:
@@ -309,16 +324,19 @@ class RuleEvaluator:
         n = counts[:, :, [cols.index(c) for c in den]].sum(axis=2)
         return rate_evidence(k, n, baseline, rule.threshold, spec(rule.metric).share), starts
 
-    def _attribute_candidates(self, rule: Rule, s: Stream, cache: Cache) -> list[Candidate]:
+    def _attribute_candidates(self, rule: Rule, s: Stream, cache: Cache, now: float) -> list[Candidate]:
         attrs = self.config.protected if rule.attribute == "*" else (rule.attribute,)
-        return [c for a in attrs if a is not None for c in self._compare(rule, s, a, cache)]
+        out = [c for a in attrs if a is not None for c in self._compare(rule, s, a, cache, now)]
+        if rule.sequential is not None:
+            self.sequential.forget_idle(rule.name, now, rule.window)
+        return out
 
-    def _compare(self, rule: Rule, s: Stream, attribute: str, cache: Cache) -> list[Candidate]:
+    def _compare(self, rule: Rule, s: Stream, attribute: str, cache: Cache, now: float) -> list[Candidate]:
         assert rule.threshold is not None
         d = self.exposure.dimensions.index(attribute)
-        names, mat = self.exposure.exposed(s, self._wticks(rule), d, cache)
+        keys, names, mat = self.exposure.exposed_keys(s, self._wticks(rule), d, cache)
         keep = [i for i, nm in enumerate(names) if nm != OTHER]
-        names = [names[i] for i in keep]
+        keys, names = [keys[i] for i in keep], [names[i] for i in keep]
         mat = mat[keep]
         min_n = rule.min_samples or self.config.min_samples
         cmp = compare_groups(rule.metric, mat, min_n) if len(names) >= 2 else None
@@ -330,16 +348,22 @@ class RuleEvaluator:
             prov = (
                 tot[S.N_PRED] == 0 or tot[S.N_LABEL] / tot[S.N_PRED] < self.config.models[s.model_id].label_coverage_min
             )
-        if cmp is None or math.isnan(cmp.value) or prov:
-            return [Candidate(labels, math.nan, 0 if cmp is None else cmp.n, math.nan, math.nan, False, False, False)]
-        v = cmp.value
         healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
-        groups = {names[i]: {"rate": r, "n": n} for i, (r, n) in cmp.rates.items()}
+        groups = {} if cmp is None else {names[i]: {"rate": r, "n": n} for i, (r, n) in cmp.rates.items()}
         gone = [g for g in self.engine.groups(fingerprint(labels)) if g not in groups]
         if gone:
             # A group the open alert compared lacks data: judging the others would resolve it falsely.
             missing = {"window_seconds": rule.window, "missing_group": gone[0], "min_samples": min_n, "groups": groups}
-            return [Candidate(labels, math.nan, cmp.n, math.nan, math.nan, False, False, False, missing)]
+            return [
+                Candidate(
+                    labels, math.nan, 0 if cmp is None else cmp.n, math.nan, math.nan, False, False, False, missing
+                )
+            ]
+        if rule.sequential is not None:
+            return [self._sequential_compare(rule, s, attribute, keys, names, cmp, groups, labels, now)]
+        if cmp is None or math.isnan(cmp.value) or prov:
+            return [Candidate(labels, math.nan, 0 if cmp is None else cmp.n, math.nan, math.nan, False, False, False)]
+        v = cmp.value
         evidence: dict[str, object] = {
             "window_seconds": rule.window,
             "low_group": names[cmp.low_group],
@@ -361,6 +385,80 @@ class RuleEvaluator:
                 evidence=evidence,
             )
         ]
+
+    def _sequential_compare(
+        self,
+        rule: Rule,
+        s: Stream,
+        attribute: str,
+        keys: list[str],
+        names: list[str],
+        cmp: GroupComparison | None,
+        groups: dict[str, dict[str, float]],
+        labels: dict[str, str],
+        now: float,
+    ) -> Candidate:
+        """A group comparison tested sequentially: for every group and rate compared, a CUSUM per direction of the
+        group against the rest over the rule's window (see :func:`~driftwatch.core.sequential.comparison_evidence`);
+        the statistic is the largest. It fires at ``h``; it resolves below ``h`` once the window's comparison is on the
+        healthy side of ``resolve_threshold``."""
+        seq = rule.sequential
+        assert seq is not None
+        assert rule.threshold is not None
+        baseline = seq.baseline if seq.baseline is not None else rule.resolve_threshold
+        assert baseline is not None
+        m = spec(rule.metric)
+        ratio = m.comparison == "ratio"
+        found = [(i, s.space.find((attribute, key))) for i, key in enumerate(keys)]
+        rows = [(i, r) for i, r in found if r is not None]
+        best, best_at, best_group, best_side, best_rate = 0.0, -1, "", "", ""
+        starts = np.zeros(0, np.int64)
+        data = False
+        for rate in m.compares:
+            if len(rows) < 2:
+                break
+            num, den = proportion_columns(rate)
+            cols = sorted(set(num) | set(den))
+            starts, counts = s.store.bucket_counts(self._wticks(rule), [r for _, r in rows], cols)
+            k = counts[:, :, [cols.index(c) for c in num]].sum(axis=2)
+            n = counts[:, :, [cols.index(c) for c in den]].sum(axis=2)
+            data = data or bool(n.any())
+            for high in (False, True):
+                stat, start = max_suffix(
+                    comparison_evidence(k, n, spec(rate).share, ratio, rule.threshold, baseline, high)
+                )
+                g = int(np.argmax(stat)) if len(stat) else -1
+                if g >= 0 and stat[g] > best:
+                    best, best_at = float(stat[g]), int(start[g])
+                    best_group, best_side, best_rate = names[rows[g][0]], "high" if high else "low", rate
+        change = float(starts[best_at] * self.tick) if best_at >= 0 else None
+        self.sequential.record(rule.name, labels, best, change, now)
+        crossed = best >= seq.h
+        v = math.nan if cmp is None else cmp.value
+        evidence: dict[str, object] = {
+            "window_seconds": rule.window,
+            "test": seq.kind,
+            "statistic": round(best, 3),
+            "h": seq.h,
+            "baseline": baseline,
+            "change_point": change,
+            "groups": groups,
+        }
+        if best_group:
+            # The group whose test is furthest along; an open alert is about it (see AlertEngine.groups).
+            evidence.update(low_group=best_group, high_group=best_group, side=best_side, rate=best_rate)
+        healthy_at = rule.resolve_threshold if rule.resolve_threshold is not None else rule.threshold
+        return Candidate(
+            labels=labels,
+            value=v,
+            n=0 if cmp is None else cmp.n,
+            lo=math.nan if cmp is None else cmp.lo,
+            hi=math.nan if cmp is None else cmp.hi,
+            sufficient=data,
+            condition=data and crossed,
+            healthy=data and not crossed and not math.isnan(v) and bool(_HEALTHY[rule.op](v, healthy_at)),
+            evidence=evidence,
+        )
 
 
 def _tested(rule: Rule, value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -30,7 +30,10 @@ as long as the delay). Each bucket's evidence ``e_j``:
   ``baseline``: PSI/2 or 4·JS², about the Kullback-Leibler divergence of a
   shift of that size) is taken per event so that a slice a little off the
   reference (a reference from a finite sample, a slice that always differed
-  slightly) drifts the statistic down, not up.
+  slightly) drifts the statistic down, not up;
+- **a group against the rest** (a comparison rule: DI, SPD, TPR gap, complaint
+  parity), per group, side and rate compared: conditional on the bucket's
+  totals, see :func:`comparison_evidence`.
 
 **The false-alarm bound.** For a fixed start, while the slice is at its
 baseline (or healthier) the exponential of the sum is a non-negative
@@ -62,6 +65,7 @@ __all__ = [
     "PRIOR_EVENTS",
     "SequentialBank",
     "TestState",
+    "comparison_evidence",
     "drift_evidence",
     "drift_margin",
     "max_suffix",
@@ -109,6 +113,95 @@ def drift_evidence(counts: NDArray[np.int64], reference: F, ref_count: int, marg
     recent = seen[:-1] - seen[lag]
     q = (recent + PRIOR_EVENTS * p0) / (recent.sum(axis=2, keepdims=True) + PRIOR_EVENTS)
     out: F = (c * np.log(q / p0)).sum(axis=2) - margin * c.sum(axis=2)
+    return out
+
+
+def comparison_evidence(
+    k: NDArray[np.int64],
+    n: NDArray[np.int64],
+    share: bool,
+    ratio: bool,
+    threshold: float,
+    baseline: float,
+    high: bool,
+) -> F:
+    """Evidence of each bucket and group (``k`` events of ``n`` trials: buckets x groups) that the group's rate sits
+    at ``threshold`` from the rest's rather than at ``baseline``: a ratio (group over rest) or a difference (group
+    minus rest), below the rest (``high`` False) or above it.
+
+    The test is conditional on each bucket's totals, so the rate both share cancels out: for a share, given the
+    events ``K`` among the group's ``n_g`` and the rest's ``n_r`` trials, the group's count follows Fisher's
+    noncentral hypergeometric law with the odds ratio of the two rates; for a count per prediction (complaints),
+    given ``K`` events, the group's are binomial with ``n_g ρ / (n_g ρ + n_r)``, ``ρ`` the rate ratio. A ratio or
+    difference becomes an odds or rate ratio at the rest's rate in the buckets before (so each bucket's hypotheses
+    are fixed before it is seen); a bucket with no earlier rest data, or whose alternative rate is impossible (a
+    difference below 0), weighs nothing."""
+    kf, nf = np.asarray(k, np.float64), np.asarray(n, np.float64)
+    kr, nr = kf.sum(axis=1, keepdims=True) - kf, nf.sum(axis=1, keepdims=True) - nf
+    seen_k = np.cumsum(kr, axis=0) - kr
+    seen_n = np.cumsum(nr, axis=0) - nr
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = seen_k / seen_n
+    sign = 1.0 if high else -1.0
+
+    def group_rate(at: float) -> F:
+        if ratio:
+            out: F = r * at if not high else r / at
+        else:
+            out = r + sign * at
+        return out
+
+    p1, p0 = group_rate(threshold), group_rate(baseline)
+    top = 1.0 if share else np.inf
+    usable = (seen_n > 0) & (nf > 0) & (nr > 0) & (r > 0) & (r < top)
+    usable &= (p1 > 0) & (p1 < top) & (p0 > 0) & (p0 < top)
+    out = np.zeros_like(kf)
+    if not usable.any():
+        return out
+    kg, ng, nrest, rr = kf[usable], nf[usable], nr[usable], r[usable]
+    a1, a0 = p1[usable], p0[usable]
+    total = kg + kr[usable]
+    if share:
+        kg = np.minimum(kg, ng)
+        total = np.minimum(total, ng + nrest)
+
+        def odds(p: F) -> F:
+            return p / (1 - p)
+
+        log1, log0 = np.log(odds(a1) / odds(rr)), np.log(odds(a0) / odds(rr))
+        ni, nri, nt = ng.astype(np.int64), nrest.astype(np.int64), total.astype(np.int64)
+        z1, z0 = _log_fnch_norm(ni, nri, nt, log1), _log_fnch_norm(ni, nri, nt, log0)
+        out[usable] = kg * (log1 - log0) - (z1 - z0)
+    else:
+        pi1 = ng * (a1 / rr) / (ng * (a1 / rr) + nrest)
+        pi0 = ng * (a0 / rr) / (ng * (a0 / rr) + nrest)
+        out[usable] = kg * np.log(pi1 / pi0) + (total - kg) * np.log((1 - pi1) / (1 - pi0))
+    return out
+
+
+def _log_fnch_norm(n1: NDArray[np.int64], n2: NDArray[np.int64], total: NDArray[np.int64], log_odds: F) -> F:
+    """log of Fisher's noncentral hypergeometric normaliser, ``sum_x C(n1, x) C(n2, total - x) e^(x log_odds)``
+    over the support, cell by cell (the binomial coefficients from one table of log factorials)."""
+    lo = np.maximum(0, total - n2)
+    hi = np.minimum(n1, total)
+    width = int((hi - lo).max()) + 1
+    x = lo[:, None] + np.arange(width)[None, :]
+    inside = x <= hi[:, None]
+    x = np.where(inside, x, lo[:, None])
+    logf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, int((n1 + n2).max()) + 1)))])
+    y = total[:, None] - x
+    terms = (
+        logf[n1][:, None]
+        - logf[x]
+        - logf[n1[:, None] - x]
+        + logf[n2][:, None]
+        - logf[y]
+        - logf[n2[:, None] - y]
+        + x * log_odds[:, None]
+    )
+    terms = np.where(inside, terms, -np.inf)
+    top = terms.max(axis=1)
+    out: F = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
     return out
 
 

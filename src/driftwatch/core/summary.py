@@ -422,6 +422,31 @@ class _Window:
             self.late = {}
 
 
+def _columns_of(parts: tuple[Sparse, ...], cols: tuple[int, ...]) -> Matrix:
+    """The sum of ``parts`` in columns ``cols`` only: rows x len(cols)."""
+    width = parts[0].width
+    col_at = np.full(width, -1, np.int64)
+    col_at[list(cols)] = np.arange(len(cols))
+    out = np.zeros((max(p.rows for p in parts), len(cols)), np.int64)
+    for part in parts:
+        if not len(part.index):
+            continue
+        r, c = np.divmod(part.index.astype(np.int64), width)
+        cp = col_at[c]
+        keep = cp >= 0
+        out[r[keep], cp[keep]] += part.values[keep]  # flat indices are unique within a part
+    return out
+
+
+def _grown_sum(a: Matrix, b: Matrix) -> Matrix:
+    """``a + b`` with the rows of the longer."""
+    if a.shape[0] < b.shape[0]:
+        a, b = b, a
+    out = a.copy()
+    out[: b.shape[0]] += b
+    return out
+
+
 _OPEN_PARTS = 64
 """Deltas an open tick collects before they are summed (bounds their memory)."""
 
@@ -439,6 +464,8 @@ class WindowStore:
         self.deferred: dict[int, list[tuple[int, Sparse]]] = {}
         self.windows = {w: _Window(w) for w in window_ticks}
         self.since: Matrix | None = None
+        # (window, bucket, columns) -> (the bucket's parts, their counts in those columns): see bucket_counts.
+        self._columns: dict[tuple[int, int, tuple[int, ...]], tuple[tuple[Sparse, ...], Matrix]] = {}
 
     @property
     def open_cells(self) -> dict[int, Sparse]:
@@ -549,26 +576,33 @@ class WindowStore:
         self, length_ticks: int, rows: Sequence[int], columns: Sequence[int]
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """The first tick of each bucket of a window, oldest first, and its counts: buckets x ``rows`` x ``columns``
-        (late additions included; a row the bucket lacks counts zero)."""
+        (late additions included; a row the bucket lacks counts zero).
+
+        A bucket's columns are read out of its sparse counts once and kept until the bucket (or a late addition to
+        it) changes: a sequential rule reads every bucket of its window at every tick."""
         w = self.windows[length_ticks]
-        out = np.zeros((len(w.buckets), len(rows), len(columns)), np.int64)
-        if not len(rows) or not len(columns):
-            return np.array([b * w.step for b, _ in w.buckets], np.int64), out
-        row_at = np.full(max(rows) + 1, -1, np.int64)
-        row_at[list(rows)] = np.arange(len(rows))
-        col_at = np.full(max(columns) + 1, -1, np.int64)
-        col_at[list(columns)] = np.arange(len(columns))
+        cols = tuple(columns)
+        out = np.zeros((len(w.buckets), len(rows), len(cols)), np.int64)
+        starts = np.array([bid * w.step for bid, _ in w.buckets], np.int64)
+        if not len(rows) or not cols:
+            return starts, out
+        at = np.asarray(rows, np.int64)
+        live: set[tuple[int, int, tuple[int, ...]]] = set()
         for i, (bid, sp) in enumerate(w.buckets):
-            for part in (sp, *w.late.get(bid, ())):
-                if not len(part.index):
-                    continue
-                r, c = np.divmod(part.index.astype(np.int64), part.width)
-                keep = (r < len(row_at)) & (c < len(col_at))
-                r, c, v = r[keep], c[keep], part.values[keep]
-                rp, cp = row_at[r], col_at[c]
-                keep = (rp >= 0) & (cp >= 0)
-                out[i, rp[keep], cp[keep]] += v[keep]  # flat indices are unique within a part
-        return np.array([b * w.step for b, _ in w.buckets], np.int64), out
+            parts = (sp, *w.late.get(bid, ()))
+            key = (length_ticks, bid, cols)
+            live.add(key)
+            hit = self._columns.get(key)
+            if hit is None or len(hit[0]) > len(parts) or any(x is not y for x, y in zip(hit[0], parts, strict=False)):
+                hit = self._columns[key] = (parts, _columns_of(parts, cols))
+            elif len(hit[0]) < len(parts):  # late additions arrived since: read only those
+                hit = self._columns[key] = (parts, _grown_sum(hit[1], _columns_of(parts[len(hit[0]) :], cols)))
+            dense = hit[1]
+            ok = at < dense.shape[0]
+            out[i, ok] = dense[at[ok]]
+        for key in [k for k in self._columns if k[0] == length_ticks and k[2] == cols and k not in live]:
+            del self._columns[key]
+        return starts, out
 
     def window(self, length_ticks: int, rows: int, width: int) -> Matrix:
         """The summary of a window (0 = since start), padded to ``rows`` rows."""

@@ -202,7 +202,7 @@ def test_a_checkpoint_keeps_the_statistic() -> None:
 @pytest.mark.parametrize(
     ("rule", "problem"),
     [
-        ({"metric": "mean_score", "threshold": 0.8, "resolve_threshold": 0.5}, "neither"),
+        ({"metric": "mean_score", "threshold": 0.8, "resolve_threshold": 0.5}, "none of them"),
         ({"metric": "psi", "feature": "score", "op": "<", "threshold": 0.2, "resolve_threshold": 0.3}, "use '>'"),
         ({"metric": "complaint_rate", "threshold": 0.08}, "name the healthy rate"),
         ({"metric": "complaint_rate", "threshold": 0.08, "sequential": {"baseline": 0.1}}, "healthy side"),
@@ -334,3 +334,96 @@ def test_late_labels_of_older_predictions_do_not_dilute_the_evidence() -> None:
     assert first is not None
     first_changed_label = T0 / 1000 + ONSET + delay
     assert first_changed_label < first.event_time <= first_changed_label + 80, first.event_time - first_changed_label
+
+
+@pytest.mark.parametrize(
+    ("share", "ratio", "threshold", "baseline"),
+    [(True, True, 0.8, 0.95), (True, False, 0.2, 0.05), (False, True, 0.5, 0.8), (False, False, 0.03, 0.01)],
+)
+def test_a_group_comparison_at_its_baseline_stays_within_the_bound(
+    share: bool, ratio: bool, threshold: float, baseline: float
+) -> None:
+    """Two groups whose rates sit exactly at the baseline apart (one low against the other, so the other is high
+    against it): each group's CUSUM on either side alarms at most once per e^h buckets with h = 5 (selection-like
+    shares and complaint-like counts, ratios and differences)."""
+    from driftwatch.core.sequential import comparison_evidence
+
+    rng = np.random.default_rng(17)
+    buckets, h, rest = 20_000, 5.0, 0.4 if share else 0.05
+    low = rest * baseline if ratio else rest - baseline
+    n = np.full((buckets, 2), 20)
+    k = np.stack(
+        [rng.binomial(20, low, buckets), rng.binomial(20, rest, buckets)]
+        if share
+        else [rng.poisson(20 * low, buckets), rng.poisson(20 * rest, buckets)],
+        axis=1,
+    )
+    for high in (False, True):
+        e = comparison_evidence(k, n, share, ratio, threshold, baseline, high)
+        for g in range(2):
+            assert _alarms(e[:, g], h) <= buckets / math.exp(h), (high, g)
+
+
+def _groups_stream(end: int, seed: int, *, low_from: int, low_until: int | None = None, quiet_from: int | None = None):
+    """Six predictions a second for each of regions a, b, c, approved with 60% chance; region a's 25% from
+    ``low_from`` (until ``low_until``); region a sends nothing from ``quiet_from``."""
+    rng = random.Random(seed)
+    out: list[list[bytes]] = []
+    for sec in range(end):
+        if sec % 10 == 0:
+            out.append([])
+        for region in ("a", "b", "c"):
+            if region == "a" and quiet_from is not None and sec >= quiet_from:
+                continue
+            low = region == "a" and low_from <= sec < (low_until or end)
+            for i in range(6):
+                approved = rng.random() < (0.25 if low else 0.6)
+                rid = f"{region}{sec}-{i}"
+                out[-1].append(pred(rid, T0 + sec * 1000 + i * 150, "yes" if approved else "no", region=region))
+    return out
+
+
+DI_SEQUENTIAL = {
+    "name": "di_fast",
+    "metric": "disparate_impact_ratio",
+    "attribute": "region",
+    "window": "5m",
+    "op": "<",
+    "threshold": 0.8,
+    "resolve_threshold": 0.85,
+    "min_samples": 50,
+    "sequential": {"baseline": 0.95},
+}
+
+
+def test_a_sequential_disparity_pages_within_a_minute_names_the_group_and_resolves() -> None:
+    """Region a's approval rate drops from 60% to 25% at ONSET (DI ~0.4): the sequential comparison fires within
+    60 s naming region a on the low side; after the rate is back and the window's DI is healthy, it resolves."""
+    p = make({"protected": ["region"], "rules": [DI_SEQUENTIAL]})
+    out: list[AlertTransition] = []
+    for batch in _groups_stream(ONSET + 1200, 3, low_from=ONSET, low_until=ONSET + 300):
+        out.extend(p.process(batch)[1])
+    fired = _first(out, "di_fast")
+    assert fired is not None
+    assert 0 < fired.event_time - (T0 / 1000 + ONSET) <= 60
+    assert fired.evidence["low_group"] == "a"
+    assert fired.evidence["side"] == "low"
+    assert fired.evidence["rate"] == "selection_rate"
+    assert float(fired.evidence["statistic"]) >= 18.0  # type: ignore[arg-type]
+    assert [t.state for t in out if t.rule == "di_fast"] == ["firing", "resolved"]
+    resolved = _first(out, "di_fast", "resolved")
+    assert resolved is not None
+    assert resolved.resolved_reason == "healthy"
+
+
+def test_a_sequential_disparity_never_resolves_while_its_group_lacks_data() -> None:
+    """Once it fired about region a, region a going quiet makes the comparison insufficient (naming the missing
+    group): the alert stays firing, and resolves only as stale after a full window without data."""
+    p = make({"protected": ["region"], "rules": [DI_SEQUENTIAL]})
+    out: list[AlertTransition] = []
+    for batch in _groups_stream(ONSET + 900, 4, low_from=ONSET, quiet_from=ONSET + 120):
+        out.extend(p.process(batch)[1])
+    states = [(t.state, t.resolved_reason) for t in out if t.rule == "di_fast"]
+    assert states[0] == ("firing", None)
+    assert all(s != ("resolved", "healthy") for s in states), states
+    assert ("resolved", "stale") in states
