@@ -53,7 +53,7 @@ AFTER = 900.0  # seconds of traffic after the injection in a delay run
 
 WATCHING = {
     "feature-drift": ("feature_drift_psi", "feature_drift_fast"),
-    "bias": ("selection_rate_disparity", "selection_rate_disparity_fast", "selection_rate_drop"),
+    "bias": ("selection_rate_disparity", "selection_rate_drop"),
     "complaint-spike": ("complaint_rate_high", "complaint_rate_fast"),
     "label-shift": ("tpr_gap", "tpr_drop"),
 }

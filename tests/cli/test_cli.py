@@ -186,7 +186,7 @@ def test_check_config_ok(example_config: Path) -> None:
     """check-config accepts the example config (secrets skipped for CI)."""
     res = runner.invoke(app, ["check-config", str(example_config), "--skip-secrets"])
     assert res.exit_code == 0, res.output
-    assert "ok (2 models, 12 rules)" in res.output
+    assert "ok (2 models, 11 rules)" in res.output
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

@@ -173,7 +173,7 @@ def test_mounted_config_passes_check_config(compose: dict[str, Any]) -> None:
     assert _driftwatch_config(compose, "simulator") == path
     done = run(BIN / "driftwatch", "check-config", "--skip-secrets", path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "ok (2 models, 12 rules)" in done.stdout
+    assert "ok (2 models, 11 rules)" in done.stdout
 
 
 def _layout(tmp_path: Path, service: dict[str, Any]) -> Path:

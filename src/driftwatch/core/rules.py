@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,6 +64,10 @@ class RuleEvaluator:
         self.exposure = exposure
         self.detectors = detectors
         self.sequential = SequentialBank()
+        # (rule, model, version, attribute, rate, side) -> bucket -> (its parts, rows, evidence): see _bucket_evidence.
+        self._evidence_cache: dict[
+            tuple[object, ...], dict[int, tuple[tuple[S.Sparse, ...], tuple[int, ...], np.ndarray]]
+        ] = {}
         self.engine = engine
         self.tick = tick
 
@@ -319,10 +324,42 @@ class RuleEvaluator:
             return drift_evidence(counts, b.reference, b.ref_count, margin), starts
         num, den = proportion_columns(rule.metric)
         cols = sorted(set(num) | set(den))
-        starts, counts = s.store.bucket_counts(wt, rows, cols)
-        k = counts[:, :, [cols.index(c) for c in num]].sum(axis=2)
-        n = counts[:, :, [cols.index(c) for c in den]].sum(axis=2)
-        return rate_evidence(k, n, baseline, rule.threshold, spec(rule.metric).share), starts
+        threshold, share = rule.threshold, spec(rule.metric).share
+
+        def compute(at: list[int]) -> np.ndarray:
+            _, counts = s.store.bucket_counts(wt, rows, cols, only=at)
+            k = counts[:, :, [cols.index(c) for c in num]].sum(axis=2)
+            n = counts[:, :, [cols.index(c) for c in den]].sum(axis=2)
+            return rate_evidence(k, n, baseline, threshold, share)
+
+        parts = s.store.bucket_parts(wt)
+        starts = np.array([bid * s.store.windows[wt].step for bid, _ in parts], np.int64)
+        return self._bucket_evidence((rule.name, s.model_id, s.version), parts, tuple(rows), compute), starts
+
+    def _bucket_evidence(
+        self,
+        key: tuple[object, ...],
+        parts: list[tuple[int, tuple[S.Sparse, ...]]],
+        rows: tuple[int, ...],
+        compute: Callable[[list[int]], np.ndarray],
+    ) -> np.ndarray:
+        """Buckets x rows of evidence that depends on each bucket's own counts alone: computed (``compute`` of the
+        bucket indices) only for buckets that are new or changed since the last tick, kept for the others."""
+        held = self._evidence_cache.setdefault(key, {})
+        fresh = [
+            i for i, (bid, ps) in enumerate(parts) if (hit := held.get(bid)) is None or hit[1] != rows or hit[0] != ps
+        ]
+        if fresh:
+            for i, e in zip(fresh, compute(fresh), strict=True):
+                bid, ps = parts[i]
+                held[bid] = (ps, rows, e)
+        if len(held) > len(parts):
+            keep = {bid for bid, _ in parts}
+            for bid in [b for b in held if b not in keep]:
+                del held[bid]
+        if not parts:
+            return np.zeros((0, len(rows)))
+        return np.stack([held[bid][2] for bid, _ in parts])
 
     def _attribute_candidates(self, rule: Rule, s: Stream, cache: Cache, now: float) -> list[Candidate]:
         attrs = self.config.protected if rule.attribute == "*" else (rule.attribute,)
@@ -412,21 +449,35 @@ class RuleEvaluator:
         found = [(i, s.space.find((attribute, key))) for i, key in enumerate(keys)]
         rows = [(i, r) for i, r in found if r is not None]
         best, best_at, best_group, best_side, best_rate = 0.0, -1, "", "", ""
-        starts = np.zeros(0, np.int64)
-        data = False
-        for rate in m.compares:
-            if len(rows) < 2:
-                break
+        wt = self._wticks(rule)
+        parts = s.store.bucket_parts(wt)
+        starts = np.array([bid * s.store.windows[wt].step for bid, _ in parts], np.int64)
+        row_ids = tuple(r for _, r in rows)
+        data = len(rows) >= 2 and bool(parts)
+        for rate in m.compares if data else ():
             num, den = proportion_columns(rate)
             cols = sorted(set(num) | set(den))
-            starts, counts = s.store.bucket_counts(self._wticks(rule), [r for _, r in rows], cols)
-            k = counts[:, :, [cols.index(c) for c in num]].sum(axis=2)
-            n = counts[:, :, [cols.index(c) for c in den]].sum(axis=2)
-            data = data or bool(n.any())
+            share = spec(rate).share
             for high in (False, True):
-                stat, start = max_suffix(
-                    comparison_evidence(k, n, spec(rate).share, ratio, rule.threshold, baseline, high)
+
+                def compute(
+                    at: list[int],
+                    num: tuple[int, ...] = num,
+                    den: tuple[int, ...] = den,
+                    cols: list[int] = cols,
+                    share: bool = share,
+                    high: bool = high,
+                ) -> np.ndarray:
+                    assert rule.threshold is not None
+                    _, counts = s.store.bucket_counts(wt, row_ids, cols, only=at)
+                    k = counts[:, :, [cols.index(c) for c in num]].sum(axis=2)
+                    n = counts[:, :, [cols.index(c) for c in den]].sum(axis=2)
+                    return comparison_evidence(k, n, share, ratio, rule.threshold, baseline, high)
+
+                weights = self._bucket_evidence(
+                    (rule.name, s.model_id, s.version, attribute, rate, high), parts, row_ids, compute
                 )
+                stat, start = max_suffix(weights)
                 g = int(np.argmax(stat)) if len(stat) else -1
                 if g >= 0 and stat[g] > best:
                     best, best_at = float(stat[g]), int(start[g])

@@ -130,18 +130,20 @@ def comparison_evidence(
     minus rest), below the rest (``high`` False) or above it.
 
     The test is conditional on each bucket's totals, so the rate both share cancels out: for a share, given the
-    events ``K`` among the group's ``n_g`` and the rest's ``n_r`` trials, the group's count follows Fisher's
+    ``K`` events among the group's ``n_g`` and the rest's ``n_r`` trials, the group's count follows Fisher's
     noncentral hypergeometric law with the odds ratio of the two rates; for a count per prediction (complaints),
-    given ``K`` events, the group's are binomial with ``n_g ρ / (n_g ρ + n_r)``, ``ρ`` the rate ratio. A ratio or
-    difference becomes an odds or rate ratio at the rest's rate in the buckets before (so each bucket's hypotheses
-    are fixed before it is seen); a bucket with no earlier rest data, or whose alternative rate is impossible (a
-    difference below 0), weighs nothing."""
+    given ``K`` events, the group's are binomial with ``n_g ρ / (n_g ρ + n_r)``, ``ρ`` the rate ratio. A
+    difference (and, for a share, a ratio) becomes an odds or rate ratio at the bucket's pooled rate ``K / (n_g +
+    n_r)``, a function of the totals the test is conditional on, so each bucket's evidence is exact whatever the
+    rates are and depends on that bucket alone. A bucket whose alternative is impossible there (a difference
+    below 0) weighs nothing."""
     kf, nf = np.asarray(k, np.float64), np.asarray(n, np.float64)
-    kr, nr = kf.sum(axis=1, keepdims=True) - kf, nf.sum(axis=1, keepdims=True) - nf
-    seen_k = np.cumsum(kr, axis=0) - kr
-    seen_n = np.cumsum(nr, axis=0) - nr
+    if share:
+        kf = np.minimum(kf, nf)
+    kt, nt = kf.sum(axis=1, keepdims=True), nf.sum(axis=1, keepdims=True)
+    kr, nr = kt - kf, nt - nf
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = seen_k / seen_n
+        r = np.broadcast_to(kt / nt, kf.shape)
     sign = 1.0 if high else -1.0
 
     def group_rate(at: float) -> F:
@@ -153,8 +155,7 @@ def comparison_evidence(
 
     p1, p0 = group_rate(threshold), group_rate(baseline)
     top = 1.0 if share else np.inf
-    usable = (seen_n > 0) & (nf > 0) & (nr > 0) & (r > 0) & (r < top)
-    usable &= (p1 > 0) & (p1 < top) & (p0 > 0) & (p0 < top)
+    usable = (nf > 0) & (nr > 0) & (r > 0) & (r < top) & (p1 > 0) & (p1 < top) & (p0 > 0) & (p0 < top)
     out = np.zeros_like(kf)
     if not usable.any():
         return out
@@ -162,15 +163,13 @@ def comparison_evidence(
     a1, a0 = p1[usable], p0[usable]
     total = kg + kr[usable]
     if share:
-        kg = np.minimum(kg, ng)
-        total = np.minimum(total, ng + nrest)
 
         def odds(p: F) -> F:
             return p / (1 - p)
 
         log1, log0 = np.log(odds(a1) / odds(rr)), np.log(odds(a0) / odds(rr))
-        ni, nri, nt = ng.astype(np.int64), nrest.astype(np.int64), total.astype(np.int64)
-        z1, z0 = _log_fnch_norm(ni, nri, nt, log1), _log_fnch_norm(ni, nri, nt, log0)
+        ni, nri, ti = ng.astype(np.int64), nrest.astype(np.int64), total.astype(np.int64)
+        z1, z0 = _log_fnch_norm(ni, nri, ti, log1), _log_fnch_norm(ni, nri, ti, log0)
         out[usable] = kg * (log1 - log0) - (z1 - z0)
     else:
         pi1 = ng * (a1 / rr) / (ng * (a1 / rr) + nrest)

@@ -438,6 +438,28 @@ def _columns_of(parts: tuple[Sparse, ...], cols: tuple[int, ...]) -> Matrix:
     return out
 
 
+@dataclass(slots=True, eq=False)
+class _ReadOut:
+    """A window bucket's counts in some columns: the parts they were read from, all rows, and the rows last asked
+    for (see :meth:`WindowStore.bucket_counts`)."""
+
+    parts: tuple[Sparse, ...]
+    dense: Matrix
+    rows_key: tuple[int, ...]
+    picked: Matrix
+
+
+def _pick(dense: Matrix, at: NDArray[np.int64]) -> Matrix:
+    """Rows ``at`` of ``dense``, zero where ``dense`` has fewer rows."""
+    if len(at) and at.max() < dense.shape[0]:
+        out: Matrix = dense[at]
+        return out
+    out = np.zeros((len(at), dense.shape[1]), np.int64)
+    ok = at < dense.shape[0]
+    out[ok] = dense[at[ok]]
+    return out
+
+
 def _grown_sum(a: Matrix, b: Matrix) -> Matrix:
     """``a + b`` with the rows of the longer."""
     if a.shape[0] < b.shape[0]:
@@ -465,7 +487,7 @@ class WindowStore:
         self.windows = {w: _Window(w) for w in window_ticks}
         self.since: Matrix | None = None
         # (window, bucket, columns) -> (the bucket's parts, their counts in those columns): see bucket_counts.
-        self._columns: dict[tuple[int, int, tuple[int, ...]], tuple[tuple[Sparse, ...], Matrix]] = {}
+        self._columns: dict[tuple[int, int, tuple[int, ...]], _ReadOut] = {}
 
     @property
     def open_cells(self) -> dict[int, Sparse]:
@@ -573,36 +595,47 @@ class WindowStore:
         self.since = _moved(self.since, row, into)
 
     def bucket_counts(
-        self, length_ticks: int, rows: Sequence[int], columns: Sequence[int]
+        self, length_ticks: int, rows: Sequence[int], columns: Sequence[int], only: Sequence[int] | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """The first tick of each bucket of a window, oldest first, and its counts: buckets x ``rows`` x ``columns``
-        (late additions included; a row the bucket lacks counts zero).
+        (late additions included; a row the bucket lacks counts zero). ``only``: just those buckets (indices).
 
-        A bucket's columns are read out of its sparse counts once and kept until the bucket (or a late addition to
-        it) changes: a sequential rule reads every bucket of its window at every tick."""
+        A bucket's columns are read out of its sparse counts once and kept until the bucket changes (a late
+        addition is read on its own and added): a sequential rule reads every bucket of its window at every tick."""
         w = self.windows[length_ticks]
         cols = tuple(columns)
-        out = np.zeros((len(w.buckets), len(rows), len(cols)), np.int64)
-        starts = np.array([bid * w.step for bid, _ in w.buckets], np.int64)
-        if not len(rows) or not cols:
-            return starts, out
+        buckets = list(w.buckets) if only is None else [w.buckets[i] for i in only]
+        starts = np.array([bid * w.step for bid, _ in buckets], np.int64)
+        if not buckets or not len(rows) or not cols:
+            return starts, np.zeros((len(buckets), len(rows), len(cols)), np.int64)
         at = np.asarray(rows, np.int64)
+        rows_key = tuple(rows)
         live: set[tuple[int, int, tuple[int, ...]]] = set()
-        for i, (bid, sp) in enumerate(w.buckets):
+        picked: list[Matrix] = []
+        for bid, sp in buckets:
             parts = (sp, *w.late.get(bid, ()))
             key = (length_ticks, bid, cols)
             live.add(key)
             hit = self._columns.get(key)
-            if hit is None or len(hit[0]) > len(parts) or any(x is not y for x, y in zip(hit[0], parts, strict=False)):
-                hit = self._columns[key] = (parts, _columns_of(parts, cols))
-            elif len(hit[0]) < len(parts):  # late additions arrived since: read only those
-                hit = self._columns[key] = (parts, _grown_sum(hit[1], _columns_of(parts[len(hit[0]) :], cols)))
-            dense = hit[1]
-            ok = at < dense.shape[0]
-            out[i, ok] = dense[at[ok]]
-        for key in [k for k in self._columns if k[0] == length_ticks and k[2] == cols and k not in live]:
-            del self._columns[key]
-        return starts, out
+            if hit is not None and hit.parts == parts:
+                if hit.rows_key != rows_key:
+                    hit.rows_key, hit.picked = rows_key, _pick(hit.dense, at)
+            else:
+                if hit is not None and len(hit.parts) < len(parts) and hit.parts == parts[: len(hit.parts)]:
+                    dense = _grown_sum(hit.dense, _columns_of(parts[len(hit.parts) :], cols))
+                else:
+                    dense = _columns_of(parts, cols)
+                hit = self._columns[key] = _ReadOut(parts, dense, rows_key, _pick(dense, at))
+            picked.append(hit.picked)
+        if only is None and len(self._columns) > len(live):
+            for key in [k for k in self._columns if k[0] == length_ticks and k[2] == cols and k not in live]:
+                del self._columns[key]
+        return starts, np.stack(picked)
+
+    def bucket_parts(self, length_ticks: int) -> list[tuple[int, tuple[Sparse, ...]]]:
+        """Each bucket of a window and what its counts are made of (its parts change whenever its counts do)."""
+        w = self.windows[length_ticks]
+        return [(bid, (sp, *w.late.get(bid, ()))) for bid, sp in w.buckets]
 
     def window(self, length_ticks: int, rows: int, width: int) -> Matrix:
         """The summary of a window (0 = since start), padded to ``rows`` rows."""
