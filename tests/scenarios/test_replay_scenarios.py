@@ -17,8 +17,8 @@ EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "driftwatch.ex
 
 EVENTS = 100_000
 """Healthy traffic: about 45 minutes of event time."""
-INJECTED_EVENTS = 70_000
-"""A stream with an injection: about 13 minutes before it and 20 after (the bounds below are at most 10)."""
+INJECTED_EVENTS = 50_000
+"""A stream with an injection: about 9 minutes before it and 14 after (the bounds below are at most 10)."""
 SEEDS = (1, 2, 3)
 MAX_DELAY_S = 600.0
 """Stated bound: the expected alert fires within 10 minutes of event time after the injection."""

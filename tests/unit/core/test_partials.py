@@ -59,7 +59,7 @@ def test_partials_of_different_ticks_do_not_merge() -> None:
 def test_two_ingestors_equal_one_pipeline(scenario: str, pseudonym_key: bytes) -> None:
     """Events split by request id over two ingestors, merged by one evaluator, give exactly the single-process metrics and alerts."""
     cfg = load_config(EXAMPLE)
-    events = _events(scenario, 60_000, seed=4)
+    events = _events(scenario, 40_000, seed=4)
     profiles = _profiles(events)
     enc = msgspec.json.Encoder()
     lines = [(enc.encode(e), str(e["request_id"])) for e in events]

@@ -30,7 +30,7 @@ def _rows(rows: object) -> list[tuple[object, ...]]:
 def test_restored_evaluator_continues_exactly(scenario: str, pseudonym_key: bytes) -> None:
     """An evaluator restored from a msgpack checkpoint mid-stream gives the same transitions and metrics as one never stopped."""
     cfg = load_config(EXAMPLE)
-    events = list(generate(scenario, events=60_000, seed=5)[0])
+    events = list(generate(scenario, events=40_000, seed=5)[0])
     profiles = _profiles(events)
     enc = msgspec.json.Encoder()
     raws = [enc.encode(e) for e in events]
