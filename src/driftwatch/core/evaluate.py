@@ -247,6 +247,7 @@ class Evaluator:
         self.engine.drop(mine)
         self.detectors.drop(mine)
         self.rules.sequential.drop(mine)
+        self.rules.forget(gone)
 
     def advance(self, watermark: float) -> list[AlertTransition]:
         """Close every tick that ends at or before ``watermark`` and evaluate the rules at each."""

@@ -50,6 +50,8 @@ from driftwatch.metrics.stats import benjamini_hochberg
 
 __all__ = ["RuleEvaluator"]
 
+_EVIDENCE_KEYS = 10_000
+"""Rule x stream (x attribute, rate and side) entries the per-bucket evidence cache holds before it starts over."""
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _HEALTHY = {">": operator.le, ">=": operator.lt, "<": operator.ge, "<=": operator.gt}
 
@@ -70,6 +72,11 @@ class RuleEvaluator:
         ] = {}
         self.engine = engine
         self.tick = tick
+
+    def forget(self, models: set[str]) -> None:
+        """Drop what is cached for ``models`` (their summary partition moved to another worker)."""
+        for key in [k for k in self._evidence_cache if k[1] in models]:
+            del self._evidence_cache[key]
 
     def candidates(self, rule: Rule, s: Stream, cache: Cache, tick_m: S.Matrix | None, now: float) -> list[Candidate]:
         """Every candidate of ``rule`` on stream ``s`` at event time ``now`` (``tick_m``: the tick just closed)."""
@@ -345,6 +352,8 @@ class RuleEvaluator:
     ) -> np.ndarray:
         """Buckets x rows of evidence that depends on each bucket's own counts alone: computed (``compute`` of the
         bucket indices) only for buckets that are new or changed since the last tick, kept for the others."""
+        if key not in self._evidence_cache and len(self._evidence_cache) >= _EVIDENCE_KEYS:
+            self._evidence_cache.clear()  # streams of retired versions: a cache, rebuilt on use
         held = self._evidence_cache.setdefault(key, {})
         fresh = [
             i for i, (bid, ps) in enumerate(parts) if (hit := held.get(bid)) is None or hit[1] != rows or hit[0] != ps
