@@ -324,8 +324,10 @@ class RuleEvaluator:
         assert rule.threshold is not None
         wt = self._wticks(rule)
         if spec(rule.metric).kind == "drift":
-            assert rule.feature is not None
-            b = s.layout.blocks[rule.feature]
+            b = s.layout.blocks.get(rule.feature or "")
+            if b is None:  # a reference without the feature (learnt from traffic that lacked it): no evidence
+                parts = s.store.bucket_parts(wt)
+                return np.zeros((len(parts), len(rows))), np.array([0] * len(parts), np.int64)
             starts, counts = s.store.bucket_counts(wt, rows, range(b.start, b.start + b.bins))
             margin = drift_margin(rule.metric, baseline)
             return drift_evidence(counts, b.reference, b.ref_count, margin), starts

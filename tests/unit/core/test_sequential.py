@@ -427,3 +427,14 @@ def test_a_sequential_disparity_never_resolves_while_its_group_lacks_data() -> N
     assert states[0] == ("firing", None)
     assert all(s != ("resolved", "healthy") for s in states), states
     assert ("resolved", "stale") in states
+
+
+def test_a_distribution_test_on_a_feature_the_reference_lacks_weighs_nothing() -> None:
+    """A reference without scores (none in its data) has no score bins: the sequential drift test on the score
+    then weighs nothing and never fires, and the stream is evaluated as usual."""
+    p = make({"rules": [DRIFT_RULES[1]]})  # the unit tests' profile holds predictions only
+    out: list[AlertTransition] = []
+    for tick in range(60):
+        out.extend(p.process([_scored(f"r{tick}-{i}", T0 + tick * 10_000 + i * 100, 0.9) for i in range(50)])[1])
+    assert not [t for t in out if t.rule == "psi_cusum"]
+    assert p.counters.rejected == {}
