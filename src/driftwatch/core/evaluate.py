@@ -198,7 +198,8 @@ class Evaluator:
         return out
 
     def restore(self, state: ModelsState) -> list[str]:
-        """Load a :meth:`snapshot` (replacing what is held for its models); return models skipped for want of a layout."""
+        """Load a :meth:`snapshot` (replacing what is held for its models); return models skipped for want of a layout
+        or because their counts were kept under another reference profile (other columns)."""
         if self.closed_before is None:
             self.closed_before = state.closed_before
         skipped: set[str] = set()
@@ -207,6 +208,10 @@ class Evaluator:
             layout = self.layouts.get(ss.model_id)
             if layout is None:
                 skipped.add(ss.model_id)  # a reference still being learnt is not checkpointed
+                continue
+            saved = [m.width for m in (ss.since, *(w.total for w in ss.windows)) if m is not None]
+            if saved and saved[0] != layout.width:
+                skipped.add(ss.model_id)  # counted under another profile (rebuilt since): its columns differ
                 continue
             stream = Stream(
                 ss.model_id, ss.version, layout, SliceSpace(self.dimensions, self._limits), self.window_ticks

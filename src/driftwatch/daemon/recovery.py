@@ -522,7 +522,9 @@ class EvalRecovery(_Recovery):
             state = decode_state(blob)
             models = {s.model_id for s in state.streams}
             with self.lock:
-                self.core.evaluator.restore(state)
+                skipped = self.core.evaluator.restore(state)
+            if skipped:
+                self.log.warning("checkpoint_models_skipped", partition=partition, models=skipped)
             for k, v in last.applied.items():
                 self.applied[k] = max(v, self.applied.get(k, -1))
             start = last.offset + 1

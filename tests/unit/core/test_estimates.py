@@ -211,3 +211,21 @@ def test_check_config_says_an_estimate_rule_needs_a_calibrated_profile(config: C
     with_file = Config.model_validate({**raw, "models": models, "rules": [rule]})
     [problem] = profile_problems(with_file)
     assert "has none" in problem
+
+
+def test_a_checkpoint_counted_under_another_profile_is_skipped_not_misread(config: Config, profile: Profile) -> None:
+    """A checkpoint taken while a model had a profile without calibration has other columns than the calibrated
+    profile it was rebuilt with: restoring it skips the model (named) instead of mixing the two layouts."""
+    from driftwatch.core.snapshot import decode_state, encode_state
+
+    stream, _ = generate("bias", events=3_000, seed=8)
+    evs = list(stream)
+    plain = build_profile(
+        MODEL, config.models[MODEL], prediction_columns([e for e in evs if e["type"] == "prediction"], MODEL)
+    )
+    before = Pipeline(config, KEY, profiles={MODEL: plain})
+    before.process([msgspec.json.encode(e) for e in evs])
+    state = decode_state(encode_state(before.evaluator.snapshot([MODEL])))
+    after = Pipeline(config, KEY, profiles={MODEL: profile})
+    assert after.evaluator.restore(state) == [MODEL]  # type: ignore[arg-type]
+    after.process([msgspec.json.encode(e) for e in evs[:100]])
