@@ -49,9 +49,10 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 
 # The suite runs in parallel (pytest-xdist; each worker starts its own broker, tests use their own topics and
-# ports) and prints the slowest tests. Two workers more than cores: integration tests spend much of their time
-# waiting on brokers and subprocesses. Any failure, and an empty collection (pytest's exit code 5), fails the target.
-PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 2 ))) --dist loadgroup --durations=15
+# ports) and prints the slowest tests. One worker more than cores: integration tests spend much of their time
+# waiting on brokers and subprocesses (two more was slower on 2 cores, and one test timed out). Any failure, and an
+# empty collection (pytest's exit code 5), fails the target.
+PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadgroup --durations=15
 
 test: lint system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
