@@ -629,7 +629,7 @@ def baseline_build(
     output.write_text(json.dumps(profile.to_json(), indent=2) + "\n", encoding="utf-8")
     typer.echo(
         f"wrote {output}: {profile.count} reference rows, {len(profile.distributions)} distributions, "
-        f"{calibrate(mc, cols)[1]}"
+        + (f"calibration from {profile.cbpe.labelled} labelled rows" if profile.cbpe else calibrate(mc, cols)[1])
     )
 
 

@@ -887,10 +887,11 @@ class Ingestor:
         cb = layout.cbpe
         if cb is not None and has_score.any():
             # Performance estimation: per score bin, the count, the favourable decisions and the calibrated sum.
-            sbin = bin_index(np.where(has_score, score, cb.edges[0]), cb.edges)
+            filled = np.where(has_score, score, cb.edges[0])
+            sbin = bin_index(filled, cb.edges)
             cols.append(np.where(has_score, cb.start + sbin, -1))
             cols.append(np.where(has_score & fav, cb.positive + sbin, -1))
-            micro = np.rint(cb.calibration.apply(np.where(has_score, score, cb.edges[0])) * S.SCORE_SCALE)
+            micro = np.rint(cb.calibration.apply(filled) * S.SCORE_SCALE)
             weighted = (np.where(has_score, cb.calibrated + sbin, -1), micro.astype(np.int64))
         col = np.stack(cols, axis=1)
         self._scatter(stream, rows, ticks, col, score=score, weighted=weighted)
