@@ -131,11 +131,24 @@ class _Admission:
     place at its ``floor``-th event unless every admitted name carries more. A replaced name's later events go to
     ``__other__`` and it becomes a candidate again.
 
-    :attr:`seen` lists the names that carried ``floor`` events in their own place, in the order they were first
-    admitted (for versions: rollback targets; a one-event flood never reaches it).
+    :attr:`seen` lists the names that carried ``floor`` events in their own place, in the event-time order of the
+    events that first admitted them (for versions: rollback targets, where "the version before" must not depend on
+    which partition a worker happened to read first; a one-event flood never reaches it).
     """
 
-    __slots__ = ("admitted", "candidates", "cap", "carried", "clock", "evicted", "floor", "probation", "seen", "span")
+    __slots__ = (
+        "admitted",
+        "candidates",
+        "cap",
+        "carried",
+        "clock",
+        "evicted",
+        "first",
+        "floor",
+        "probation",
+        "seen",
+        "span",
+    )
 
     def __init__(self, cap: int, floor: int, span: float) -> None:
         self.cap = cap
@@ -146,6 +159,7 @@ class _Admission:
         self.candidates: dict[str, _Recent] = {}
         self.probation: OrderedDict[str, int] = OrderedDict()  # name -> epoch of its one event
         self.carried: dict[str, int] = {}  # events in its own place, per name admitted (first admission order)
+        self.first: dict[str, float] = {}  # per name carried: the event time of the event that first admitted it
         self.seen: list[str] = []
         self.evicted: list[str] = []  # replaced since the caller last looked
 
@@ -203,6 +217,7 @@ class _Admission:
         def admit(g: int, j: int) -> None:
             """Group ``g``'s name takes a place at its event ``j`` (already counted in its :class:`_Recent`)."""
             self.carried.setdefault(names[g], 0)
+            self.first.setdefault(names[g], float(t[j]))
             self._carry(names[g], epoch_l[j], 0, 0, 1, counted=True)
             dest[j] = g
             synced[g] = int(np.searchsorted(members(g), j, side="right"))
@@ -296,14 +311,19 @@ class _Admission:
         self.evicted.append(v)
         if self.carried[v] < self.floor:
             del self.carried[v]
+            self.first.pop(v, None)
             return
         kept = [w for w in self.carried if w not in self.admitted]
         for w in kept[: max(0, len(kept) - self.cap)]:  # rollback targets: the newest max_versions replaced ones
             del self.carried[w]
+            self.first.pop(w, None)
         self._refresh()
 
     def _refresh(self) -> None:
-        self.seen[:] = [w for w, n in self.carried.items() if n >= self.floor]
+        # sorted() is stable: names first admitted at the same event time keep their admission order.
+        self.seen[:] = sorted(
+            (w for w, n in self.carried.items() if n >= self.floor), key=lambda w: self.first.get(w, math.inf)
+        )
 
 
 _FOLDED = -2

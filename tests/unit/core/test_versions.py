@@ -249,3 +249,18 @@ def test_version_admission_is_the_same_for_any_batching() -> None:
     assert any(("version", OTHER) in labels for _, labels, _, _ in whole.total)
     assert _outcome(37) == whole
     assert _outcome(1) == whole
+
+
+def test_the_version_before_follows_event_time_not_which_partition_was_read_first() -> None:
+    """A worker may read a newer version's partition first (both versions live from the start): the rollback target is still the version whose traffic began earlier in event time."""
+    old = steady("v1", 0, 120, 2)
+    new = steady("v2", 5, 120, 2)
+    # v2's first events (within the first, still open tick) arrive before any of v1's, as when its partition is
+    # fetched first.
+    arrival = [raw for _, raw in new[:4]] + ordered(old, new[4:])
+    p = make()
+    run(p, arrival, 500)
+    assert p.ingestor.versions["m"] == ["v1", "v2"]
+    again = make()
+    run(again, ordered(old, new), 500)  # the same events in event-time order agree
+    assert again.ingestor.versions["m"] == ["v1", "v2"]
