@@ -422,51 +422,38 @@ class _Window:
             self.late = {}
 
 
-def _columns_of(parts: tuple[Sparse, ...], cols: tuple[int, ...]) -> Matrix:
-    """The sum of ``parts`` in columns ``cols`` only: rows x len(cols)."""
-    width = parts[0].width
+def _cells_of(jobs: list[tuple[Sparse, ...]], rows: NDArray[np.int64], cols: tuple[int, ...]) -> Matrix:
+    """For each job, the sum of its parts in rows ``rows`` and columns ``cols``: jobs x len(rows) x len(cols) (a
+    row a part lacks counts zero). One vectorised pass over all jobs: a sequential rule reads the changed buckets of
+    its window at every tick, and a pass per bucket cost more in numpy's per-call overhead than in counting."""
+    width = jobs[0][0].width
     col_at = np.full(width, -1, np.int64)
     col_at[list(cols)] = np.arange(len(cols))
-    out = np.zeros((max(p.rows for p in parts), len(cols)), np.int64)
-    for part in parts:
-        if not len(part.index):
-            continue
-        r, c = np.divmod(part.index.astype(np.int64), width)
-        cp = col_at[c]
-        keep = cp >= 0
-        out[r[keep], cp[keep]] += part.values[keep]  # flat indices are unique within a part
-    return out
+    height = max(p.rows for parts in jobs for p in parts)
+    row_at = np.full(max(height, int(rows.max()) + 1), -1, np.int64)
+    row_at[rows] = np.arange(len(rows))
+    cells = len(rows) * len(cols)
+    out = np.zeros(len(jobs) * cells, np.int64)
+    filled = [(j, p) for j, parts in enumerate(jobs) for p in parts if len(p.index)]
+    if filled:
+        index = np.concatenate([p.index for _, p in filled]).astype(np.int64)
+        values = np.concatenate([p.values for _, p in filled])
+        job = np.repeat(np.array([j for j, _ in filled], np.int64), [len(p.index) for _, p in filled])
+        r, c = np.divmod(index, width)
+        rp, cp = row_at[r], col_at[c]
+        keep = (rp >= 0) & (cp >= 0)
+        np.add.at(out, job[keep] * cells + rp[keep] * len(cols) + cp[keep], values[keep])
+    return out.reshape(len(jobs), len(rows), len(cols))
 
 
 @dataclass(slots=True, eq=False)
 class _ReadOut:
-    """A window bucket's counts in some columns: the parts they were read from, all rows, and the rows last asked
-    for (see :meth:`WindowStore.bucket_counts`)."""
+    """A window bucket's counts in some rows and columns, and the parts they were read from (see
+    :meth:`WindowStore.bucket_counts`)."""
 
     parts: tuple[Sparse, ...]
-    dense: Matrix
-    rows_key: tuple[int, ...]
-    picked: Matrix
-
-
-def _pick(dense: Matrix, at: NDArray[np.int64]) -> Matrix:
-    """Rows ``at`` of ``dense``, zero where ``dense`` has fewer rows."""
-    if len(at) and at.max() < dense.shape[0]:
-        out: Matrix = dense[at]
-        return out
-    out = np.zeros((len(at), dense.shape[1]), np.int64)
-    ok = at < dense.shape[0]
-    out[ok] = dense[at[ok]]
-    return out
-
-
-def _grown_sum(a: Matrix, b: Matrix) -> Matrix:
-    """``a + b`` with the rows of the longer."""
-    if a.shape[0] < b.shape[0]:
-        a, b = b, a
-    out = a.copy()
-    out[: b.shape[0]] += b
-    return out
+    rows: tuple[int, ...]
+    counts: Matrix
 
 
 _OPEN_PARTS = 64
@@ -611,26 +598,36 @@ class WindowStore:
         at = np.asarray(rows, np.int64)
         rows_key = tuple(rows)
         live: set[tuple[int, int, tuple[int, ...]]] = set()
-        picked: list[Matrix] = []
-        for bid, sp in buckets:
+        out = np.zeros((len(buckets), len(rows), len(cols)), np.int64)
+        reads: list[tuple[int, tuple[Sparse, ...], _ReadOut | None, tuple[Sparse, ...]]] = []  # bucket, parts, base, new
+        for i, (bid, sp) in enumerate(buckets):
             parts = (sp, *w.late.get(bid, ()))
             key = (length_ticks, bid, cols)
             live.add(key)
             hit = self._columns.get(key)
-            if hit is not None and hit.parts == parts:
-                if hit.rows_key != rows_key:
-                    hit.rows_key, hit.picked = rows_key, _pick(hit.dense, at)
+            if hit is not None and hit.rows == rows_key and hit.parts == parts:
+                out[i] = hit.counts
+                continue
+            if (
+                hit is not None
+                and hit.rows == rows_key
+                and len(hit.parts) < len(parts)
+                and hit.parts == parts[: len(hit.parts)]
+            ):
+                reads.append((i, parts, hit, parts[len(hit.parts) :]))  # only the late additions are new
             else:
-                if hit is not None and len(hit.parts) < len(parts) and hit.parts == parts[: len(hit.parts)]:
-                    dense = _grown_sum(hit.dense, _columns_of(parts[len(hit.parts) :], cols))
-                else:
-                    dense = _columns_of(parts, cols)
-                hit = self._columns[key] = _ReadOut(parts, dense, rows_key, _pick(dense, at))
-            picked.append(hit.picked)
+                reads.append((i, parts, None, parts))
+        if reads:
+            counts = _cells_of([new for *_, new in reads], at, cols)
+            for (i, parts, base, _), c in zip(reads, counts, strict=True):
+                if base is not None:
+                    c += base.counts
+                out[i] = c
+                self._columns[(length_ticks, buckets[i][0], cols)] = _ReadOut(parts, rows_key, out[i].copy())
         if only is None and len(self._columns) > len(live):
             for key in [k for k in self._columns if k[0] == length_ticks and k[2] == cols and k not in live]:
                 del self._columns[key]
-        return starts, np.stack(picked)
+        return starts, out
 
     def bucket_parts(self, length_ticks: int) -> list[tuple[int, tuple[Sparse, ...]]]:
         """Each bucket of a window and what its counts are made of (its parts change whenever its counts do)."""
