@@ -35,13 +35,17 @@ install: $(STAMP)
 
 install-demo: $(DEMO_STAMP)
 
-# Debian's promtool checks our /metrics and a real Alertmanager receives our alerts in the tests;
-# installed when missing (needs root, as on CI).
+# Debian's promtool checks our /metrics and a real Alertmanager receives our alerts in the tests, and Debian's
+# chromium opens a built report (playwright cannot download browsers here); installed when missing (needs root,
+# as on CI).
 system-deps:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus (promtool) and prometheus-alertmanager for the tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			prometheus prometheus-alertmanager >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+		echo "installing Debian's chromium for the report tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check src tests bench

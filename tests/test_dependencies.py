@@ -43,7 +43,7 @@ IMPORT_NAME = {
 # Extras that are not for running driftwatch's own code paths.
 DEV_EXTRAS = {"dev"}
 # Optional extras declared ahead of the code that will import them, with the reason; each is a promise to keep.
-PLANNED_EXTRAS = {"reports": "Evidently alert reports (a filed issue); nothing imports evidently or pandas yet"}
+PLANNED_EXTRAS: dict[str, str] = {}
 
 
 def _dist_name(requirement: str) -> str:

@@ -25,9 +25,11 @@ from driftwatch._time import rfc3339
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config, load_config, load_key
 from driftwatch.core.pipeline import MetricRow, Pipeline
+from driftwatch.core.profile import Profile
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
 from driftwatch.metrics.registry import TABLE_COLUMNS
 from driftwatch.profiles import load_profiles, profile_problems
+from driftwatch.reports.spec import ReportSpec
 
 __all__ = ["app", "main"]
 
@@ -151,13 +153,25 @@ def replay(
             help="Write every rejected line as JSON Lines: its line number, reason and field path (never the value).",
         ),
     ] = None,
+    reports_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--reports",
+            help="Write an HTML report (drift table, fairness by group, the alert's evidence) of every firing drift, "
+            "fairness or complaint alert into this directory as <id>.html; --json alert lines name it.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pure pipeline over a recorded event file: backtest rules, print metrics and alert transitions."""
     cfg, key = _load(config)
+    if reports_dir is not None:
+        cfg = _reporting(cfg)
     try:
-        pipeline = Pipeline(cfg, key, load_profiles(cfg))
+        profiles = load_profiles(cfg)
+        pipeline = Pipeline(cfg, key, profiles)
     except DriftwatchError as e:
         raise _fail(2, str(e)) from None
+    specs = _collect_reports(pipeline, profiles) if reports_dir is not None else {}
     out = sys.stdout
     enc = msgspec.json.Encoder()
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -170,8 +184,12 @@ def replay(
 
     def emit(transitions: list[AlertTransition]) -> None:
         for t in transitions:
+            spec = specs.get((t.fingerprint, t.event_time)) if t.state == "firing" else None
             if json_out:
-                out.write(enc.encode(_alert_json(t)).decode() + "\n")
+                line = _alert_json(t)
+                if spec is not None and reports_dir is not None:
+                    line["report"] = str(reports_dir / f"{spec.report_id}.html")
+                out.write(enc.encode(line).decode() + "\n")
             else:
                 _print_transition(pipeline, t)
 
@@ -219,6 +237,175 @@ def replay(
         out.write(enc.encode({"type": "summary", **_counters(pipeline)}).decode() + "\n")
     else:
         _print_summary(pipeline)
+    if reports_dir is not None:
+        _write_reports(list(specs.values()), reports_dir, cfg.reports.timeout)
+
+
+@app.command()
+def report(
+    events: Annotated[
+        str, typer.Argument(help="JSON Lines file of prediction and interaction events, or - for stdin.")
+    ],
+    config: ConfigOpt,
+    model: Annotated[str, typer.Option(help="The model to report on.")],
+    version: Annotated[
+        str | None, typer.Option(help="Its version (default: the newest version that carried traffic).")
+    ] = None,
+    attribute: Annotated[
+        str | None, typer.Option(help="Restrict the drift table to one slice: its attribute (needs --slice).")
+    ] = None,
+    slice_value: Annotated[
+        str | None,
+        typer.Option("--slice", help="The slice's value: as /metrics shows it, or the raw value of a sensitive one."),
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option(help="Window length, e.g. 5m (default: the first configured window).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="End of the window, RFC 3339 event time (default: the end of the file's events)."),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    batch: Annotated[int, typer.Option(help="Events decoded and folded per batch.", min=1)] = 10_000,
+) -> None:
+    """Build the report of one model version's window from a recorded event file: the same report an alert links
+    to (Evidently drift table of the slice against the reference, fairness by group, the window's metrics)."""
+    from driftwatch._duration import parse_duration
+    from driftwatch._time import epoch
+    from driftwatch.reports.assemble import spec_for
+    from driftwatch.reports.runner import ReportError, ReportRunner
+
+    cfg, key = _load(config)
+    cfg = _reporting(cfg)
+    if model not in cfg.models:
+        raise _fail(2, f"--model {model!r} is not in {config} (models: {', '.join(sorted(cfg.models))})")
+    if (attribute is None) != (slice_value is None):
+        raise _fail(2, "--attribute and --slice go together")
+    if attribute is not None and attribute not in cfg.dimensions():
+        raise _fail(2, f"--attribute {attribute!r} is not a slice dimension (one of: {', '.join(cfg.dimensions())})")
+    try:
+        length = parse_duration(window) if window is not None else (cfg.windows.windows or (cfg.windows.tick,))[0]
+    except ValueError as e:
+        raise _fail(2, f"--window: {e}") from None
+    end_at = None
+    if at is not None:
+        end_at = epoch(at)
+        if end_at is None:
+            raise _fail(2, f"--at {at!r} is not an RFC 3339 time (e.g. 2026-11-18T10:47:30Z)")
+    try:
+        profiles = load_profiles(cfg)
+        pipeline = Pipeline(cfg, key, profiles)
+    except DriftwatchError as e:
+        raise _fail(2, str(e)) from None
+    tick = cfg.windows.tick
+    captured: list[ReportSpec] = []
+    shown = None if attribute is None else pipeline.evaluator.exposure
+
+    def spec_at(end: float) -> ReportSpec:
+        ver = version or _newest_version(pipeline, model)
+        value = slice_value if shown is None or attribute is None else shown.shown_value(attribute, slice_value)
+        return spec_for(
+            pipeline.evaluator, profiles, model=model, version=ver, window=length, end=end,
+            attribute=attribute, value=value,
+        )  # fmt: skip
+
+    if end_at is not None:
+        target = math.ceil(end_at / tick - 1e-9) * tick
+
+        def on_tick(end: float, _transitions: list[AlertTransition]) -> None:
+            if not captured and end >= target - 1e-9:
+                captured.append(spec_at(end))
+
+        pipeline.evaluator.on_tick = on_tick
+    try:
+        fh: BinaryIO = sys.stdin.buffer if events == "-" else Path(events).open("rb")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        raise _fail(1, f"{events}: cannot open: {e.strerror}") from None
+    with fh:
+        for lines, _ in _batches(fh, batch):
+            pipeline.process(lines)
+            if captured:
+                break
+    if not captured:
+        pipeline.flush()
+        closed = pipeline.evaluator.closed_before
+        if end_at is not None or closed is None:
+            span = "" if closed is None else f" (its events end at {rfc3339(closed * tick)})"
+            raise _fail(1, f"{events}: no window of {model} ends at {at or 'the end'}{span}")
+        captured.append(spec_at(closed * tick))
+    spec = captured[0]
+    if not spec.metrics:
+        raise _fail(1, f"{events}: no events of {model} {spec.version or '(no version)'} in that window")
+    err.print(
+        f"report: {spec.title}, window of {spec.window_seconds:g} s to {spec.window_end}, "
+        f"{spec.current.rows} sampled rows against {spec.reference.rows} reference rows",
+        soft_wrap=True,
+    )
+    try:
+        with ReportRunner(timeout=cfg.reports.timeout) as runner:
+            html = runner.build(spec)
+        output.write_text(html, encoding="utf-8")
+    except ReportError as e:
+        raise _fail(1, f"report failed: {e}") from None
+    except OSError as e:
+        raise _fail(1, f"{output}: cannot write: {e.strerror}") from None
+    typer.echo(str(output))
+
+
+def _newest_version(pipeline: Pipeline, model: str) -> str:
+    """The version of ``model`` that started carrying traffic last (event time), or "" without any."""
+    seen = pipeline.ingestor.versions.get(model, [])
+    return seen[-1] if seen else ""
+
+
+def _reporting(cfg: Config) -> Config:
+    """``cfg`` with reports on (the ingest keeps the samples reports are built from)."""
+    return cfg.model_copy(update={"reports": cfg.reports.model_copy(update={"enabled": True})})
+
+
+def _collect_reports(pipeline: Pipeline, profiles: dict[str, Profile]) -> dict[tuple[str, float], ReportSpec]:
+    """Assemble the report of every firing alert at the tick it fires, keyed by (fingerprint, event time)."""
+    from driftwatch.reports.assemble import spec_of_alert
+
+    specs: dict[tuple[str, float], ReportSpec] = {}
+
+    def on_tick(_end: float, transitions: list[AlertTransition]) -> None:
+        for t in transitions:
+            spec = spec_of_alert(pipeline.evaluator, profiles, t)
+            if spec is not None:
+                specs[(t.fingerprint, t.event_time)] = spec
+
+    pipeline.evaluator.on_tick = on_tick
+    return specs
+
+
+def _write_reports(specs: list[ReportSpec], directory: Path, timeout: float) -> None:
+    """Build each report in the report process and write it as ``<id>.html``; a failure is printed, never fatal."""
+    from driftwatch.reports.runner import ReportError, ReportRunner
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _fail(1, f"{directory}: cannot create: {e.strerror}") from None
+    if not specs:
+        err.print(
+            f"reports: no firing drift, fairness or complaint alert; nothing written to {directory}", soft_wrap=True
+        )
+        return
+    failed = 0
+    with ReportRunner(timeout=timeout) as runner:
+        for i, spec in enumerate(specs, start=1):
+            target = directory / f"{spec.report_id}.html"
+            try:
+                html = runner.build(spec)
+                target.write_text(html, encoding="utf-8")
+            except (ReportError, OSError) as e:
+                failed += 1
+                err.print(f"report {i}/{len(specs)} {spec.title}: failed: {e}", soft_wrap=True)
+                continue
+            err.print(f"report {i}/{len(specs)} {spec.title}: {target}", soft_wrap=True)
+    if failed:
+        err.print(f"reports: {failed} of {len(specs)} failed")
 
 
 def _counters(p: Pipeline) -> dict[str, object]:
@@ -340,6 +527,19 @@ def check_config(
     if show:
         typer.echo(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
     typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.rules)} rules)")
+    if cfg.reports.enabled:
+        from driftwatch._duration import format_duration
+        from driftwatch.core.sample import row_bytes
+
+        r = cfg.reports
+        ticks = round(max(cfg.windows.windows, default=cfg.windows.tick) / cfg.windows.tick)
+        widest = max((len(mc.features) + 2 + len(cfg.attributes) for mc in cfg.models.values()), default=0)
+        rows = r.sample_per_tick * ticks
+        typer.echo(
+            f"reports: samples of at most {r.sample_per_tick} x {ticks} ticks = {rows} rows per model version "
+            f"(~{rows * row_bytes(widest) / 2**20:.1f} MiB each); up to {r.max_reports} reports kept "
+            f"{format_duration(r.retention)}"
+        )
 
 
 BootstrapOpt = Annotated[

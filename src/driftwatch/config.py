@@ -492,6 +492,31 @@ class SidecarConfig(_Model):
     )
 
 
+class ReportsConfig(_Model):
+    """Reports of alerts (docs/reports.md): what changed, for the human who is paged, built in a process of their own.
+
+    The ingest keeps a bounded sample of recent predictions per model x version x tick for them (no ids, no free
+    text): at most ``sample_per_tick`` rows per tick of the longest window.
+    """
+
+    enabled: bool = Field(
+        False, description="Keep samples and build a report when a drift, fairness or complaint rule fires."
+    )
+    sample_per_tick: int = Field(
+        50, ge=1, le=10_000, description="Predictions sampled per model x version x tick (a bottom-k sample)."
+    )
+    max_rows: int = Field(2_000, ge=10, le=1_000_000, description="Rows of the current window a report uses at most.")
+    min_rows: int = Field(30, ge=1, description="Fewer rows than this in a slice: the report says so, no drift table.")
+    directory: Path | None = Field(
+        None, description="Also write each report here as <id>.html (for a static server or bucket)."
+    )
+    retention: Duration = Field(7 * 86_400.0, description="How long a report is kept and served.")
+    max_reports: int = Field(500, ge=1, description="Reports kept at most (the oldest go first).")
+    timeout: Duration = Field(
+        120.0, description="A report slower than this to build fails (counted); the alert still goes out."
+    )
+
+
 class GrafanaConfig(_Model):
     """Where the dashboards of ``driftwatch export grafana`` live, for deep links in alert notifications."""
 
@@ -522,6 +547,7 @@ class Config(_Model):
     alerting: AlertingConfig = AlertingConfig()
     sidecar: SidecarConfig = SidecarConfig()
     grafana: GrafanaConfig = GrafanaConfig()
+    reports: ReportsConfig = ReportsConfig()
     rules: tuple[Rule, ...] = ()
 
     def dimensions(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from driftwatch.core.detectors import DetectorBank
 from driftwatch.core.exposure import Cache, Exposure, Stream
 from driftwatch.core.report import MetricRow, Reporter
 from driftwatch.core.rules import RuleEvaluator
+from driftwatch.core.sample import TickSample, merge_all
 from driftwatch.core.slicing import OTHER, AttributeCoder, SliceKey, SliceSpace
 from driftwatch.core.snapshot import (
     ModelsState,
@@ -60,6 +61,7 @@ class Evaluator:
         self.config = config
         self.tick = config.windows.tick
         self.window_ticks = tuple(round(w / self.tick) for w in config.windows.windows)
+        self._sample_ticks = max(self.window_ticks, default=1)  # samples are kept for the longest window
         self.layouts = layouts
         self.coders = coders
         self.dimensions = config.dimensions()
@@ -75,6 +77,9 @@ class Evaluator:
         # The recent history (a long-running worker must not grow without bound).
         self.transitions: deque[AlertTransition] = deque(maxlen=MAX_TRANSITIONS)
         self._restored: dict[str, AlertRecord] = {}  # fingerprint -> record of an open alert, from a checkpoint
+        # Called after each tick is evaluated with the tick's end (event time) and its transitions, while the windows
+        # are still the ones the rules saw (reports are assembled here: see driftwatch.reports.assemble).
+        self.on_tick: Callable[[float, list[AlertTransition]], None] | None = None
 
     def apply(self, partials: Iterable[S.Partial]) -> None:
         """Merge partial summaries: into open ticks, or (late joins and labels) into retained windows."""
@@ -117,6 +122,9 @@ class Evaluator:
                     S.Sparse(len(s.space), width, moved, cells.values)
                 )  # merge: sorts, and sums cells whose keys share a row
             s.store.add(part.tick, cells, closed, visible=part.visible)
+            if part.sample is not None and part.tick >= closed - self._sample_ticks:
+                held = s.samples.get(part.tick)
+                s.samples[part.tick] = part.sample if held is None else held.merge(part.sample)
 
     def _row(self, s: Stream, key: SliceKey, busy: set[int]) -> int:
         """Our row of slice ``key``. A new value of a full dimension takes the row of the value least recently seen
@@ -141,6 +149,21 @@ class Evaluator:
         space.rename(victim, key[1])
         self.counters.slices_retired += 1
         return victim
+
+    def _forget_samples(self, before: int) -> None:
+        """Drop sampled rows of ticks that have left the longest window."""
+        for s in self.streams.values():
+            if s.samples and min(s.samples) < before:
+                s.samples = {t: x for t, x in s.samples.items() if t >= before}
+
+    def sample(self, model_id: str, version: str, end: int, length: int) -> TickSample | None:
+        """The sampled rows of ticks ``[end - length, end)`` of a stream, at most ``reports.max_rows`` (a bottom-k
+        sample of the window: uniform over its predictions); None without a stream."""
+        s = self.streams.get((model_id, version))
+        if s is None:
+            return None
+        ticks = [x for t, x in s.samples.items() if end - length <= t < end]
+        return merge_all(ticks, self.config.reports.max_rows)
 
     def _sort_streams(self) -> None:
         """Keep streams in (model, version) order: rules, transitions and rows never depend on arrival order."""
@@ -278,7 +301,11 @@ class Evaluator:
                 t = target - 1  # closing the last tick of the stretch evicts everything older
             closed = {id(s): s.store.close(t) for s in self.streams.values()}
             self.closed_before = t + 1
-            out.extend(self._evaluate(t, closed))
+            self._forget_samples(t + 1 - self._sample_ticks)
+            now = self._evaluate(t, closed)
+            if self.on_tick is not None:
+                self.on_tick((t + 1) * self.tick, now)
+            out.extend(now)
         self.transitions.extend(out)
         return out
 

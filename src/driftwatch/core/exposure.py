@@ -23,6 +23,7 @@ import numpy as np
 
 from driftwatch.config import Config
 from driftwatch.core import summary as S
+from driftwatch.core.sample import TickSample
 from driftwatch.core.slicing import OTHER, TOKEN_LENGTH, AttributeCoder, SliceSpace
 
 __all__ = ["Cache", "Exposure", "Stream"]
@@ -38,7 +39,7 @@ _MAX_LABEL = 64
 class Stream:
     """Evaluation state of one model x version: slice rows by name and the window store."""
 
-    __slots__ = ("layout", "model_id", "space", "store", "version")
+    __slots__ = ("layout", "model_id", "samples", "space", "store", "version")
 
     def __init__(
         self, model_id: str, version: str, layout: S.Layout, space: SliceSpace, window_ticks: tuple[int, ...]
@@ -48,6 +49,8 @@ class Stream:
         self.layout = layout
         self.space = space
         self.store = S.WindowStore(window_ticks)
+        # tick -> sampled prediction rows, for reports (ticks of the longest window; never checkpointed).
+        self.samples: dict[int, TickSample] = {}
 
 
 class Exposure:

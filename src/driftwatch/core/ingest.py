@@ -24,6 +24,7 @@ from driftwatch.config import Config, ModelConfig
 from driftwatch.core import summary as S
 from driftwatch.core.counters import Counters
 from driftwatch.core.profile import Profile, build_profile
+from driftwatch.core.sample import TickSample, bottom_k, priorities
 from driftwatch.core.slicing import MISSING, OTHER, TRACK_FACTOR, AttributeCoder, SliceSpace, coders_from_config
 from driftwatch.errors import ProfileError
 from driftwatch.events import Decoded, DecodeError, EventDecoder, Interaction, Prediction
@@ -425,6 +426,9 @@ class Ingestor:
         # Replay: per source, how many events in a row were stamped more than `max_future_skew` ahead of its time.
         self._leaps: dict[str | None, int] = {}
         self._out: list[S.Partial] = []
+        # Reports: rows of up to k predictions per stream and tick (a bottom-k sample, see driftwatch.core.sample).
+        self._sample_k = config.reports.sample_per_tick if config.reports.enabled else 0
+        self._sample_key = key or b""
         self._rebuilding = False
         self.rebuilt_max_ts = -math.inf  # the newest event time read by rebuild() (which leaves max_ts alone)
 
@@ -914,9 +918,12 @@ class Ingestor:
             micro = np.rint(cb.calibration.apply(filled) * S.SCORE_SCALE)
             weighted = (np.where(has_score, cb.calibrated + sbin, -1), micro.astype(np.int64))
         col = np.stack(cols, axis=1)
+        first = len(self._out)
         self._scatter(stream, rows, ticks, col, score=score, weighted=weighted)
-        # Remember the request for joins: its slices, tick, time and outcome.
         rids = [e.request_id for e in evs]
+        if self._sample_k:
+            self._attach_samples(stream, evs, rids, rows, ticks, first)
+        # Remember the request for joins: its slices, tick, time and outcome.
         join = self._join
         join.update(zip(rids, self._pack(stream, rows, ts, fav).tolist(), strict=False))
         self._remember_order(rids, ticks)
@@ -930,6 +937,33 @@ class Ingestor:
                     np.array([t for _, t, _ in released]),
                     np.array([k for _, _, k in released], np.int64),
                 )
+
+    def _attach_samples(
+        self, stream: _Stream, evs: list[Prediction], rids: list[str], rows: np.ndarray, ticks: np.ndarray, first: int
+    ) -> None:
+        """Sample up to k predictions per tick of this batch (the smallest priorities) onto the tick's partial, made
+        by :meth:`_scatter` from ``self._out[first]`` on: their features, score, prediction and slice tokens."""
+        k = self._sample_k
+        prio = priorities(rids, self._sample_key)
+        names = [b.name for b in stream.layout.features]
+        keys = stream.space.keys
+        attrs = rows[:, 1 : 1 + len(self._attrs)]
+        order = np.argsort(ticks, kind="stable")
+        uticks, starts = np.unique(ticks[order], return_index=True)
+        bounds = [*starts.tolist(), len(order)]
+        samples: dict[int, TickSample] = {}
+        for j, t in enumerate(uticks.tolist()):
+            members = order[bounds[j] : bounds[j + 1]]
+            chosen = members[bottom_k(prio[members], k)].tolist()
+            out = []
+            for i in chosen:
+                e = evs[i]
+                tokens = tuple(keys[r][1] if r >= 0 else None for r in attrs[i].tolist())
+                out.append((*(e.features.get(nm) for nm in names), e.score, e.prediction, *tokens))
+            samples[t] = TickSample(k, [int(prio[i]) for i in chosen], out)
+        for p in self._out[first:]:
+            if p.visible == p.tick and p.tick in samples:
+                p.sample = samples.pop(p.tick)
 
     def _remember_order(self, rids: list[str], ticks: np.ndarray) -> None:
         """Queue request ids for TTL eviction tick by tick (a batch may span a long stretch of event time)."""

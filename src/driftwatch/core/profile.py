@@ -103,6 +103,9 @@ class Profile:
     source: str = ""
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     cbpe: CbpeReference | None = None
+    # Reference rows for the reports' drift tables: features, score and prediction of at most REFERENCE_SAMPLE_ROWS
+    # evenly spaced reference rows (no ids, no attributes); empty in profiles written before it existed.
+    sample: dict[str, list[float | str | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (stable key order)."""
@@ -113,6 +116,7 @@ class Profile:
             "source": self.source,
             "selection_rate": self.selection_rate,
             "cbpe": None if self.cbpe is None else self.cbpe.to_json(),
+            "sample": {k: list(v) for k, v in self.sample.items()},
             "distributions": {
                 k: {
                     "kind": d.kind,
@@ -148,6 +152,9 @@ class Profile:
             }
             sel = data.get("selection_rate")
             cbpe = data.get("cbpe")
+            sample = data.get("sample") or {}
+            if not isinstance(sample, dict) or not all(isinstance(v, list) for v in sample.values()):
+                raise TypeError("sample must be an object of columns")
             return cls(
                 model_id=str(data["model_id"]),
                 count=int(data["count"]),
@@ -155,6 +162,7 @@ class Profile:
                 selection_rate=float(sel) if isinstance(sel, int | float) else None,
                 source=str(data.get("source", "")),
                 cbpe=None if cbpe is None else CbpeReference.from_json(cbpe),
+                sample={str(k): [_cell(x) for x in v] for k, v in sample.items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProfileError(f"not a driftwatch profile: missing or invalid {e}") from None
@@ -233,7 +241,45 @@ def build_profile(
         if preds:
             selection = sum(1 for p in preds if str(p) in model.favorable) / len(preds)
     cbpe, _ = calibrate(model, columns)
-    return Profile(model_id, n, dists, selection_rate=selection, source=source, cbpe=cbpe)
+    return Profile(
+        model_id, n, dists, selection_rate=selection, source=source, cbpe=cbpe, sample=reference_sample(model, columns)
+    )
+
+
+REFERENCE_SAMPLE_ROWS = 2_000
+"""Reference rows a profile keeps for the reports' drift tables (evenly spaced over the reference data)."""
+
+
+def reference_sample(
+    model: ModelConfig, columns: Mapping[str, Sequence[object]]
+) -> dict[str, list[float | str | None]]:
+    """At most :data:`REFERENCE_SAMPLE_ROWS` evenly spaced rows of the configured features, ``score`` and
+    ``prediction`` (columns the reference lacks are left out): what a report compares the current window with."""
+    names = [c for c in (*model.features, "score", "prediction") if c in columns]
+    n = min((len(columns[c]) for c in names), default=0)
+    if n == 0:
+        return {}
+    at = np.unique(np.linspace(0, n - 1, min(n, REFERENCE_SAMPLE_ROWS)).round().astype(np.int64)).tolist()
+    numeric = {c for c, fc in model.features.items() if fc.kind == "numeric"} | {"score"}
+    out: dict[str, list[float | str | None]] = {}
+    for c in names:
+        if c in numeric:  # as the bins read them: a CSV's "4.2" is 4.2
+            out[c] = [None if math.isnan(f := _to_float(columns[c][i])) else f for i in at]
+        else:
+            out[c] = [None if columns[c][i] is None else str(columns[c][i]) for i in at]
+    return out
+
+
+def _cell(v: object) -> float | str | None:
+    """A sample value as JSON keeps it: a number, a string or None."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int | float):
+        f = float(v)
+        return None if math.isnan(f) or math.isinf(f) else f
+    return str(v)
 
 
 def _truth(v: object, favorable: frozenset[str]) -> bool | None:

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from driftwatch.config import ModelConfig
 from driftwatch.core.profile import Profile
+from driftwatch.core.sample import TickSample
 from driftwatch.core.slicing import SliceKey
 from driftwatch.metrics.cbpe import Calibration
 
@@ -177,6 +178,7 @@ class Layout:
     """Column layout of one model's summaries, fixed by its config and reference profile."""
 
     def __init__(self, model: ModelConfig, profile: Profile) -> None:
+        self.profile = profile  # the reference (its sample serves reports)
         self.favorable = frozenset(model.favorable)
         self.blocks: dict[str, Block] = {}
         pos = len(BASE_COLUMNS)
@@ -305,7 +307,7 @@ class Partial:
     :mod:`driftwatch.core.pipeline`). It makes what a rule sees at each tick independent of how events were batched.
     """
 
-    __slots__ = ("cells", "keys", "model_id", "tick", "version", "visible")
+    __slots__ = ("cells", "keys", "model_id", "sample", "tick", "version", "visible")
 
     def __init__(
         self,
@@ -315,7 +317,9 @@ class Partial:
         keys: tuple[SliceKey, ...],
         counts: Matrix | Sparse,
         visible: int | None = None,
+        sample: TickSample | None = None,
     ) -> None:
+        self.sample = sample  # rows of some of the tick's predictions, for reports (see driftwatch.core.sample)
         self.model_id = model_id
         self.version = version
         self.tick = tick
@@ -353,7 +357,11 @@ class Partial:
         counts = np.zeros((len(keys), self.cells.width), np.int64)
         counts[: len(self.keys)] += self.counts
         np.add.at(counts, [index[k] for k in other.keys], other.counts)
-        return Partial(self.model_id, self.version, self.tick, tuple(keys), counts, self.visible)
+        if self.sample is None or other.sample is None:
+            sample = self.sample or other.sample
+        else:
+            sample = self.sample.merge(other.sample)
+        return Partial(self.model_id, self.version, self.tick, tuple(keys), counts, self.visible, sample)
 
     def as_dict(self) -> dict[SliceKey, list[int]]:
         """Counts by slice key (for comparisons that must not depend on row order)."""
@@ -599,7 +607,9 @@ class WindowStore:
         rows_key = tuple(rows)
         live: set[tuple[int, int, tuple[int, ...]]] = set()
         out = np.zeros((len(buckets), len(rows), len(cols)), np.int64)
-        reads: list[tuple[int, tuple[Sparse, ...], _ReadOut | None, tuple[Sparse, ...]]] = []  # bucket, parts, base, new
+        reads: list[
+            tuple[int, tuple[Sparse, ...], _ReadOut | None, tuple[Sparse, ...]]
+        ] = []  # bucket, parts, base, new
         for i, (bid, sp) in enumerate(buckets):
             parts = (sp, *w.late.get(bid, ()))
             key = (length_ticks, bid, cols)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from driftwatch.core.sample import TickSample
 from driftwatch.core.snapshot import Codec, sparse_bytes, sparse_of
 from driftwatch.core.summary import Partial
 
@@ -27,6 +28,8 @@ class PartialMsg(msgspec.Struct, array_like=True, frozen=True):
     index: bytes
     values: bytes
     visible: int | None = None  # the tick whose close reveals these counts, when later than ``tick``
+    # Sampled prediction rows for reports (driftwatch.core.sample): k, priorities, rows. Absent unless reports are on.
+    sample: tuple[int, list[int], list[list[object]]] | None = None
 
 
 class SummaryMsg(msgspec.Struct, frozen=True):
@@ -42,13 +45,17 @@ class SummaryMsg(msgspec.Struct, frozen=True):
 def to_msg(p: Partial) -> PartialMsg:
     """Partial -> wire (sparse: most cells of a tick's summary are zero; the checkpoints' encoding)."""
     visible = None if p.visible == p.tick else p.visible
-    return PartialMsg(p.model_id, p.version, p.tick, list(p.keys), p.cells.width, *sparse_bytes(p.cells), visible)
+    sample = None if p.sample is None else (p.sample.k, p.sample.priority, [list(r) for r in p.sample.rows])
+    return PartialMsg(
+        p.model_id, p.version, p.tick, list(p.keys), p.cells.width, *sparse_bytes(p.cells), visible, sample
+    )
 
 
 def from_msg(m: PartialMsg) -> Partial:
     """Wire -> Partial (kept sparse)."""
     cells = sparse_of(len(m.keys), m.width, m.index, m.values)
-    return Partial(m.model_id, m.version, m.tick, tuple(m.keys), cells, m.visible)  # each key decodes as a tuple
+    sample = None if m.sample is None else TickSample(m.sample[0], m.sample[1], [tuple(r) for r in m.sample[2]])
+    return Partial(m.model_id, m.version, m.tick, tuple(m.keys), cells, m.visible, sample)  # keys decode as tuples
 
 
 _SUMMARY = Codec(SummaryMsg)
