@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from driftwatch.cli import app
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "driftwatch.example.yaml"
+
 pytestmark = pytest.mark.xdist_group("reports")
 runner = CliRunner()
 
@@ -22,6 +24,18 @@ def _run(args: list[str], key: bytes, **kw: object) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-m", "driftwatch.cli", *args], capture_output=True, text=True, env=env, timeout=300, **kw
     )  # type: ignore[call-overload, no-any-return]
+
+
+@pytest.fixture(scope="module")
+def cheap_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example config asking for more sampled rows than any slice has: reports are complete but for the drift
+    table, so the report process never imports Evidently (the wiring is tested here; Evidently's part is tested in
+    tests/scenarios/test_reports.py and tests/unit/reports, on one shared report process)."""
+    text = EXAMPLE.read_text().replace("  min_rows: 30 ", "  min_rows: 1000000 ")
+    assert "min_rows: 1000000" in text
+    out = tmp_path_factory.mktemp("cfg") / "driftwatch.yaml"
+    out.write_text(text)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +50,11 @@ def spike_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_replay_writes_a_report_per_firing_alert(
-    spike_file: Path, example_config: Path, pseudonym_key: bytes, tmp_path: Path
+    spike_file: Path, cheap_config: Path, pseudonym_key: bytes, tmp_path: Path
 ) -> None:
     """replay --reports DIR writes one HTML file per firing complaint alert; each --json firing line names its file."""
     out = tmp_path / "reports"
-    proc = _run(["replay", str(spike_file), "-c", str(example_config), "--json", "--reports", str(out)], pseudonym_key)
+    proc = _run(["replay", str(spike_file), "-c", str(cheap_config), "--json", "--reports", str(out)], pseudonym_key)
     assert proc.returncode == 0, proc.stderr
     firing = [a for a in map(json.loads, proc.stdout.splitlines()) if a["type"] == "alert" and a["state"] == "firing"]
     reported = [a for a in firing if a["rule"].startswith("complaint_rate")]
@@ -51,18 +65,19 @@ def test_replay_writes_a_report_per_firing_alert(
         assert page.is_file()
         text = page.read_text(encoding="utf-8")
         assert a["rule"] in text
-        assert 'id="drift-table"' in text
+        assert 'id="fairness"' in text
+        assert 'id="drift-too-few"' in text  # the cheap config: no Evidently here
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(a["report"]).name for a in reported)
     assert f"report {len(reported)}/{len(reported)}" in proc.stderr
 
 
 def test_report_of_a_slice_at_a_time(
-    spike_file: Path, example_config: Path, pseudonym_key: bytes, tmp_path: Path
+    spike_file: Path, cheap_config: Path, pseudonym_key: bytes, tmp_path: Path
 ) -> None:
     """report --model --version --attribute --slice --window --at writes the report of that window and slice."""
     target = tmp_path / "r.html"
     # The file starts at 2026-11-18T11:06:40Z (the generator's epoch); 10 minutes later the spike is on.
-    args = ["report", str(spike_file), "-c", str(example_config), "--model", "support-router", "--version", "v8"]
+    args = ["report", str(spike_file), "-c", str(cheap_config), "--model", "support-router", "--version", "v8"]
     args += ["--attribute", "channel", "--slice", "chat", "--window", "5m", "--at", "2026-11-18T11:16:40Z"]
     proc = _run([*args, "-o", str(target)], pseudonym_key)
     assert proc.returncode == 0, proc.stderr
