@@ -297,6 +297,7 @@ def report(
         pipeline = Pipeline(cfg, key, profiles)
     except DriftwatchError as e:
         raise _fail(2, str(e)) from None
+    pipeline.evaluator.keep_samples(length)
     tick = cfg.windows.tick
     captured: list[ReportSpec] = []
     shown = None if attribute is None else pipeline.evaluator.exposure
@@ -529,10 +530,11 @@ def check_config(
     typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.rules)} rules)")
     if cfg.reports.enabled:
         from driftwatch._duration import format_duration
+        from driftwatch.core.evaluate import gets_report
         from driftwatch.core.sample import row_bytes
 
         r = cfg.reports
-        ticks = round(max(cfg.windows.windows, default=cfg.windows.tick) / cfg.windows.tick)
+        ticks = max((round(x.window / cfg.windows.tick) for x in cfg.rules if gets_report(x, cfg)), default=1)
         widest = max((len(mc.features) + 2 + len(cfg.attributes) for mc in cfg.models.values()), default=0)
         rows = r.sample_per_tick * ticks
         typer.echo(
@@ -540,6 +542,9 @@ def check_config(
             f"(~{rows * row_bytes(widest) / 2**20:.1f} MiB each); up to {r.max_reports} reports kept "
             f"{format_duration(r.retention)}"
         )
+        if not cfg.alerting.api.enabled:
+            where = f"written to {r.directory} only" if r.directory else "built, kept and counted only"
+            typer.echo(f"reports: alerting.api is off, so alerts do not link their reports ({where})")
 
 
 BootstrapOpt = Annotated[

@@ -24,7 +24,7 @@ from driftwatch.core.profile import build_profile, prediction_columns
 from driftwatch.daemon.topics import alerting_topics, ensure_topics
 from driftwatch.simulate import generate
 
-from .conftest import WorkerProcess, free_port, http_on_loopback, unique_config, wait_for
+from .conftest import WorkerProcess, free_port, http_on_loopback, samples, unique_config, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-test-signing-secret-32-bytes").decode()
 TOKEN = "e2e-api-token-0123456789abcdef"
@@ -96,6 +96,9 @@ def test_alert_to_webhook_rollback_audit_and_api(
         "audit": {"path": str(audit), "topic": {"name": "e2e-audit", "partitions": 1}},
         "control_topic": {"name": "e2e-control", "partitions": 1},
     }
+    # Reports on, without Evidently's drift table (min_rows above any slice): the link, the API and the counts are
+    # what this test is about; Evidently's part is tested on the shared report process (tests/scenarios).
+    data["reports"] = {"enabled": True, "min_rows": 1_000_000, "directory": str(tmp_path / "reports")}
     cfg_path.write_text(json.dumps(data))
     cfg = load_config(cfg_path)
     asyncio.run(ensure_topics(kafka_bootstrap, cfg.kafka, alerting_topics(cfg)))
@@ -129,6 +132,26 @@ def test_alert_to_webhook_rollback_audit_and_api(
         assert _status(f"{api}/api/alerts") == 401
         alerts = json.loads(_get(f"{api}/api/alerts", TOKEN))
         assert any(a["rule"] == "complaint_rate_high" for a in _items(alerts))
+
+        # The firing links its report, built by the worker off the stream and served by the API with the token.
+        extra = payload["driftwatch"]["alerts"][alert["fingerprint"]]  # type: ignore[index]
+        link = extra["report_url"]
+        assert link.startswith(f"{api}/api/reports/"), extra
+        assert alert["annotations"]["report_url"] == link  # the alert record carries it too
+        assert alert["generatorURL"] == link
+        assert _status(link) == 401
+        page = wait_for(lambda: _get_or_none(link, TOKEN), 60, "the linked report to be served")
+        assert "complaint_rate_high" in page
+        assert 'id="fairness"' in page
+        assert "support-router" in page
+        rid = link.rsplit("/", 1)[-1]
+        assert (tmp_path / "reports" / f"{rid}.html").read_text(encoding="utf-8") == page
+        assert _status_with(f"{api}/api/reports/0123456789abcdef0123", TOKEN) == 404
+        assert _status_with(f"{api}/api/reports/..%2Fetc", TOKEN) == 404
+        scraped = samples(worker.scrape("driftwatch_reports_total", "driftwatch_reports_stored"))
+        assert scraped[("driftwatch_reports_total", (("outcome", "built"),))] >= 1
+        assert scraped[("driftwatch_reports_total", (("outcome", "failed"),))] == 0
+        assert scraped[("driftwatch_reports_stored", ())] >= 1
     finally:
         assert worker.stop() == 0, worker.log.read_text()[-3000:]
 
@@ -179,6 +202,23 @@ def _status(url: str) -> int:
         return int(e.code)
     except OSError:
         return 0
+
+
+def _get_or_none(url: str, token: str) -> str | None:
+    try:
+        return _get(url, token)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def _status_with(url: str, token: str) -> int:
+    try:
+        _get(url, token)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    return 200
 
 
 def _get(url: str, token: str) -> str:

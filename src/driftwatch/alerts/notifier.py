@@ -226,12 +226,14 @@ class Notifier:
         approvals: Mapping[str, bool] | None = None,
         api_url: str | None = None,
         dashboards: DashboardLinks | None = None,
+        report_status: Callable[[str], str | None] | None = None,
     ) -> None:
         """``approvals``: action name -> requires approval; with ``api_url`` a firing alert's webhook carries
         each of its actions' id and, for those awaiting approval, the API's approve and deny links. With
         ``dashboards`` (:meth:`DashboardLinks.from_config`, set when the config has ``grafana.url``) every alert
         gets a ``dashboard_url`` annotation: its rule's Grafana dashboard with the alert's labels filled in."""
         self.config = notify
+        self._report_status = report_status  # report id -> "pending" | "ready" | "failed" | None
         self._approvals = dict(approvals or {})
         self._api_url = api_url.rstrip("/") if api_url else None
         self._dashboards = dashboards
@@ -467,6 +469,11 @@ class Notifier:
         self._dirty.add(f"p:{n.id}")
 
     def _report_url(self, a: AlertRecord) -> str | None:
+        built = a.annotations.get("report_url")
+        if built:  # the worker's own report of this firing (docs/reports.md); none if building it failed here
+            status = self._report_status(built.rsplit("/", 1)[-1]) if self._report_status is not None else None
+            if status != "failed":
+                return built
         template = self.config.report_url
         if template is None:
             return None

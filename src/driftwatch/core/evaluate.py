@@ -22,7 +22,7 @@ import numpy as np
 
 from driftwatch.alerts.engine import AlertEngine, AlertTransition, Candidate
 from driftwatch.alerts.records import AlertRecord, AlertRecordError, decode_record, encode_record
-from driftwatch.config import Config
+from driftwatch.config import Config, Rule
 from driftwatch.core import summary as S
 from driftwatch.core.counters import Counters
 from driftwatch.core.detectors import DetectorBank
@@ -40,11 +40,26 @@ from driftwatch.core.snapshot import (
     sparse_from,
     sparse_to,
 )
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS, spec
 
 __all__ = ["MAX_TRANSITIONS", "Evaluator", "MetricRow"]
 
 MAX_TRANSITIONS = 100_000
 """Alert transitions kept in memory for reports; older ones are on the alerts topic."""
+
+
+def gets_report(rule: Rule, config: Config) -> bool:
+    """Whether ``rule``'s alerts get a report (docs/reports.md): drift, group comparisons, rates of the groups of a
+    protected attribute and of what customers did next (:data:`INTERACTION_RATES`)."""
+    if rule.metric in DRIFT_METRICS or rule.metric in ATTRIBUTE_METRICS or rule.metric in INTERACTION_RATES:
+        return True
+    return spec(rule.metric).kind == "proportion" and (
+        rule.attribute == "*" or (rule.attribute is not None and rule.attribute in config.protected)
+    )
+
+
+INTERACTION_RATES = frozenset({"complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"})
+"""Slice rates of what customers did next: their alerts get a report (the complaint kind)."""
 
 
 class Evaluator:
@@ -61,7 +76,10 @@ class Evaluator:
         self.config = config
         self.tick = config.windows.tick
         self.window_ticks = tuple(round(w / self.tick) for w in config.windows.windows)
-        self._sample_ticks = max(self.window_ticks, default=1)  # samples are kept for the longest window
+        # Samples are kept for the longest window of a rule whose alerts get reports (see keep_samples).
+        self._sample_ticks = max(
+            (round(r.window / self.tick) for r in config.rules if gets_report(r, config)), default=1
+        )
         self.layouts = layouts
         self.coders = coders
         self.dimensions = config.dimensions()
@@ -149,6 +167,10 @@ class Evaluator:
         space.rename(victim, key[1])
         self.counters.slices_retired += 1
         return victim
+
+    def keep_samples(self, seconds: float) -> None:
+        """Keep sampled rows for at least ``seconds`` of event time (a report asked for a longer window)."""
+        self._sample_ticks = max(self._sample_ticks, round(seconds / self.tick))
 
     def _forget_samples(self, before: int) -> None:
         """Drop sampled rows of ticks that have left the longest window."""

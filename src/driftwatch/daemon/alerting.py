@@ -26,7 +26,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -36,6 +36,9 @@ from driftwatch.alerts.records import AlertRecord
 from driftwatch.alerts.silences import Silences
 from driftwatch.config import Config
 from driftwatch.daemon.actions import ActionRunner
+
+if TYPE_CHECKING:
+    from driftwatch.daemon.reports import ReportService
 from driftwatch.daemon.api import ApiServer, build_api, start_api
 from driftwatch.daemon.notifier import NotifierService
 
@@ -55,7 +58,9 @@ class AlertingService:
         versions_seen: Callable[[str], Sequence[str]],
         alerts: Callable[[], Sequence[AlertRecord]],
         pipeline_ready: Callable[[], bool],
+        reports: ReportService | None = None,
     ) -> None:
+        self.reports = reports  # this worker's reports (served by the API, their status read by the notifier)
         self.config = config
         self.bootstrap = bootstrap
         self._versions_seen = versions_seen
@@ -147,7 +152,11 @@ class AlertingService:
         try:
             if al.notify.receivers:
                 self.notifier = NotifierService(
-                    self.config, self.bootstrap, audit=self._audit_notification, is_silenced=self.silences.is_silenced
+                    self.config,
+                    self.bootstrap,
+                    audit=self._audit_notification,
+                    is_silenced=self.silences.is_silenced,
+                    report_status=None if self.reports is None else self.reports.status,
                 )
                 await self.notifier.start()
             self.runner = ActionRunner.from_config(
@@ -163,6 +172,7 @@ class AlertingService:
                     runner=self.runner,
                     silences=self.silences,
                     ready=self.ready,
+                    reports=None if self.reports is None else self.reports.get,
                 )
                 self.api = await start_api(app, al.api.host, al.api.port)
                 log.info("api_listening", host=self.api.host, port=self.api.port)

@@ -51,6 +51,7 @@ ACTOR_HEADER = "X-Driftwatch-Actor"
 _ACTOR = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _OPEN = frozenset({"/healthz", "/readyz"})
 _MIN_TOKEN = 16
+_REPORT_ID = re.compile(r"^[0-9a-f]{1,64}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -101,6 +102,7 @@ def build_api(
     silences: Silences,
     ready: Callable[[], bool],
     now: Callable[[], float] = time.time,
+    reports: Callable[[str], bytes | None] | None = None,
 ) -> web.Application:
     """The aiohttp application; :class:`~driftwatch.errors.ConfigError` if it would be open without reason."""
     if not token:
@@ -225,6 +227,20 @@ def build_api(
     async def get_silences(request: web.Request) -> web.Response:
         return _json({"silences": [s.to_json() for s in silences.active(now())]})
 
+    async def get_report(request: web.Request) -> web.Response:
+        rid = request.match_info["id"]
+        if reports is None:
+            raise _HttpError(404, "reports are off (reports.enabled)")
+        page = reports(rid) if _REPORT_ID.fullmatch(rid) else None
+        if page is None:
+            raise _HttpError(404, f"no report {rid!r} (unknown, still being built, failed or expired)")
+        return web.Response(
+            body=page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"},
+        )
+
     async def healthz(request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
@@ -241,6 +257,7 @@ def build_api(
     app.router.add_get("/api/silences", get_silences)
     app.router.add_post("/api/silences", post_silence)
     app.router.add_delete("/api/silences/{id}", delete_silence)
+    app.router.add_get("/api/reports/{id}", get_report)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

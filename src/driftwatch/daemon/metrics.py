@@ -113,6 +113,7 @@ from driftwatch.metrics.registry import FEATURE_SAMPLES, FEATURE_SAMPLES_HELP, R
 if TYPE_CHECKING:
     from driftwatch.core.pipeline import Pipeline
     from driftwatch.daemon.alerting import AlertingService
+    from driftwatch.daemon.reports import ReportService
 
 __all__ = [
     "INTERVAL_FAMILIES",
@@ -121,6 +122,7 @@ __all__ = [
     "AlertingCollector",
     "DriftwatchCollector",
     "HealthCollector",
+    "ReportsCollector",
     "WorkerCollector",
     "consumer_lag",
     "counter_family",
@@ -710,3 +712,28 @@ def consumer_lag(
     if start is None:
         return None
     return max(highwater - start, 0)
+
+
+class ReportsCollector:
+    """The worker's reports of alerts (docs/reports.md): built, failed, dropped, expired, and held now."""
+
+    def __init__(self, reports: ReportService) -> None:
+        self.reports = reports
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family :meth:`collect` may yield, without samples."""
+        return _described([("driftwatch_reports", "counter"), ("driftwatch_reports_stored", "gauge")])
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the service's counts at scrape time."""
+        r = self.reports
+        yield counter_family(
+            "driftwatch_reports",
+            "Reports of firing alerts by outcome: built, failed (error or timeout: the alert went out without the "
+            "link), dropped (queue full), expired (retention or max_reports).",
+            {"built": r.built, "failed": r.failed, "dropped": r.dropped, "expired": r.expired},
+            label="outcome",
+        )
+        yield GaugeMetricFamily(
+            "driftwatch_reports_stored", "Reports this worker holds and serves now.", value=r.stored
+        )

@@ -76,7 +76,9 @@ class NotifierService:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         max_concurrency: int = 8,
+        report_status: Callable[[str], str | None] | None = None,
     ) -> None:
+        self._report_status = report_status
         self.config = config
         self.bootstrap = bootstrap
         self.notify = config.alerting.notify
@@ -118,6 +120,7 @@ class NotifierService:
             approvals={name: ac.requires_approval for name, ac in self._config.alerting.actions.items()},
             api_url=api_url(self._config),
             dashboards=DashboardLinks.from_config(self._config),
+            report_status=self._report_status,
         )
 
     # Counters as plain attributes, for the exporter.

@@ -71,12 +71,21 @@ from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.daemon._fetch import Transport as FetchTransport
 from driftwatch.daemon.exposition import serve_http
-from driftwatch.daemon.metrics import EVALUATION_BUCKETS, AlertingCollector, WorkerCollector, registry_for
+from driftwatch.daemon.metrics import (
+    EVALUATION_BUCKETS,
+    AlertingCollector,
+    ReportsCollector,
+    WorkerCollector,
+    registry_for,
+)
+from driftwatch.daemon.notifier import api_url
 from driftwatch.daemon.recovery import EvalRecovery, IngestIntent, InputRecovery, WorkerContext, encode_intent
+from driftwatch.daemon.reports import ReportService
 from driftwatch.daemon.topics import bootstrap_hosts
 from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, to_msg
 from driftwatch.events import split_messages
 from driftwatch.profiles import load_profiles
+from driftwatch.reports.assemble import spec_of_alert
 
 __all__ = ["DEAD_LETTER_MAX_BYTES", "Worker"]
 
@@ -294,6 +303,12 @@ class Worker:
         self.log = get_logger(__name__, worker=self.worker_id)
         self.core = Pipeline(config, key, load_profiles(config))
         self.lock = threading.Lock()  # held around every change of the core: /metrics reads it from its own thread
+        # Reports of firing alerts (docs/reports.md): assembled at the tick they fire, built off the stream.
+        self.reports: ReportService | None = None
+        self._report_ids: dict[tuple[str, float], str] = {}  # (fingerprint, event time) -> report id
+        if config.reports.enabled:
+            self.reports = ReportService(config.reports)
+            self.core.evaluator.on_tick = self._assemble_reports
         self._order = asyncio.Lock()  # a heartbeat must never overtake the partials of a batch
         k = config.kafka
         self.app = _faust_app(config, bootstrap)
@@ -387,6 +402,8 @@ class Worker:
         temporary data dir. After an abandoned stop the Kafka client stays quiet (its tasks are still dying)."""
         if self.alerting is not None:
             self.alerting.stop(timeout=self.stop_grace)
+        if self.reports is not None:
+            self.reports.close()
         shutil.rmtree(str(self.app.conf.datadir), ignore_errors=True)
         if self.kafka_noise is not None and not self.kafka_noise.abandoned:
             for handler in logging.getLogger().handlers:
@@ -399,6 +416,8 @@ class Worker:
         m = self.config.metrics
         registry = registry_for(self.core, window=m.window, max_series=m.max_series, lock=self.lock)
         registry.register(WorkerCollector(self))
+        if self.reports is not None:
+            registry.register(ReportsCollector(self.reports))
         self.registry = registry
         return serve_http(m.host, m.port, registry, self.ready)
 
@@ -416,6 +435,7 @@ class Worker:
             versions_seen=self.versions_seen,
             alerts=self.open_alerts,
             pipeline_ready=self.recovered,
+            reports=self.reports,
         )
         self.alerting.start(wait=wait)
         if self.registry is not None:
@@ -692,7 +712,7 @@ class Worker:
                 self.eval_recovery.offset[m.partition] = m.offset
                 touched.add(m.partition)
             for t in self.advance():
-                await self.alerts.send(key=t.fingerprint.encode(), value=encode_record(t.to_record()))
+                await self.alerts.send(key=t.fingerprint.encode(), value=encode_record(self._record(t)))
                 self.log.info(
                     "alert_transition",
                     rule=t.rule,
@@ -729,6 +749,24 @@ class Worker:
             self._watermarks[(msg.worker, partition)] = (msg.watermark, time.monotonic())
         if msg.partials and not self.eval_recovery.merge(msg, partition, offset):
             self.duplicates_skipped += 1  # a redelivered batch: already counted
+
+    def _assemble_reports(self, _end: float, transitions: list[AlertTransition]) -> None:
+        """At the tick they fire (evaluator hook, under the core's lock): the spec of each reportable firing, queued
+        for the report process (cheap here: one stream's metric rows and its sample)."""
+        assert self.reports is not None
+        for t in transitions:
+            spec = spec_of_alert(self.core.evaluator, {}, t)
+            if spec is not None and self.reports.submit(spec):
+                self._report_ids[(t.fingerprint, t.event_time)] = spec.report_id
+
+    def _record(self, t: AlertTransition) -> AlertRecord:
+        """The alert record of ``t``; a firing whose report is being built links it (``annotations.report_url``)."""
+        rec = t.to_record()
+        rid = self._report_ids.pop((t.fingerprint, t.event_time), None)
+        base = api_url(self.config)
+        if rid is None or base is None:
+            return rec
+        return msgspec.structs.replace(rec, annotations={**rec.annotations, "report_url": f"{base}/api/reports/{rid}"})
 
     def advance(self) -> list[AlertTransition]:
         """Close ticks up to the lowest watermark of the ingest workers heard from recently, on every summary

@@ -25,27 +25,20 @@ from driftwatch._time import rfc3339
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.alerts.records import AlertRecord
 from driftwatch.config import Config, Rule
-from driftwatch.core.evaluate import Evaluator
+from driftwatch.core.evaluate import INTERACTION_RATES, Evaluator, gets_report
 from driftwatch.core.profile import Profile
 from driftwatch.core.sample import columns_of
 from driftwatch.core.slicing import OTHER, OVERALL
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS, spec
 from driftwatch.reports.spec import MetricValue, ReportSpec, Sample, SampleColumns
 
 __all__ = ["INTERACTION_RATES", "report_id", "reportable", "spec_for", "spec_of_alert"]
 
-INTERACTION_RATES = frozenset({"complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"})
-"""Slice rates of what customers did next: their alerts get a report (the complaint kind)."""
-
 
 def reportable(rule: Rule, config: Config) -> bool:
     """Whether an alert of ``rule`` gets a report: drift, fairness (group comparisons, and rates of the groups of a
-    protected attribute) and complaint-like rates."""
-    if rule.metric in DRIFT_METRICS or rule.metric in ATTRIBUTE_METRICS or rule.metric in INTERACTION_RATES:
-        return True
-    if spec(rule.metric).kind != "proportion":
-        return False
-    return rule.attribute == "*" or (rule.attribute is not None and rule.attribute in config.protected)
+    protected attribute) and complaint-like rates (:data:`INTERACTION_RATES`). The evaluator keeps samples for the
+    longest window of these rules."""
+    return gets_report(rule, config)
 
 
 def report_id(record: AlertRecord) -> str:
