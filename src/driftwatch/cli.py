@@ -776,6 +776,13 @@ def demo(
             min=1,
         ),
     ] = 1.0,
+    reports: Annotated[
+        bool,
+        typer.Option(
+            "--reports/--no-reports",
+            help="Build a report of each firing alert and link it in the on-call inbox (served on loopback).",
+        ),
+    ] = True,
 ) -> None:
     """Live demo: a local broker, a worker, and simulated traffic that drifts, turns unfair and draws complaints;
     the complaint spike triggers a rollback through a model-gateway stand-in and the alert resolves."""
@@ -800,6 +807,7 @@ def demo(
             audit_file=audit_file,
             speedup=speedup,
             clock_speed=clock_speed,
+            reports=reports,
         )
     )
 

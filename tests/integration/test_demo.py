@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,17 @@ def test_demo_runs_the_runbook_loop_and_stops_cleanly(pseudonym_key: bytes, tmp_
             env=env,
         )
         try:
+            served: dict[str, str] = {}
 
             def loop_done() -> bool:
                 shown = stdout.read_text()
-                return "alert.resolved" in _kinds(audit) and "RESOLVED complaint_rate_high" in shown
+                link = re.search(
+                    r"report of complaint_rate_high: (http://127\.0\.0\.1:\d+/api/reports/[0-9a-f]+)", shown
+                )
+                if link and not served:  # fetched while the demo still serves it (it is built off the stream)
+                    with contextlib.suppress(OSError), urllib.request.urlopen(link.group(1), timeout=5) as r:
+                        served[link.group(1)] = r.read().decode()
+                return "alert.resolved" in _kinds(audit) and "RESOLVED complaint_rate_high" in shown and bool(served)
 
             wait_for(lambda: loop_done() or proc.poll() is not None, 120, "the alert to resolve", interval=0.5)
             proc.send_signal(signal.SIGINT)  # Ctrl-C
@@ -88,6 +97,11 @@ def test_demo_runs_the_runbook_loop_and_stops_cleanly(pseudonym_key: bytes, tmp_
     assert paged < resolved
     assert "rejected an unsigned" not in out
     assert "demo stopped" in out
+    # The on-call inbox linked the alert's report, and the demo served it: the alert, the groups, Evidently's drift.
+    (page,) = served.values()
+    assert "complaint_rate_high" in page
+    assert 'id="fairness"' in page
+    assert 'id="drift-table"' in page
     # The complaints that fired the rollback came in over HTTP through the sidecar, as from a non-Python service.
     via_sidecar = re.search(r"interactions through the sidecar: (\d+) accepted, (\d+) rejected", out)
     assert via_sidecar, out[-2000:]

@@ -54,6 +54,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -163,6 +164,11 @@ class _Gateway:
                 return 401
             names = sorted({str(a.get("labels", {}).get("alertname")) for a in doc.get("alerts", [])})
             self._say(f"{now} ON-CALL  signed webhook: {str(doc.get('status')).upper()} {', '.join(names)}")
+            extra = doc.get("driftwatch", {}).get("alerts", {})
+            for info in extra.values() if isinstance(extra, dict) else ():
+                link = info.get("report_url") if isinstance(info, dict) else None
+                if isinstance(link, str) and "/api/reports/" in link:
+                    self._say(f"{now} ON-CALL    report of {info.get('rule')}: {link}")
             return 200
         if path == "/rollback":
             self.schedule[ROLLBACK] = self.now_ms()
@@ -264,9 +270,25 @@ def _scaled(rule_values: Mapping[str, object], tick: float, speedup: float) -> d
     return out
 
 
-def _alerting(config: Config, gateway_url: str, audit: Path, run_id: str) -> AlertingConfig:
-    """The demo's runbook: signed webhooks to the gateway's on-call inbox, rollback and routing through it."""
+def _alerting(config: Config, gateway_url: str, audit: Path, run_id: str, reports: bool = False) -> AlertingConfig:
+    """The demo's runbook: signed webhooks to the gateway's on-call inbox, rollback and routing through it; with
+    ``reports``, the API on a free loopback port (no token: loopback only, as the config allows) serves them."""
     al = config.alerting
+    api = al.api.model_copy(update={"enabled": False})
+    if reports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        api = al.api.model_copy(
+            update={
+                "enabled": True,
+                "host": "127.0.0.1",
+                "port": port,
+                "token": None,
+                "allow_unauthenticated_loopback": True,
+                "external_url": None,
+            }
+        )
     return al.model_copy(
         update={
             "dry_run": False,
@@ -297,7 +319,7 @@ def _alerting(config: Config, gateway_url: str, audit: Path, run_id: str) -> Ale
                     kind="route_to_human", transport="http", url=f"{gateway_url}/route", cooldown=60.0
                 ),
             },
-            "api": al.api.model_copy(update={"enabled": False}),
+            "api": api,
             "audit": al.audit.model_copy(
                 update={"path": audit, "topic": al.audit.topic.model_copy(update={"name": f"demo-{run_id}-audit"})}
             ),
@@ -475,13 +497,15 @@ def run_demo(
     audit_file: Path | None = None,
     speedup: float = SPEEDUP,
     clock_speed: float = 1.0,
+    reports: bool = False,
 ) -> int:
     """Run the live demo until Ctrl-C, SIGTERM or ``duration`` seconds; return the exit code: 0, or 130 when a
     second Ctrl-C forced the exit.
 
     ``plain``: print lines, not the live view (also whenever stdout is not a terminal). ``audit_file``: keep the
     audit trail there (default: in the temporary directory, checked and removed on exit). ``clock_speed``: seconds
-    of the traffic's event time per wall second (the schedule's offsets are event time).
+    of the traffic's event time per wall second (the schedule's offsets are event time). ``reports``: build the
+    report of each firing alert and serve it on loopback (the on-call inbox prints its link).
     """
     out = sys.__stdout__  # Faust must not swallow the view
     plain = plain or out is None or not out.isatty()  # piped or redirected: plain lines, no escape codes
@@ -536,7 +560,9 @@ def run_demo(
             os.environ.setdefault(_SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
             gateway = stack.enter_context(_Gateway(at, os.environ[_SECRET_ENV].encode(), now_ms))
             cfg = _demo_config(config, tmp, run_id, speedup)
-            cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit, run_id)})
+            cfg = cfg.model_copy(update={"alerting": _alerting(cfg, gateway.url, audit, run_id, reports)})
+            if reports:
+                cfg = cfg.model_copy(update={"reports": cfg.reports.model_copy(update={"enabled": True})})
 
             from driftwatch.daemon.topics import alerting_topics, ensure_topics
 
