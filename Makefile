@@ -82,6 +82,7 @@ replay-demo: install
 
 bench: install
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/replay_throughput.py
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/reports.py --build
 
 schemas: install
 	$(BIN)/driftwatch schema --out-dir schemas

@@ -25,6 +25,7 @@ from driftwatch.core import summary as S
 from driftwatch.core.counters import Counters
 from driftwatch.core.profile import Profile, build_profile
 from driftwatch.core.sample import TickSample, bottom_k, priorities
+from driftwatch.core.sample import value as sampled
 from driftwatch.core.slicing import MISSING, OTHER, TRACK_FACTOR, AttributeCoder, SliceSpace, coders_from_config
 from driftwatch.errors import ProfileError
 from driftwatch.events import Decoded, DecodeError, EventDecoder, Interaction, Prediction
@@ -959,7 +960,7 @@ class Ingestor:
             for i in chosen:
                 e = evs[i]
                 tokens = tuple(keys[r][1] if r >= 0 else None for r in attrs[i].tolist())
-                out.append((*(e.features.get(nm) for nm in names), e.score, e.prediction, *tokens))
+                out.append((*(sampled(e.features.get(nm)) for nm in names), e.score, sampled(e.prediction), *tokens))
             samples[t] = TickSample(k, [int(prio[i]) for i in chosen], out)
         for p in self._out[first:]:
             if p.visible == p.tick and p.tick in samples:

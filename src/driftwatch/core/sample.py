@@ -29,11 +29,12 @@ its longest window, e.g. 50 rows x 30 ticks of a 5-minute window x 10 s ticks =
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["TickSample", "bottom_k", "columns_of", "merge_all", "priorities", "row_bytes"]
+__all__ = ["CODE_BYTES", "TickSample", "bottom_k", "columns_of", "merge_all", "priorities", "row_bytes", "value"]
 
 _PRIORITY_BITS = 48
 
@@ -55,6 +56,11 @@ def bottom_k(priority: np.ndarray, k: int) -> np.ndarray:
         return np.argsort(priority, kind="stable")
     part = np.argpartition(priority, k - 1)[:k]
     return part[np.lexsort((part, priority[part]))]
+
+
+def value(v: object) -> object:
+    """A sampled value as a row keeps it: text interned (categories repeat in every row), anything else as is."""
+    return sys.intern(v) if isinstance(v, str) else v
 
 
 def columns_of(features: Sequence[str], attributes: Sequence[str]) -> tuple[str, ...]:
@@ -97,5 +103,10 @@ def merge_all(samples: Iterable[TickSample], k: int) -> TickSample:
 
 
 def row_bytes(columns: int) -> int:
-    """Approximate bytes one sampled row holds (tuple, values, priority): for the documented memory bound."""
-    return 56 + 8 * columns + 32 * columns + 32
+    """Bytes one sampled row holds at most, about (the tuple, a float or int per numeric value, text values shared
+    with the slice space or interned, the priority): the documented memory bound. ``bench/reports.py`` measures it."""
+    return 104 + 48 * columns
+
+
+CODE_BYTES = 7 * 2**20
+"""What turning reports on adds to a worker besides its samples: the report modules it imports (measured 5.7-6.4 MB)."""
