@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import msgspec
 import typer
@@ -29,7 +29,9 @@ from driftwatch.core.profile import Profile
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
 from driftwatch.metrics.registry import TABLE_COLUMNS
 from driftwatch.profiles import load_profiles, profile_problems
-from driftwatch.reports.spec import ReportSpec
+
+if TYPE_CHECKING:
+    from driftwatch.reports.spec import ReportSpec  # the report modules load only for the commands that build one
 
 __all__ = ["app", "main"]
 
