@@ -139,7 +139,8 @@ class Evaluator:
                 cells = S.Sparse(len(s.space), width, np.zeros(0, np.int64), np.zeros(0, np.int64)).merge(
                     S.Sparse(len(s.space), width, moved, cells.values)
                 )  # merge: sorts, and sums cells whose keys share a row
-            s.store.add(part.tick, cells, closed, visible=part.visible)
+            if n or len(cells.index):  # a partial of sampled joins only (reports) changes no counts
+                s.store.add(part.tick, cells, closed, visible=part.visible)
             if part.sample is not None and part.tick >= closed - self._sample_ticks:
                 held = s.samples.get(part.tick)
                 s.samples[part.tick] = part.sample if held is None else held.merge(part.sample)

@@ -14,6 +14,7 @@ import dataclasses
 import heapq
 import math
 import operator
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
@@ -39,7 +40,7 @@ _K = TypeVar("_K", str | None, int)  # a slice-row cache's key: a raw attribute 
 class _Stream:
     """Ingest-side state of one model x version: slice rows, attribute caches and join cells."""
 
-    __slots__ = ("admission", "caches", "cells", "layout", "model_id", "pair_cache", "space", "version")
+    __slots__ = ("admission", "caches", "cells", "layout", "model_id", "pair_cache", "sampled", "space", "version")
 
     def __init__(self, model_id: str, version: str, layout: S.Layout, space: SliceSpace) -> None:
         self.model_id = model_id
@@ -50,6 +51,7 @@ class _Stream:
         self.caches: list[dict[str | None, int]] = []  # per attribute: raw value -> row, for admitted values
         self.pair_cache: list[dict[int, int]] = []  # per pair: both sides' rows -> row, for admitted pair values
         self.cells: dict[bytes, int] = {}
+        self.sampled: dict[int, set[int]] = {}  # tick -> priorities sampled here (reports: their joins follow them)
 
 
 class _Learner:
@@ -962,9 +964,34 @@ class Ingestor:
                 tokens = tuple(keys[r][1] if r >= 0 else None for r in attrs[i].tolist())
                 out.append((*(sampled(e.features.get(nm)) for nm in names), e.score, sampled(e.prediction), *tokens))
             samples[t] = TickSample(k, [int(prio[i]) for i in chosen], out)
+            stream.sampled.setdefault(t, set()).update(samples[t].priority)
+        if stream.sampled:  # joins reach a prediction at most join.ttl after it: older ticks are done with
+            oldest = int(uticks.max()) - math.ceil((self.config.join.ttl + self.config.join.grace) / self.tick) - 1
+            for t in [t for t in stream.sampled if t < oldest]:
+                del stream.sampled[t]
         for p in self._out[first:]:
             if p.visible == p.tick and p.tick in samples:
                 p.sample = samples.pop(p.tick)
+
+    def _sample_joins(
+        self, inters: Sequence[Interaction], sel: np.ndarray, cells: np.ndarray, pred_tick: np.ndarray
+    ) -> None:
+        """The joins of sampled predictions (their kind, and a label's value), as samples of joins only on empty
+        partials of the predictions' ticks: the evaluator adds them to the rows it holds (see core.sample)."""
+        prio = priorities([inters[i].request_id for i in sel.tolist()], self._sample_key)
+        found: dict[tuple[_Stream, int], list[tuple[int, str, object]]] = {}
+        for j, i in enumerate(sel.tolist()):
+            stream = self._cell_stream[int(cells[i])]
+            t = int(pred_tick[i])
+            if stream is None or int(prio[j]) not in stream.sampled.get(t, ()):
+                continue
+            e = inters[i]
+            v = sampled(e.value) if e.kind == "label" else None
+            found.setdefault((stream, t), []).append((int(prio[j]), sys.intern(e.kind), v))
+        for (stream, t), joins in found.items():
+            empty = S.Sparse(0, stream.layout.width, np.zeros(0, np.int64), np.zeros(0, np.int64))
+            sample = TickSample(self._sample_k, [], [], joins)
+            self._out.append(S.Partial(stream.model_id, stream.version, t, (), empty, t, sample))
 
     def _remember_order(self, rids: list[str], ticks: np.ndarray) -> None:
         """Queue request ids for TTL eviction tick by tick (a batch may span a long stretch of event time)."""
@@ -1167,6 +1194,8 @@ class Ingestor:
         if not ok.any():
             return
         sel = np.flatnonzero(ok)
+        if self._sample_k:
+            self._sample_joins(inters, sel, cells, pred_tick)
         cell_sel = cells[sel]
         streams = self._cell_stream
         by_stream: dict[int, list[int]] = {}

@@ -14,7 +14,9 @@ A row holds only what a report needs, and nothing that identifies a person:
 - score and prediction;
 - each attribute's slice token: the value's row name in the slice space, which
   is the keyed pseudonym for a sensitive attribute and ``__other__`` for a
-  value without a row of its own.
+  value without a row of its own;
+- once they join it, its interactions' kinds and its label's value
+  (:attr:`TickSample.joined`).
 
 It never holds request ids, event ids or free text; the priority (48 bits of
 a keyed BLAKE2b of the request id) is never shown and cannot be turned back
@@ -34,7 +36,17 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["CODE_BYTES", "TickSample", "bottom_k", "columns_of", "merge_all", "priorities", "row_bytes", "value"]
+__all__ = [
+    "CODE_BYTES",
+    "Joined",
+    "TickSample",
+    "bottom_k",
+    "columns_of",
+    "merge_all",
+    "priorities",
+    "row_bytes",
+    "value",
+]
 
 _PRIORITY_BITS = 48
 
@@ -68,21 +80,42 @@ def columns_of(features: Sequence[str], attributes: Sequence[str]) -> tuple[str,
     return (*features, "score", "prediction", *attributes)
 
 
+Joined = tuple[int, str, object]
+"""What joined a sampled prediction later: its priority, the interaction's kind, and the label's value (else None)."""
+
+
 class TickSample:
-    """The sampled rows of one model x version x tick: priorities ascending, at most ``k`` of them, no repeats."""
+    """The sampled rows of one model x version x tick: priorities ascending, at most ``k`` of them, no repeats; and
+    the interactions that joined them (``joined``, sorted). A sample of joins only (no rows) travels from the ingest
+    that joined them to the evaluator, where the joins of rows it does not hold are dropped."""
 
-    __slots__ = ("k", "priority", "rows")
+    __slots__ = ("joined", "k", "priority", "rows")
 
-    def __init__(self, k: int, priority: list[int], rows: list[tuple[object, ...]]) -> None:
+    def __init__(
+        self, k: int, priority: list[int], rows: list[tuple[object, ...]], joined: Iterable[Joined] = ()
+    ) -> None:
         self.k = k
         self.priority = priority
         self.rows = rows
+        self.joined: tuple[Joined, ...] = tuple(sorted(set(joined), key=_joined_order))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TickSample) and (self.priority, self.rows) == (other.priority, other.rows)
+        return isinstance(other, TickSample) and (self.priority, self.rows, self.joined) == (
+            other.priority,
+            other.rows,
+            other.joined,
+        )
+
+    def joins(self) -> dict[int, tuple[object, tuple[str, ...]]]:
+        """Per sampled priority: its label's value (None without one) and the other kinds that joined it."""
+        out: dict[int, tuple[object, tuple[str, ...]]] = {}
+        for p, kind, v in self.joined:
+            label, kinds = out.get(p, (None, ()))
+            out[p] = (v, kinds) if kind == "label" else (label, (*kinds, kind))
+        return out
 
     def __repr__(self) -> str:
         return f"TickSample({len(self.rows)} rows)"
@@ -93,13 +126,23 @@ class TickSample:
 
 
 def merge_all(samples: Iterable[TickSample], k: int) -> TickSample:
-    """The bottom-``k`` sample of all of ``samples`` (of one tick, or of a window's ticks)."""
+    """The bottom-``k`` sample of all of ``samples`` (of one tick, or of a window's ticks), with the joins of the
+    rows it keeps (a join whose row is not there, or no longer, is dropped)."""
     seen: dict[int, tuple[object, ...]] = {}
+    joined: list[Joined] = []
     for s in samples:
         for p, row in zip(s.priority, s.rows, strict=True):
             seen.setdefault(p, row)
+        joined.extend(s.joined)
     keep = sorted(seen)[:k]
-    return TickSample(k, keep, [seen[p] for p in keep])
+    kept = set(keep)
+    if not keep:  # joins on their way to the rows they belong to (from an ingest to the evaluator)
+        return TickSample(k, [], [], joined)
+    return TickSample(k, keep, [seen[p] for p in keep], (j for j in joined if j[0] in kept))
+
+
+def _joined_order(j: Joined) -> tuple[int, str, str]:
+    return j[0], j[1], repr(j[2])
 
 
 def row_bytes(columns: int) -> int:

@@ -30,6 +30,7 @@ class PartialMsg(msgspec.Struct, array_like=True, frozen=True):
     visible: int | None = None  # the tick whose close reveals these counts, when later than ``tick``
     # Sampled prediction rows for reports (driftwatch.core.sample): k, priorities, rows. Absent unless reports are on.
     sample: tuple[int, list[int], list[list[object]]] | None = None
+    sample_joined: list[tuple[int, str, object]] = []  # what joined sampled rows: priority, kind, label value
 
 
 class SummaryMsg(msgspec.Struct, frozen=True):
@@ -46,15 +47,18 @@ def to_msg(p: Partial) -> PartialMsg:
     """Partial -> wire (sparse: most cells of a tick's summary are zero; the checkpoints' encoding)."""
     visible = None if p.visible == p.tick else p.visible
     sample = None if p.sample is None else (p.sample.k, p.sample.priority, [list(r) for r in p.sample.rows])
+    joined = [] if p.sample is None else list(p.sample.joined)
     return PartialMsg(
-        p.model_id, p.version, p.tick, list(p.keys), p.cells.width, *sparse_bytes(p.cells), visible, sample
+        p.model_id, p.version, p.tick, list(p.keys), p.cells.width, *sparse_bytes(p.cells), visible, sample, joined
     )
 
 
 def from_msg(m: PartialMsg) -> Partial:
     """Wire -> Partial (kept sparse)."""
     cells = sparse_of(len(m.keys), m.width, m.index, m.values)
-    sample = None if m.sample is None else TickSample(m.sample[0], m.sample[1], [tuple(r) for r in m.sample[2]])
+    sample = None
+    if m.sample is not None:
+        sample = TickSample(m.sample[0], m.sample[1], [tuple(r) for r in m.sample[2]], m.sample_joined)
     return Partial(m.model_id, m.version, m.tick, tuple(m.keys), cells, m.visible, sample)  # keys decode as tuples
 
 

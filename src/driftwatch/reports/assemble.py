@@ -100,16 +100,20 @@ def spec_for(
     if stream is not None:
         sampled = evaluator.sample(model, version, end_tick, wt)
         names = columns_of([b.name for b in stream.layout.features], attrs)
-        current = {c: [] for c in names}
+        current = {c: [] for c in (*names, "label", "interactions")}
+        joins = {} if sampled is None else sampled.joins()
         shown = [_shown_names(evaluator, stream, wt, d) for d in range(len(attrs))]
         keep = _keeps(attribute, value, attrs)
         first_attr = len(names) - len(attrs)
-        for row in [] if sampled is None else sampled.rows:
+        for p, row in [] if sampled is None else zip(sampled.priority, sampled.rows, strict=True):
             tokens = [shown[d].get(str(v), OTHER) if v is not None else None for d, v in enumerate(row[first_attr:])]
             if keep is not None and not keep(tokens):
                 continue
             for c, v in zip(names, (*row[:first_attr], *tokens), strict=True):
                 current[c].append(_plain(v))
+            label, kinds = joins.get(p, (None, ()))
+            current["label"].append(_plain(label))
+            current["interactions"].append(",".join(sorted(set(kinds))) or None)
         metrics = [
             MetricValue(r.name, dict(r.labels), r.value, r.n, r.lo, r.hi, r.status)
             for r in evaluator.reporter.rows([stream], window)
@@ -120,7 +124,7 @@ def spec_for(
     if current:
         present = [c for c in wanted if c in current and c in reference]
         reference = {c: reference[c] for c in present}
-        current = {c: current[c] for c in (*present, *attrs) if c in current}
+        current = {c: current[c] for c in (*present, *attrs, "label", "interactions") if c in current}
     title = "Report" if record is None else f"{record.rule}: {record.state}"
     where = "" if attribute is None else f" · {attribute}={value}"
     return ReportSpec(

@@ -75,7 +75,13 @@ def test_samples_do_not_depend_on_batching(pseudonym_key: bytes, example_config:
     assert a.evaluator.streams.keys() == b.evaluator.streams.keys()
     for key, s in a.evaluator.streams.items():
         assert s.samples, key
-        assert s.samples == b.evaluator.streams[key].samples, key
+        assert s.samples == b.evaluator.streams[key].samples, key  # rows and what joined them
+    joins = [j for s in a.evaluator.streams.values() for x in s.samples.values() for j in x.joined]
+    assert "label" in {kind for _, kind, _ in joins}
+    assert len({kind for _, kind, _ in joins}) >= 3
+    assert all(v is not None for _, kind, v in joins if kind == "label")
+    held = {p for s in a.evaluator.streams.values() for x in s.samples.values() for p in x.priority}
+    assert {p for p, _, _ in joins} <= held  # a join is kept only with its row
 
 
 def test_two_ingestors_and_the_wire_give_the_same_samples(pseudonym_key: bytes, example_config: Path) -> None:
@@ -144,6 +150,8 @@ def test_a_slice_spec_holds_only_that_slice(pseudonym_key: bytes, example_config
     whole = spec_for(p.evaluator, {}, model="refund-approval", version="v3", window=300, end=end)
     assert whole.current.rows > spec.current.rows
     assert set(whole.current.columns) >= {"amount", "score", "prediction", "age_band", "region"}
+    assert set(whole.current.columns["label"]) - {None}  # labels of sampled predictions, once joined
+    assert any(k and "resolved" in k for k in whole.current.columns["interactions"])
     assert spec.reference.rows == min(REFERENCE_SAMPLE_ROWS, cfg.models["refund-approval"].reference.learn_events or 0)
     assert set(spec.columns.numerical) | set(spec.columns.categorical) <= set(spec.reference.columns)
     assert {m.name for m in spec.metrics} >= {"selection_rate", "disparate_impact_ratio"}
