@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -113,6 +113,17 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str
     return out
 
 
+def _getter(registry: CollectorRegistry) -> Callable[..., float | None]:
+    """``registry.get_sample_value`` over one scrape (it collects the whole registry on every call: with thousands
+    of series, a test's loop of calls cost seconds)."""
+    scraped = _samples(registry)
+
+    def get(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return scraped.get(_key(name, labels or {}))
+
+    return get
+
+
 def _expected(row: MetricRow) -> tuple[str, dict[str, str]]:
     """The sample name and labels a metric row should be exported under."""
     family, quantile = SLICE_FAMILIES[row.name]
@@ -212,14 +223,14 @@ def test_named_slices_via_get_sample_value(pipeline: Pipeline, metric: str, attr
 @pytest.mark.parametrize("metric", ["disparate_impact_ratio", "complaint_parity_difference"])
 def test_fairness_gauges(pipeline: Pipeline, metric: str) -> None:
     """Per protected attribute, the fairness gauges equal the metric rows; insufficient comparisons are absent."""
-    registry = registry_for(pipeline)
+    get = _getter(registry_for(pipeline))
     rows = [r for r in pipeline.metric_rows(WINDOW) if r.name == metric]
     assert {r.labels["attribute"] for r in rows} == {"age_band", "language"}
     assert any(r.status == "ok" for r in rows)
     family = SLICE_FAMILIES[metric][0]
     for row in rows:
         labels = {k: row.labels[k] for k in ("model", "version", "attribute", "window")}
-        got = registry.get_sample_value(family, labels)
+        got = get(family, labels)
         if row.status == "insufficient":
             assert got is None
         else:
@@ -240,9 +251,8 @@ def test_insufficient_value_is_absent_not_zero(pipeline: Pipeline) -> None:
 
 def test_counters_equal_pipeline_counters(pipeline: Pipeline) -> None:
     """Health counters are the pipeline's counters, with every known rejection reason present."""
-    registry = registry_for(pipeline)
+    get = _getter(registry_for(pipeline))
     c = pipeline.counters
-    get = registry.get_sample_value
     assert get("driftwatch_events_total", {"kind": "prediction"}) == c.predictions > 0
     assert get("driftwatch_events_total", {"kind": "interaction"}) == c.interactions > 0
     assert c.predictions + c.interactions == EVENTS
@@ -383,6 +393,7 @@ def _tier(k: Key) -> int:
 def test_firing_alerts_are_counted_per_rule(pipeline: Pipeline) -> None:
     """driftwatch_alerts counts the engine's alerts per rule, state and model version, zero-filled where a rule applies."""
     registry = registry_for(pipeline)
+    scraped = _samples(registry)  # one scrape: get_sample_value collects the whole registry on every call
     active = pipeline.engine.active()
     owner = {t.fingerprint: (t.rule, t.labels["model"], t.labels["version"]) for t in pipeline.transitions}
     firing: dict[tuple[str, str, str], int] = {}
@@ -392,7 +403,7 @@ def test_firing_alerts_are_counted_per_rule(pipeline: Pipeline) -> None:
     assert firing, "the scenario should leave an alert firing"
     expected_rule = {"bias": "selection_rate_disparity", "complaint-spike": "complaint_rate_high"}
     assert any(r in {k[0] for k in firing} for r in expected_rule.values())
-    exported = {labels for name, labels in _samples(registry) if name == "driftwatch_alerts"}
+    exported = {labels for name, labels in scraped if name == "driftwatch_alerts"}
     expected = set()
     for rule in pipeline.config.rules:
         for model, version in pipeline.evaluator.streams:
@@ -401,12 +412,12 @@ def test_firing_alerts_are_counted_per_rule(pipeline: Pipeline) -> None:
             where = {"alertname": rule.name, "model": model, "version": version}
             for state in ("firing", "pending"):
                 expected.add(frozenset({**where, "state": state}.items()))
-            got = registry.get_sample_value("driftwatch_alerts", {**where, "state": "firing"})
+            got = scraped.get(_key("driftwatch_alerts", {**where, "state": "firing"}))
             assert got == firing.get((rule.name, model, version), 0)
             pending = sum(
                 1 for fp, st in active.items() if st == "pending" and owner[fp] == (rule.name, model, version)
             )
-            assert registry.get_sample_value("driftwatch_alerts", {**where, "state": "pending"}) == pending
+            assert scraped.get(_key("driftwatch_alerts", {**where, "state": "pending"})) == pending
     assert exported == expected
 
 
@@ -414,20 +425,16 @@ def test_alerts_restored_from_a_checkpoint_are_still_counted(
     pipeline: Pipeline, pseudonym_key: bytes, example_config: Path
 ) -> None:
     """A worker that restored its evaluator from a checkpoint (no transition in memory) counts the same alerts."""
-    before = registry_for(pipeline)
+    before = _samples(registry_for(pipeline))  # one scrape each: get_sample_value collects on every call
     restored = Pipeline(_config(example_config), pseudonym_key)
     restored.ingestor.layouts.update(pipeline.ingestor.layouts)
     restored.evaluator.restore(pipeline.evaluator.snapshot(pipeline.config.models))
     assert not restored.transitions
-    after = registry_for(restored)
-    counts = {
-        labels: before.get_sample_value("driftwatch_alerts", dict(labels))
-        for name, labels in _samples(before)
-        if name == "driftwatch_alerts"
-    }
+    after = _samples(registry_for(restored))
+    counts = {key: value for key, value in before.items() if key[0] == "driftwatch_alerts"}
     assert any(v for v in counts.values()), "the scenario should leave an alert open"
-    for labels, value in counts.items():
-        assert after.get_sample_value("driftwatch_alerts", dict(labels)) == value, dict(labels)
+    for key, value in counts.items():
+        assert after.get(key) == value, dict(key[1])
 
 
 def test_provisional_label_metrics_are_flagged(strict_labels: Pipeline) -> None:
