@@ -34,9 +34,9 @@ def test_demo_runs_the_runbook_loop_and_stops_cleanly(pseudonym_key: bytes, tmp_
     # The example config, asking reports for more rows than any slice has: the reports are built, linked and served
     # without Evidently's drift table (Evidently's part is tested once, on the shared report process).
     config = tmp_path / "driftwatch.yaml"
-    config.write_text(
-        (ROOT / "config" / "driftwatch.example.yaml").read_text().replace("  min_rows: 30 ", "  min_rows: 1000000 ")
-    )
+    text = (ROOT / "config" / "driftwatch.example.yaml").read_text().replace("  min_rows: 30 ", "  min_rows: 1000000 ")
+    assert "min_rows: 1000000" in text
+    config.write_text(text)
     with stdout.open("wb") as out_fh, stderr.open("wb") as err_fh:
         proc = subprocess.Popen(
             [
