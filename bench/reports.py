@@ -39,7 +39,7 @@ def child(scenario: str, events: int, reports: bool, build: bool) -> dict[str, o
 
     from driftwatch.config import load_config, load_key
     from driftwatch.core.pipeline import Pipeline
-    from driftwatch.core.sample import CODE_BYTES, row_bytes
+    from driftwatch.core.sample import CODE_BYTES, row_bytes, sample_ticks
     from driftwatch.simulate import generate
 
     cfg = load_config(CONFIG)
@@ -78,13 +78,14 @@ def child(scenario: str, events: int, reports: bool, build: bool) -> dict[str, o
     p.flush()
     cpu = time.process_time() - started
     held = [(x.priority, x.rows) for s in p.evaluator.streams.values() for x in s.samples.values()]
+    joins = [j for s in p.evaluator.streams.values() for x in s.samples.values() for j in x.joined]
     rows = sum(len(r) for _, r in held)
     # What the rows really take: each tuple, its values and its priority (strings and floats are objects of their own).
     measured = sum(
         sys.getsizeof(row) + sum(sys.getsizeof(v) for v in row) + sys.getsizeof(pr) + 8
         for prios, rs in held
         for pr, row in zip(prios, rs, strict=True)
-    )
+    ) + sum(sys.getsizeof(j) + sys.getsizeof(j[0]) + 8 for j in joins)  # what joined them (kind and label shared)
     columns = max(
         (len(x.rows[0]) for s in p.evaluator.streams.values() for x in s.samples.values() if x.rows), default=0
     )
@@ -99,14 +100,12 @@ def child(scenario: str, events: int, reports: bool, build: bool) -> dict[str, o
                 runner.build(spec)  # type: ignore[arg-type]
                 built += 1
             build_seconds = time.perf_counter() - started
-    ticks = max(
-        (round(r.window / cfg.windows.tick) for r in cfg.rules if _reported(r, cfg)),
-        default=1,
-    )
+    ticks = sample_ticks(cfg)
     return {
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cpu_seconds": cpu,
         "sample_rows": rows,
+        "joins": len(joins),
         "streams": len(p.evaluator.streams),
         "columns": columns,
         "bound_mb": cfg.reports.sample_per_tick * ticks * len(p.evaluator.streams) * row_bytes(columns) / 2**20,
@@ -132,12 +131,6 @@ def _row_bytes(columns: object) -> int:
     from driftwatch.core.sample import row_bytes
 
     return row_bytes(int(columns))  # type: ignore[call-overload]
-
-
-def _reported(rule: object, cfg: object) -> bool:
-    from driftwatch.core.evaluate import gets_report
-
-    return gets_report(rule, cfg)  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -166,7 +159,8 @@ def main() -> None:
     print(f"{'replay CPU (s)':28}{off['cpu_seconds']:>14.2f}{on['cpu_seconds']:>14.2f}")
     print(
         f"sampled rows held at the end: {on['sample_rows']} in {on['streams']} streams, {on['columns']} columns, "
-        f"{on['bytes_per_row']:.0f} bytes each (measured; row_bytes documents {_row_bytes(on['columns'])})"
+        f"{on['joins']} joins; {on['bytes_per_row']:.0f} bytes a row with its joins (measured, shared values counted "
+        f"each time; row_bytes documents {_row_bytes(on['columns'])})"
     )
     bound = on["bound_mb"] + on["code_bound_mb"]
     print(

@@ -532,11 +532,10 @@ def check_config(
     typer.echo(f"{config}: ok ({len(cfg.models)} models, {len(cfg.rules)} rules)")
     if cfg.reports.enabled:
         from driftwatch._duration import format_duration
-        from driftwatch.core.evaluate import gets_report
-        from driftwatch.core.sample import row_bytes
+        from driftwatch.core.sample import row_bytes, sample_ticks
 
         r = cfg.reports
-        ticks = max((round(x.window / cfg.windows.tick) for x in cfg.rules if gets_report(x, cfg)), default=1)
+        ticks = sample_ticks(cfg)
         widest = max((len(mc.features) + 2 + len(cfg.attributes) for mc in cfg.models.values()), default=0)
         rows = r.sample_per_tick * ticks
         typer.echo(

@@ -22,14 +22,14 @@ import numpy as np
 
 from driftwatch.alerts.engine import AlertEngine, AlertTransition, Candidate
 from driftwatch.alerts.records import AlertRecord, AlertRecordError, decode_record, encode_record
-from driftwatch.config import Config, Rule
+from driftwatch.config import Config
 from driftwatch.core import summary as S
 from driftwatch.core.counters import Counters
 from driftwatch.core.detectors import DetectorBank
 from driftwatch.core.exposure import Cache, Exposure, Stream
 from driftwatch.core.report import MetricRow, Reporter
 from driftwatch.core.rules import RuleEvaluator
-from driftwatch.core.sample import TickSample, merge_all
+from driftwatch.core.sample import TickSample, merge_all, sample_ticks
 from driftwatch.core.slicing import OTHER, AttributeCoder, SliceKey, SliceSpace
 from driftwatch.core.snapshot import (
     ModelsState,
@@ -40,26 +40,11 @@ from driftwatch.core.snapshot import (
     sparse_from,
     sparse_to,
 )
-from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS, spec
 
 __all__ = ["MAX_TRANSITIONS", "Evaluator", "MetricRow"]
 
 MAX_TRANSITIONS = 100_000
 """Alert transitions kept in memory for reports; older ones are on the alerts topic."""
-
-
-def gets_report(rule: Rule, config: Config) -> bool:
-    """Whether ``rule``'s alerts get a report (docs/reports.md): drift, group comparisons, rates of the groups of a
-    protected attribute and of what customers did next (:data:`INTERACTION_RATES`)."""
-    if rule.metric in DRIFT_METRICS or rule.metric in ATTRIBUTE_METRICS or rule.metric in INTERACTION_RATES:
-        return True
-    return spec(rule.metric).kind == "proportion" and (
-        rule.attribute == "*" or (rule.attribute is not None and rule.attribute in config.protected)
-    )
-
-
-INTERACTION_RATES = frozenset({"complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"})
-"""Slice rates of what customers did next: their alerts get a report (the complaint kind)."""
 
 
 class Evaluator:
@@ -77,9 +62,7 @@ class Evaluator:
         self.tick = config.windows.tick
         self.window_ticks = tuple(round(w / self.tick) for w in config.windows.windows)
         # Samples are kept for the longest window of a rule whose alerts get reports (see keep_samples).
-        self._sample_ticks = max(
-            (round(r.window / self.tick) for r in config.rules if gets_report(r, config)), default=1
-        )
+        self._sample_ticks = sample_ticks(config)
         self.layouts = layouts
         self.coders = coders
         self.dimensions = config.dimensions()

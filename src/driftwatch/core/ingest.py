@@ -25,7 +25,7 @@ from driftwatch.config import Config, ModelConfig
 from driftwatch.core import summary as S
 from driftwatch.core.counters import Counters
 from driftwatch.core.profile import Profile, build_profile
-from driftwatch.core.sample import TickSample, bottom_k, priorities
+from driftwatch.core.sample import TickSample, bottom_k, priorities, sample_ticks
 from driftwatch.core.sample import value as sampled
 from driftwatch.core.slicing import MISSING, OTHER, TRACK_FACTOR, AttributeCoder, SliceSpace, coders_from_config
 from driftwatch.errors import ProfileError
@@ -51,7 +51,7 @@ class _Stream:
         self.caches: list[dict[str | None, int]] = []  # per attribute: raw value -> row, for admitted values
         self.pair_cache: list[dict[int, int]] = []  # per pair: both sides' rows -> row, for admitted pair values
         self.cells: dict[bytes, int] = {}
-        self.sampled: dict[int, set[int]] = {}  # tick -> priorities sampled here (reports: their joins follow them)
+        self.sampled: dict[int, dict[str, int]] = {}  # tick -> request id -> priority, of the rows sampled here
 
 
 class _Learner:
@@ -432,6 +432,7 @@ class Ingestor:
         # Reports: rows of up to k predictions per stream and tick (a bottom-k sample, see driftwatch.core.sample).
         self._sample_k = config.reports.sample_per_tick if config.reports.enabled else 0
         self._sample_key = key or b""
+        self._sample_ticks = sample_ticks(config)
         self._rebuilding = False
         self.rebuilt_max_ts = -math.inf  # the newest event time read by rebuild() (which leaves max_ts alone)
 
@@ -964,9 +965,9 @@ class Ingestor:
                 tokens = tuple(keys[r][1] if r >= 0 else None for r in attrs[i].tolist())
                 out.append((*(sampled(e.features.get(nm)) for nm in names), e.score, sampled(e.prediction), *tokens))
             samples[t] = TickSample(k, [int(prio[i]) for i in chosen], out)
-            stream.sampled.setdefault(t, set()).update(samples[t].priority)
-        if stream.sampled:  # joins reach a prediction at most join.ttl after it: older ticks are done with
-            oldest = int(uticks.max()) - math.ceil((self.config.join.ttl + self.config.join.grace) / self.tick) - 1
+            stream.sampled.setdefault(t, {}).update((rids[i], int(prio[i])) for i in chosen)
+        if stream.sampled:  # the evaluator keeps rows for the reported window only: older joins would be dropped
+            oldest = int(uticks.max()) - self._sample_ticks - 1
             for t in [t for t in stream.sampled if t < oldest]:
                 del stream.sampled[t]
         for p in self._out[first:]:
@@ -978,16 +979,16 @@ class Ingestor:
     ) -> None:
         """The joins of sampled predictions (their kind, and a label's value), as samples of joins only on empty
         partials of the predictions' ticks: the evaluator adds them to the rows it holds (see core.sample)."""
-        prio = priorities([inters[i].request_id for i in sel.tolist()], self._sample_key)
         found: dict[tuple[_Stream, int], list[tuple[int, str, object]]] = {}
-        for j, i in enumerate(sel.tolist()):
+        for i in sel.tolist():
             stream = self._cell_stream[int(cells[i])]
             t = int(pred_tick[i])
-            if stream is None or int(prio[j]) not in stream.sampled.get(t, ()):
-                continue
             e = inters[i]
+            p = None if stream is None else stream.sampled.get(t, {}).get(e.request_id)
+            if stream is None or p is None:
+                continue
             v = sampled(e.value) if e.kind == "label" else None
-            found.setdefault((stream, t), []).append((int(prio[j]), sys.intern(e.kind), v))
+            found.setdefault((stream, t), []).append((p, sys.intern(e.kind), v))
         for (stream, t), joins in found.items():
             empty = S.Sparse(0, stream.layout.width, np.zeros(0, np.int64), np.zeros(0, np.int64))
             sample = TickSample(self._sample_k, [], [], joins)

@@ -36,6 +36,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from driftwatch.config import Config, Rule
+from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS, spec
+
 __all__ = [
     "CODE_BYTES",
     "Joined",
@@ -47,6 +50,27 @@ __all__ = [
     "row_bytes",
     "value",
 ]
+
+
+def gets_report(rule: Rule, config: Config) -> bool:
+    """Whether ``rule``'s alerts get a report (docs/reports.md): drift, group comparisons, rates of the groups of a
+    protected attribute and of what customers did next (:data:`INTERACTION_RATES`)."""
+    if rule.metric in DRIFT_METRICS or rule.metric in ATTRIBUTE_METRICS or rule.metric in INTERACTION_RATES:
+        return True
+    return spec(rule.metric).kind == "proportion" and (
+        rule.attribute == "*" or (rule.attribute is not None and rule.attribute in config.protected)
+    )
+
+
+INTERACTION_RATES = frozenset({"complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"})
+"""Slice rates of what customers did next: their alerts get a report (the complaint kind)."""
+
+
+def sample_ticks(config: Config) -> int:
+    """Ticks of samples kept: the longest window of a rule whose alerts get reports (one tick without any)."""
+    tick = config.windows.tick
+    return max((round(r.window / tick) for r in config.rules if gets_report(r, config)), default=1)
+
 
 _PRIORITY_BITS = 48
 
@@ -145,10 +169,15 @@ def _joined_order(j: Joined) -> tuple[int, str, str]:
     return j[0], j[1], repr(j[2])
 
 
+_JOIN_BYTES = 104
+"""One join kept with its row (a tuple of priority, shared kind and value); rows average under two."""
+
+
 def row_bytes(columns: int) -> int:
     """Bytes one sampled row holds at most, about (the tuple, a float or int per numeric value, text values shared
-    with the slice space or interned, the priority): the documented memory bound. ``bench/reports.py`` measures it."""
-    return 104 + 48 * columns
+    with the slice space or interned, the priority, what joined it): the documented memory bound.
+    ``bench/reports.py`` measures it."""
+    return 104 + 48 * columns + 2 * _JOIN_BYTES
 
 
 CODE_BYTES = 7 * 2**20

@@ -25,9 +25,9 @@ from driftwatch._time import rfc3339
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.alerts.records import AlertRecord
 from driftwatch.config import Config, Rule
-from driftwatch.core.evaluate import INTERACTION_RATES, Evaluator, gets_report
+from driftwatch.core.evaluate import Evaluator
 from driftwatch.core.profile import Profile
-from driftwatch.core.sample import columns_of
+from driftwatch.core.sample import INTERACTION_RATES, columns_of, gets_report
 from driftwatch.core.slicing import OTHER, OVERALL
 from driftwatch.reports.spec import MetricValue, ReportSpec, Sample, SampleColumns
 
