@@ -64,7 +64,7 @@ def child(scenario: str, events: int, reports: bool, build: bool) -> dict[str, o
             nonlocal spec_seconds, assembled
             for t in transitions:
                 started = time.perf_counter()
-                spec = spec_of_alert(p.evaluator, {}, t)  # type: ignore[arg-type]
+                spec = spec_of_alert(p.evaluator, t)  # type: ignore[arg-type]
                 spec_seconds += time.perf_counter() - started
                 if spec is not None:
                     assembled += 1

@@ -25,7 +25,6 @@ from driftwatch._time import rfc3339
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.config import Config, load_config, load_key
 from driftwatch.core.pipeline import MetricRow, Pipeline
-from driftwatch.core.profile import Profile
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
 from driftwatch.metrics.registry import TABLE_COLUMNS
 from driftwatch.profiles import load_profiles, profile_problems
@@ -169,11 +168,10 @@ def replay(
     if reports_dir is not None:
         cfg = _reporting(cfg)
     try:
-        profiles = load_profiles(cfg)
-        pipeline = Pipeline(cfg, key, profiles)
+        pipeline = Pipeline(cfg, key, load_profiles(cfg))
     except DriftwatchError as e:
         raise _fail(2, str(e)) from None
-    specs = _collect_reports(pipeline, profiles) if reports_dir is not None else {}
+    specs = _collect_reports(pipeline) if reports_dir is not None else {}
     out = sys.stdout
     enc = msgspec.json.Encoder()
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -295,8 +293,7 @@ def report(
         if end_at is None:
             raise _fail(2, f"--at {at!r} is not an RFC 3339 time (e.g. 2026-11-18T10:47:30Z)")
     try:
-        profiles = load_profiles(cfg)
-        pipeline = Pipeline(cfg, key, profiles)
+        pipeline = Pipeline(cfg, key, load_profiles(cfg))
     except DriftwatchError as e:
         raise _fail(2, str(e)) from None
     pipeline.evaluator.keep_samples(length)
@@ -308,7 +305,7 @@ def report(
         ver = version or _newest_version(pipeline, model)
         value = slice_value if shown is None or attribute is None else shown.shown_value(attribute, slice_value)
         return spec_for(
-            pipeline.evaluator, profiles, model=model, version=ver, window=length, end=end,
+            pipeline.evaluator, model=model, version=ver, window=length, end=end,
             attribute=attribute, value=value,
         )  # fmt: skip
 
@@ -366,7 +363,7 @@ def _reporting(cfg: Config) -> Config:
     return cfg.model_copy(update={"reports": cfg.reports.model_copy(update={"enabled": True})})
 
 
-def _collect_reports(pipeline: Pipeline, profiles: dict[str, Profile]) -> dict[tuple[str, float], ReportSpec]:
+def _collect_reports(pipeline: Pipeline) -> dict[tuple[str, float], ReportSpec]:
     """Assemble the report of every firing alert at the tick it fires, keyed by (fingerprint, event time)."""
     from driftwatch.reports.assemble import spec_of_alert
 
@@ -374,7 +371,7 @@ def _collect_reports(pipeline: Pipeline, profiles: dict[str, Profile]) -> dict[t
 
     def on_tick(_end: float, transitions: list[AlertTransition]) -> None:
         for t in transitions:
-            spec = spec_of_alert(pipeline.evaluator, profiles, t)
+            spec = spec_of_alert(pipeline.evaluator, t)
             if spec is not None:
                 specs[(t.fingerprint, t.event_time)] = spec
 

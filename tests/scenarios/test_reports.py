@@ -48,7 +48,7 @@ def _replay(scenario: str, cfg: Config, key: bytes, batch: int = 5_000) -> list[
 
     def on_tick(_end: float, transitions: list[AlertTransition]) -> None:
         for t in transitions:
-            spec = spec_of_alert(p.evaluator, {}, t)
+            spec = spec_of_alert(p.evaluator, t)
             if spec is not None:
                 scraped = _scrape(registry_for(p, window=t.window, max_series=100_000))
                 fired.append(_Fired(t, spec, scraped))

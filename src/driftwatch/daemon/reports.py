@@ -1,6 +1,6 @@
 """The worker's reports: built off the stream, kept for a while, served by the API and linked from alerts.
 
-When a reportable rule fires (:func:`~driftwatch.reports.assemble.reportable`), the evaluation assembles the
+When a rule whose alerts get reports fires (:func:`~driftwatch.core.sample.gets_report`), the evaluation assembles the
 report's spec at that tick (cheap: one stream's metric rows and its sample) and hands it to :class:`ReportService`,
 which never blocks the stream:
 
@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -43,11 +44,12 @@ ReportStatus = Literal["pending", "ready", "failed"]
 class ReportService:
     """Builds, keeps and serves the reports of one worker's alerts (thread-safe)."""
 
-    def __init__(self, config: ReportsConfig, clock: object = time.time) -> None:
+    def __init__(self, config: ReportsConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
         self._queue: queue.Queue[ReportSpec | None] = queue.Queue(QUEUE)
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # a report stopped being pending
         self._pages: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # id -> (built at, html), oldest first
         self._status: OrderedDict[str, ReportStatus] = OrderedDict()
         self._runner = ReportRunner(timeout=config.timeout)
@@ -86,7 +88,7 @@ class ReportService:
 
     def get(self, report_id: str) -> bytes | None:
         """The HTML of a report kept here or in ``reports.directory`` and not expired; None otherwise."""
-        now = float(self._clock())  # type: ignore[operator]
+        now = self._clock()
         with self._lock:
             self._expire(now)
             held = self._pages.get(report_id)
@@ -106,17 +108,14 @@ class ReportService:
     def stored(self) -> int:
         """Reports held in memory now."""
         with self._lock:
-            self._expire(float(self._clock()))  # type: ignore[operator]
+            self._expire(self._clock())
             return len(self._pages)
 
     def wait(self, report_id: str, timeout: float) -> ReportStatus | None:
         """Wait until the report is no longer pending (or ``timeout`` passes); its status."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status(report_id)
-            if st != "pending" or time.monotonic() >= deadline:
-                return st
-            time.sleep(0.05)
+        with self._settled:
+            self._settled.wait_for(lambda: self._status.get(report_id) != "pending", timeout)
+            return self._status.get(report_id)
 
     def close(self) -> None:
         """Stop building (the report process is stopped, a build in progress abandoned). Idempotent."""
@@ -142,12 +141,13 @@ class ReportService:
                 with self._lock:
                     self.failed += 1
                     self._status[spec.report_id] = "failed"
+                    self._settled.notify_all()
                 log.warning("report_failed", report_id=spec.report_id, error=str(e))
                 continue
             self._keep(spec.report_id, page)
 
     def _keep(self, report_id: str, page: bytes) -> None:
-        now = float(self._clock())  # type: ignore[operator]
+        now = self._clock()
         path = self._path(report_id)
         if path is not None:
             try:
@@ -160,6 +160,7 @@ class ReportService:
         with self._lock:
             self._pages[report_id] = (now, page)
             self._status[report_id] = "ready"
+            self._settled.notify_all()
             self.built += 1
             self._expire(now)
         log.info("report_ready", report_id=report_id, bytes=len(page))

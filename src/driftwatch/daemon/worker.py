@@ -755,7 +755,7 @@ class Worker:
         for the report process (cheap here: one stream's metric rows and its sample)."""
         assert self.reports is not None
         for t in transitions:
-            spec = spec_of_alert(self.core.evaluator, {}, t)
+            spec = spec_of_alert(self.core.evaluator, t)
             if spec is not None and self.reports.submit(spec):
                 self._report_ids[(t.fingerprint, t.event_time)] = spec.report_id
 

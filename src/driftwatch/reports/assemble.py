@@ -17,28 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
 from driftwatch._time import rfc3339
 from driftwatch.alerts.engine import AlertTransition
 from driftwatch.alerts.records import AlertRecord
-from driftwatch.config import Config, Rule
 from driftwatch.core.evaluate import Evaluator
-from driftwatch.core.profile import Profile
-from driftwatch.core.sample import INTERACTION_RATES, columns_of, gets_report
+from driftwatch.core.exposure import Stream
+from driftwatch.core.sample import columns_of, gets_report
 from driftwatch.core.slicing import OTHER, OVERALL
 from driftwatch.reports.spec import MetricValue, ReportSpec, Sample, SampleColumns
 
-__all__ = ["INTERACTION_RATES", "report_id", "reportable", "spec_for", "spec_of_alert"]
-
-
-def reportable(rule: Rule, config: Config) -> bool:
-    """Whether an alert of ``rule`` gets a report: drift, fairness (group comparisons, and rates of the groups of a
-    protected attribute) and complaint-like rates (:data:`INTERACTION_RATES`). The evaluator keeps samples for the
-    longest window of these rules."""
-    return gets_report(rule, config)
+__all__ = ["report_id", "spec_for", "spec_of_alert"]
 
 
 def report_id(record: AlertRecord) -> str:
@@ -47,11 +39,11 @@ def report_id(record: AlertRecord) -> str:
     return digest[:20]
 
 
-def spec_of_alert(evaluator: Evaluator, profiles: Mapping[str, Profile], t: AlertTransition) -> ReportSpec | None:
+def spec_of_alert(evaluator: Evaluator, t: AlertTransition) -> ReportSpec | None:
     """The report of a firing alert, at the tick it fired (call from :attr:`Evaluator.on_tick`); None when its rule
-    gets no report (see :func:`reportable`) or it is not a firing."""
+    gets no report (:func:`~driftwatch.core.sample.gets_report`) or it is not a firing."""
     rule = next((r for r in evaluator.config.rules if r.name == t.rule), None)
-    if t.state != "firing" or rule is None or not reportable(rule, evaluator.config):
+    if t.state != "firing" or rule is None or not gets_report(rule, evaluator.config):
         return None
     labels = t.labels
     attribute, value = labels.get("attribute"), labels.get("slice")
@@ -60,7 +52,6 @@ def spec_of_alert(evaluator: Evaluator, profiles: Mapping[str, Profile], t: Aler
         value = group if isinstance(group, str) else None
     return spec_for(
         evaluator,
-        profiles,
         model=labels["model"],
         version=labels.get("version", ""),
         window=t.window,
@@ -73,7 +64,6 @@ def spec_of_alert(evaluator: Evaluator, profiles: Mapping[str, Profile], t: Aler
 
 def spec_for(
     evaluator: Evaluator,
-    profiles: Mapping[str, Profile],
     *,
     model: str,
     version: str,
@@ -82,7 +72,6 @@ def spec_for(
     record: AlertRecord | None = None,
     attribute: str | None = None,
     value: str | None = None,
-    rid: str | None = None,
 ) -> ReportSpec:
     """The report of ``model`` x ``version`` over the ``window`` seconds ending at ``end`` (event time, a tick's end)
     as the evaluator holds it now, restricted to the slice ``attribute`` = ``value`` (a shown name) if given."""
@@ -118,8 +107,8 @@ def spec_for(
             MetricValue(r.name, dict(r.labels), r.value, r.n, r.lo, r.hi, r.status)
             for r in evaluator.reporter.rows([stream], window)
         ]
-    prof = profiles.get(model) or _learnt(evaluator, model)
-    reference = {c: list(v) for c, v in (prof.sample if prof is not None else {}).items()}
+    layout = evaluator.layouts.get(model)  # holds the reference profile, loaded or learnt from traffic
+    reference = {c: list(v) for c, v in (layout.profile.sample if layout is not None else {}).items()}
     wanted = [*mc.features, "score", "prediction"]
     if current:
         present = [c for c in wanted if c in current and c in reference]
@@ -128,7 +117,7 @@ def spec_for(
     title = "Report" if record is None else f"{record.rule}: {record.state}"
     where = "" if attribute is None else f" · {attribute}={value}"
     return ReportSpec(
-        report_id=rid or (report_id(record) if record is not None else _adhoc_id(model, version, window, end, where)),
+        report_id=report_id(record) if record is not None else _adhoc_id(model, version, window, end, where),
         title=f"{title} · {model} {version}{where}",
         model=model,
         version=version,
@@ -148,13 +137,15 @@ def spec_for(
     )
 
 
-def _shown_names(evaluator: Evaluator, stream: object, wt: int, dim: int) -> dict[str, str]:
+def _shown_names(evaluator: Evaluator, stream: Stream, wt: int, dim: int) -> dict[str, str]:
     """Slice token -> the name /metrics shows in the window, for the values it shows (the rest are ``__other__``)."""
-    keys, names, _ = evaluator.exposure.exposed_keys(stream, wt, dim)  # type: ignore[arg-type]
+    keys, names, _ = evaluator.exposure.exposed_keys(stream, wt, dim)
     return dict(zip(keys, names, strict=True))
 
 
-def _keeps(attribute: str | None, value: str | None, attrs: Sequence[str]):  # type: ignore[no-untyped-def]
+def _keeps(
+    attribute: str | None, value: str | None, attrs: Sequence[str]
+) -> Callable[[Sequence[str | None]], bool] | None:
     """A predicate on a row's shown attribute names: in the slice ``attribute`` = ``value`` (a pair ``a:b`` is
     matched side by side), or None for the whole model version."""
     if attribute is None or value is None or value == OVERALL or attribute == OVERALL:
@@ -168,12 +159,6 @@ def _keeps(attribute: str | None, value: str | None, attrs: Sequence[str]):  # t
         da, db = attrs.index(a), attrs.index(b)
         return lambda tokens: tokens[da] == va and tokens[db] == vb
     return lambda tokens: False
-
-
-def _learnt(evaluator: Evaluator, model: str) -> Profile | None:
-    """The profile a reference learnt from traffic became (its layout keeps it), if any."""
-    layout = evaluator.layouts.get(model)
-    return None if layout is None else layout.profile
 
 
 def _plain(v: object) -> float | int | str | None:

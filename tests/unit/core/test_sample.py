@@ -143,11 +143,11 @@ def test_a_slice_spec_holds_only_that_slice(pseudonym_key: bytes, example_config
     p = _run(cfg, pseudonym_key, raws, 4_000)
     end = p.evaluator.closed_before * cfg.windows.tick
     spec = spec_for(
-        p.evaluator, {}, model="refund-approval", version="v3", window=300, end=end, attribute="age_band", value="65+"
+        p.evaluator, model="refund-approval", version="v3", window=300, end=end, attribute="age_band", value="65+"
     )
     assert spec.current.rows > 0
     assert set(spec.current.columns["age_band"]) == {"65+"}
-    whole = spec_for(p.evaluator, {}, model="refund-approval", version="v3", window=300, end=end)
+    whole = spec_for(p.evaluator, model="refund-approval", version="v3", window=300, end=end)
     assert whole.current.rows > spec.current.rows
     assert set(whole.current.columns) >= {"amount", "score", "prediction", "age_band", "region"}
     assert set(whole.current.columns["label"]) - {None}  # labels of sampled predictions, once joined
