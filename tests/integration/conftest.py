@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from driftwatch.demo.broker import free_port, kafka_cluster
+from driftwatch.demo.broker import free_port, kafka_cluster  # noqa: F401  (free_port: re-exported to the tests)
 
 if TYPE_CHECKING:
     from driftwatch.config import Config
@@ -128,13 +128,18 @@ def log_events(text: str) -> list[dict[str, Any]]:
 
 
 class WorkerProcess:
-    """A ``driftwatch run`` subprocess with its /metrics URL; its output in ``log`` (stderr in ``stderr`` if given)."""
+    """A ``driftwatch run`` subprocess with its /metrics URL; its output in ``log`` (stderr in ``stderr`` if given).
+
+    The worker binds a port of its own choosing (``--metrics-port 0``) and the port is read from its
+    ``metrics_listening`` log line: a port picked here and bound there could be taken in between by another
+    test's process, whose /healthz would then answer for this worker."""
 
     def __init__(
         self, config: Path, bootstrap: str, env: dict[str, str], log: Path, stderr: Path | None = None
     ) -> None:
-        self.port = free_port()
+        self.port = 0
         self.log = log
+        self._events = stderr if stderr is not None else log  # the JSON log lines go to stderr
         self._fh = log.open("wb")
         self._err = stderr.open("wb") if stderr is not None else None
         self.proc = subprocess.Popen(
@@ -148,16 +153,27 @@ class WorkerProcess:
                 "--bootstrap",
                 bootstrap,
                 "--metrics-port",
-                str(self.port),
+                "0",
             ],
             stdout=self._fh,
             stderr=self._err if self._err is not None else subprocess.STDOUT,
             env=env,
             cwd=log.parent,  # the test's own directory: whatever a worker leaves behind stays out of the checkout
         )
-        wait_for(lambda: self._up() or self.proc.poll() is not None, 30, "the worker's /metrics")
+        wait_for(lambda: self._listening() or self.proc.poll() is not None, 30, "the worker's /metrics")
         if self.proc.poll() is not None:
             raise AssertionError(f"worker exited early: {log.read_text()[-3000:]}")
+        wait_for(lambda: self._up() or self.proc.poll() is not None, 30, "the worker's /healthz")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited early: {log.read_text()[-3000:]}")
+
+    def _listening(self) -> bool:
+        """Whether the worker has logged the port its /metrics listens on (kept in ``port``)."""
+        for e in log_events(self._events.read_text(errors="replace")):
+            if e["event"] == "metrics_listening":
+                self.port = int(urllib.parse.urlsplit(str(e["url"])).port or 0)
+                return self.port > 0
+        return False
 
     @property
     def url(self) -> str:
@@ -188,7 +204,7 @@ class WorkerProcess:
 @contextlib.contextmanager
 def http_on_loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """Serve ``handler`` on a free loopback port in a thread for the ``with`` block; yields its ``/hook`` URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/hook"

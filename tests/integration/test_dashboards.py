@@ -46,7 +46,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def _hook() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Hook)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:

@@ -44,7 +44,7 @@ class _Inbox(BaseHTTPRequestHandler):
 def inbox() -> Iterator[tuple[str, type[_Inbox]]]:
     """A webhook receiver on loopback."""
     handler = type("Inbox", (_Inbox,), {"signatures": []})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
