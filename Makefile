@@ -80,9 +80,15 @@ replay-demo: install
 	@echo "--- what was injected:"; cat out/demo-bias.jsonl.truth.json; echo
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/driftwatch replay out/demo-bias.jsonl --config config/driftwatch.example.yaml
 
+# Every benchmark, one after another (never two at once on 2 cores), each printing its figures and ratios against
+# their targets (PASS or MISS). About 25 minutes; the detection benchmark replays 3 x 6 h of healthy traffic.
 bench: install
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/replay_throughput.py
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/throughput.py --quick
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/scale_out.py
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/sidecar.py --events 50000 --latency-seconds 5
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/reports.py --build
+	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/detection.py
 
 schemas: install
 	$(BIN)/driftwatch schema --out-dir schemas

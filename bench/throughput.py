@@ -26,6 +26,7 @@ simulator's predictions) to show its peak RSS. Figures are printed, never
 asserted: the machine is shared and noisy, compare the ratios.
 
     python bench/throughput.py                      # 1,000,000 events, own Tansu broker
+    python bench/throughput.py --quick              # 50,000 events (wide run: 100,000): what make bench runs
     python bench/throughput.py --events 200000 --repeat 3       # medians of 3 interleaved rounds
     python bench/throughput.py --events 200000 --profile 30     # + pyinstrument profiles of (b) and (c)
     python bench/throughput.py --bootstrap 127.0.0.1:9092
@@ -88,6 +89,7 @@ BATCH_SIZE, BATCH_WAIT = 500, 0.2  # driftwatch's ingest batching (kafka.batch_s
 
 PRODUCER_BATCH_BYTES = 64 * 1024
 WIDE_REGIONS, WIDE_LANGUAGES, WIDE_MAX_VALUES = 250, 50, 100
+QUICK_EVENTS, QUICK_WIDE_EVENTS = 50_000, 100_000  # --quick (make bench)
 RESULT_TAG = "@@bench-result "
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MODES = ("raw", "bare-take", "bare-iter", "driftwatch")
@@ -830,9 +832,16 @@ def main() -> None:
         type=int,
         help="diagnostic: override the consumers' fetch_max_wait_ms (Faust hard-codes 1500) in every measurement",
     )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_EVENTS:,} events per layout and {QUICK_WIDE_EVENTS:,} for the wide run (a few minutes; noisier)",
+    )
     ap.add_argument("--measure", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--dataset", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.events, args.wide_events = min(args.events, QUICK_EVENTS), min(args.wide_events, QUICK_WIDE_EVENTS)
     if args.measure:
         _child(args)
         return
