@@ -324,7 +324,7 @@ class Evaluator:
             self.closed_before = min(open_ticks)
         return self._close_until(max(open_ticks) + 1)
 
-    def _evaluate(self, tick: int, closed: dict[int, S.Matrix | None]) -> list[AlertTransition]:
+    def _evaluate(self, tick: int, closed: dict[int, S.Sparse | None]) -> list[AlertTransition]:
         self.counters.evaluations += 1
         now = (tick + 1) * self.tick
         out: list[AlertTransition] = []

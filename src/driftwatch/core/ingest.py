@@ -1057,16 +1057,7 @@ class Ingestor:
         used[pairs] = True
         pair_ids = np.flatnonzero(used)
         compact = np.cumsum(used) - 1
-        cell = compact[base][:, :, None] * width + cols[:, None, :]
-        valid = row_ok[:, :, None] & (cols >= 0)[:, None, :]
-        live = cell[valid]
-        if len(pair_ids) * width <= _DENSE_CELLS:
-            counts = np.bincount(live, minlength=len(pair_ids) * width)
-            keys = np.flatnonzero(counts)
-            vals = counts[keys]
-        else:  # too many cells to count densely: sort instead (same result)
-            keys, cnt = np.unique(live, return_counts=True)
-            vals = cnt.astype(np.int64)
+        keys, vals = _count_cells(compact[base], row_ok, cols, width, len(pair_ids) * width)
         extra_keys, extra_vals = [keys], [vals]
         if score is not None:
             ok = ~np.isnan(score)
@@ -1289,7 +1280,38 @@ def slice_limits(config: Config) -> tuple[int, ...]:
 
 
 _KIND_CODE = {**S.KIND_COLUMN, "label": S.N_LABEL}
-_DENSE_CELLS = 1 << 21
+_DENSE_CELLS = 1 << 19
+_CHUNK_CELLS = 1 << 20
+"""(event, slice, column) triples counted in one pass of :func:`_count_cells`: its temporaries are a few times this
+in bytes, however large the batch (a 50,000-event batch of a wide layout made them ~40 MB, a worker's peak)."""
+
+
+def _count_cells(
+    cpos: np.ndarray, row_ok: np.ndarray, cols: np.ndarray, width: int, cells: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of compact cells (``cpos`` of each event's slice rows, times ``width``, plus each of its ``cols``;
+    rows not ``row_ok`` and negative columns are skipped): the cells counted and their counts, cells ascending."""
+    n, per = len(cpos), max(1, cpos.shape[1] * cols.shape[1])
+    step = max(1, _CHUNK_CELLS // per)
+    dense = np.zeros(cells, np.int64) if cells <= _DENSE_CELLS else None
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    for lo in range(0, n, step):
+        c, ok = cols[lo : lo + step], row_ok[lo : lo + step]
+        live = (cpos[lo : lo + step, :, None] * width + c[:, None, :])[ok[:, :, None] & (c >= 0)[:, None, :]]
+        if dense is not None:
+            dense += np.bincount(live, minlength=cells)
+        else:  # too many cells to count densely: sort instead (same result)
+            found.append(np.unique(live, return_counts=True))
+    if dense is not None:
+        keys = np.flatnonzero(dense)
+        return keys, dense[keys]
+    if len(found) == 1:
+        return found[0][0], found[0][1].astype(np.int64)
+    keys, inv = np.unique(np.concatenate([k for k, _ in found]), return_inverse=True)
+    counts = np.concatenate([c for _, c in found]).astype(np.int64)
+    return keys, np.bincount(inv.reshape(-1), weights=counts).astype(np.int64)
+
+
 """Largest count block (cells of the (tick, slice) pairs of one batch) counted densely: 16 MB of int64."""
 
 

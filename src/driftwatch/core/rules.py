@@ -78,7 +78,7 @@ class RuleEvaluator:
         for key in [k for k in self._evidence_cache if k[1] in models]:
             del self._evidence_cache[key]
 
-    def candidates(self, rule: Rule, s: Stream, cache: Cache, tick_m: S.Matrix | None, now: float) -> list[Candidate]:
+    def candidates(self, rule: Rule, s: Stream, cache: Cache, tick_m: S.Sparse | None, now: float) -> list[Candidate]:
         """Every candidate of ``rule`` on stream ``s`` at event time ``now`` (``tick_m``: the tick just closed)."""
         if rule.metric in ATTRIBUTE_METRICS:
             return self._attribute_candidates(rule, s, cache, now)
@@ -132,7 +132,7 @@ class RuleEvaluator:
         rule: Rule,
         s: Stream,
         cache: Cache,
-        tick_m: S.Matrix | None,
+        tick_m: S.Sparse | None,
         now: float,
     ) -> list[Candidate]:
         keyed = self._selected(rule, s, cache)
@@ -223,7 +223,7 @@ class RuleEvaluator:
         sel: list[tuple[str, str, str, S.Matrix]],
         arr: MetricArrays,
         sufficient: np.ndarray,
-        tick_m: S.Matrix | None,
+        tick_m: S.Sparse | None,
         now: float,
     ) -> list[Candidate]:
         det_cfg = rule.detector
@@ -234,8 +234,8 @@ class RuleEvaluator:
             key = self.detectors.key(rule.name, labels)
             row = s.space.find((dim, slice_value))
             x = math.nan
-            if tick_m is not None and row is not None and row < tick_m.shape[0]:
-                x = float(slice_metric(rule.metric, tick_m[row : row + 1], s.layout).value[0])
+            if tick_m is not None and row is not None and row < tick_m.rows:
+                x = float(slice_metric(rule.metric, tick_m.row(row), s.layout).value[0])
             if not math.isnan(x):
                 self.detectors.update(key, labels, x, now, det_cfg)
             at = self.detectors.detected_at(key)

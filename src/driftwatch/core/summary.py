@@ -250,6 +250,13 @@ class Sparse:
         out[self.index] = self.values
         return out.reshape(self.rows, self.width)
 
+    def row(self, r: int) -> Matrix:
+        """Row ``r`` as a dense ``(1, width)`` matrix (zeros past :attr:`rows`)."""
+        lo, hi = np.searchsorted(self.index, [r * self.width, (r + 1) * self.width])
+        out = np.zeros((1, self.width), np.int64)
+        out[0, self.index[lo:hi] - r * self.width] = self.values[lo:hi]
+        return out
+
     def add_to(self, target: Matrix, sign: int = 1) -> None:
         """``target += self`` (or ``-=`` with ``sign=-1``) in place; ``target`` has at least as many rows."""
         flat = target.reshape(-1)  # a view: targets are C-contiguous
@@ -454,6 +461,27 @@ def _cells_of(jobs: list[tuple[Sparse, ...]], rows: NDArray[np.int64], cols: tup
     return out.reshape(len(jobs), len(rows), len(cols))
 
 
+_READ_CELLS = 1 << 18
+"""Stored cells :func:`_cells_of` reads in one pass (its temporaries are ~50 bytes per cell): a rule's first read of
+a whole window of a wide slice space made them ~20 MB, a worker's peak."""
+
+
+def _read_cells(jobs: list[tuple[Sparse, ...]], rows: NDArray[np.int64], cols: tuple[int, ...]) -> Matrix:
+    """:func:`_cells_of`, in passes of at most about :data:`_READ_CELLS` stored cells."""
+    out: list[Matrix] = []
+    batch: list[tuple[Sparse, ...]] = []
+    held = 0
+    for parts in jobs:
+        size = sum(len(p.index) for p in parts)
+        if batch and held + size > _READ_CELLS:
+            out.append(_cells_of(batch, rows, cols))
+            batch, held = [], 0
+        batch.append(parts)
+        held += size
+    out.append(_cells_of(batch, rows, cols))
+    return out[0] if len(out) == 1 else np.concatenate(out)
+
+
 @dataclass(slots=True, eq=False)
 class _ReadOut:
     """A window bucket's counts in some rows and columns, and the parts they were read from (see
@@ -531,8 +559,9 @@ class WindowStore:
                 w.buckets.insert(i, (bid, sp))
             w.total = accumulate(w.total, sp)
 
-    def close(self, tick: int) -> Matrix | None:
-        """Close ``tick``: move it into every window and the since-start total; return its matrix."""
+    def close(self, tick: int) -> Sparse | None:
+        """Close ``tick``: move it into every window and the since-start total; return its counts (sparse: dense,
+        one per model version, they were a wide worker's peak memory while rules ran)."""
         parts = self._open.pop(tick, None)
         sp = None if parts is None else Sparse.total(parts)
         end = tick + 1
@@ -558,7 +587,7 @@ class WindowStore:
             by_tick.setdefault(earlier, []).append(counts)
         for earlier, parts in sorted(by_tick.items()):  # into the buckets of its own tick, if still in a window
             self.add(earlier, Sparse.total(parts), closed_before=end)
-        return None if sp is None else sp.dense()
+        return sp
 
     def settle(self) -> None:
         """Fold late additions into their window buckets (before the buckets are read, e.g. for a checkpoint)."""
@@ -628,7 +657,7 @@ class WindowStore:
             else:
                 reads.append((i, parts, None, parts))
         if reads:
-            counts = _cells_of([new for *_, new in reads], at, cols)
+            counts = _read_cells([new for *_, new in reads], at, cols)
             for (i, parts, base, _), c in zip(reads, counts, strict=True):
                 if base is not None:
                     c += base.counts

@@ -273,6 +273,9 @@ def _faust_app(config: Config, bootstrap: str) -> faust.App:
         topic_disable_leader=True,
         producer_linger=0.005,
         producer_max_request_size=8 * 1024 * 1024,
+        # Messages fetched ahead of the ingest agent: two batches, not Faust's 4,096 (with envelopes of 100 events
+        # that buffer held ~100 MB of a backlog, the largest part of a wide worker's peak memory).
+        stream_buffer_maxsize=2 * k.batch_size,
         TableManager=_TableManager,
     )
     app.transport = FetchTransport(app.conf.broker_consumer, app)  # fetch wait 100 ms, not 1.5 s

@@ -52,7 +52,8 @@ def test_window_totals_equal_brute_force_sums(seed: int) -> None:
         got = store.close(t)
         assert (got is None) == (t not in ticks)
         if t in ticks:
-            assert np.array_equal(got, ticks[t])
+            assert got is not None
+            assert np.array_equal(got.dense(), ticks[t])
             since = S.accumulate(since, ticks[t])
         for length in lengths:
             assert np.array_equal(store.window(length, max_rows, WIDTH), brute_window(ticks, t, length, max_rows)), (
@@ -106,7 +107,9 @@ def test_open_ticks_accumulate_additions() -> None:
     expected[:2] += 1
     assert np.array_equal(store.open[5], expected)
     assert not store.window(3, 4, WIDTH).any()
-    assert np.array_equal(store.close(5), expected)
+    closed = store.close(5)
+    assert closed is not None
+    assert np.array_equal(closed.dense(), expected)
     assert np.array_equal(store.window(3, 4, WIDTH), expected)
 
 
@@ -248,3 +251,32 @@ def test_numeric_block_treats_numeric_strings_the_same_in_every_batch() -> None:
     with_text = block.columns(["42", 10.0, "n/a"]).tolist()
     assert with_text[:2] == alone
     assert with_text[2] == block.missing
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bucket_reads_in_passes_equal_one_pass(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading many buckets' parts in several bounded passes gives the single pass's counts."""
+    rng = np.random.default_rng(seed)
+    jobs = [
+        tuple(
+            S.Sparse.from_dense(rng.integers(0, 3, (int(rng.integers(1, 9)), WIDTH))) for _ in range(rng.integers(1, 4))
+        )
+        for _ in range(12)
+    ]
+    rows = np.array([0, 3, 5, 9], np.int64)  # row 9 is past every part: zeros
+    cols = (1, 4, 6)
+    whole = S._cells_of(jobs, rows, cols)
+    monkeypatch.setattr(S, "_READ_CELLS", 10)
+    assert np.array_equal(S._read_cells(jobs, rows, cols), whole)
+    for j, parts in enumerate(jobs):
+        dense = sum(np.pad(p.dense(), ((0, 10 - p.rows), (0, 0))) for p in parts)
+        assert np.array_equal(whole[j], dense[rows][:, cols])
+
+
+def test_a_sparse_row_is_the_dense_row() -> None:
+    m = np.zeros((4, WIDTH), np.int64)
+    m[1, [0, 6]] = [3, 2]
+    m[2, 3] = 5
+    sp = S.Sparse.from_dense(m)
+    for r in range(4):
+        assert np.array_equal(sp.row(r), m[r : r + 1])

@@ -1,0 +1,40 @@
+"""The ingest's cell counting (`_count_cells`): dense or sorted, in one pass or many, the same counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from driftwatch.core import ingest
+
+
+def _naive(cpos: np.ndarray, row_ok: np.ndarray, cols: np.ndarray, width: int, cells: int) -> np.ndarray:
+    out = np.zeros(cells, np.int64)
+    for i in range(len(cpos)):
+        for s in range(cpos.shape[1]):
+            for c in cols[i]:
+                if row_ok[i, s] and c >= 0:
+                    out[cpos[i, s] * width + c] += 1
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("dense_cells", "chunk_cells"), [(1 << 19, 1 << 20), (1 << 19, 7), (0, 1 << 20), (0, 7)])
+def test_cell_counts_do_not_depend_on_passes_or_method(
+    seed: int, dense_cells: int, chunk_cells: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(seed)
+    n, slices, per, width, pairs = 300, 4, 5, 11, 40
+    cpos = rng.integers(0, pairs, (n, slices))
+    row_ok = rng.random((n, slices)) > 0.2
+    cols = np.where(rng.random((n, per)) > 0.3, rng.integers(0, width, (n, per)), -1)
+    want = _naive(cpos, row_ok, cols, width, pairs * width)
+    monkeypatch.setattr(ingest, "_DENSE_CELLS", dense_cells)
+    monkeypatch.setattr(ingest, "_CHUNK_CELLS", chunk_cells)
+    keys, counts = ingest._count_cells(cpos, row_ok, cols, width, pairs * width)
+    assert np.all(np.diff(keys) > 0)
+    got = np.zeros(pairs * width, np.int64)
+    got[keys] = counts
+    assert np.array_equal(got, want)
+    assert counts.dtype == np.int64
+    assert np.all(counts > 0)
