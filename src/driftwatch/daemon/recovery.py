@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -47,8 +47,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.snapshot import Codec, decode_state, encode_state
+from driftwatch.core.summary import Partial
 from driftwatch.daemon.offsets import end_offsets
-from driftwatch.daemon.wire import PartialMsg, SummaryMsg, from_msg
+from driftwatch.daemon.wire import SummaryMsg, from_msg
 from driftwatch.events import split_messages
 
 __all__ = [
@@ -72,6 +73,8 @@ __all__ = [
 
 CHUNK_BYTES = 512 * 1024
 """Checkpoint chunk size: well under the 1 MB default message limit of Kafka brokers."""
+_CHUNKS_IN_FLIGHT = 4
+"""Checkpoint chunks sent and not yet acknowledged, at most."""
 
 
 class IngestIntent(msgspec.Struct, frozen=True):
@@ -119,24 +122,25 @@ decode_chunk = _CHUNK.decode
 
 def split_chunks(
     generation: str, blob: bytes, offset: int, applied: dict[str, int], size: int = CHUNK_BYTES
-) -> list[EvalChunk]:
-    """Cut a checkpoint into chunks; the last carries the offsets.
+) -> Iterator[EvalChunk]:
+    """Cut a checkpoint into chunks, one at a time (a checkpoint of a wide worker is tens of MB: a list of copies
+    doubled it); the last carries the offsets.
 
     >>> [(c.index, c.count, len(c.data), c.offset) for c in split_chunks("g", b"x" * 5, 9, {}, size=2)]
     [(0, 3, 2, -1), (1, 3, 2, -1), (2, 3, 1, 9)]
     """
-    parts = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
-    n = len(parts)
-    return [
-        EvalChunk(generation, i, n, part, offset if i == n - 1 else -1, applied if i == n - 1 else {})
-        for i, part in enumerate(parts)
-    ]
+    n = max(1, -(-len(blob) // size))
+    for i in range(n):
+        last = i == n - 1
+        yield EvalChunk(
+            generation, i, n, blob[i * size : (i + 1) * size], offset if last else -1, applied if last else {}
+        )
 
 
 def join_chunks(chunks: Sequence[EvalChunk]) -> tuple[bytes, EvalChunk] | None:
     """The newest complete checkpoint among ``chunks`` (in log order): its bytes and its last chunk; None if none.
 
-    >>> cs = split_chunks("a", b"old", 1, {}) + split_chunks("b", b"new!", 2, {}, size=3)[:1]
+    >>> cs = [*split_chunks("a", b"old", 1, {}), next(split_chunks("b", b"new!", 2, {}, size=3))]
     >>> join_chunks(cs)[0]
     b'old'
     """
@@ -479,7 +483,7 @@ class EvalRecovery(_Recovery):
         self.checkpointed: dict[int, float] = {}  # partition -> monotonic time of its last checkpoint
         self.applied: dict[str, int] = {}  # "topic:partition|model" -> highest source offset applied
         # Chunks of a batch not yet complete: mark -> ((source range, worker), first offset, partials so far).
-        self.held: dict[str, tuple[tuple[tuple[int, int], str], int, list[PartialMsg]]] = {}
+        self.held: dict[str, tuple[tuple[tuple[int, int], str], int, list[Partial]]] = {}
         self.seconds: dict[str, float] = {}  # "summaries <partition>" -> how long its last recovery took
         self.checkpoints_written = 0
         self._locks: dict[int, asyncio.Lock] = {}
@@ -563,13 +567,14 @@ class EvalRecovery(_Recovery):
     def merge(self, msg: SummaryMsg, partition: int, offset: int) -> bool:
         """Apply a summary message's partials once (a batch's chunks together, when the last one arrives);
         False for a redelivered batch, already applied."""
+        # Held as partials (they share the keys' strings); a partial naming keys its message lacks raises ValueError.
+        parts = [from_msg(p, msg.keys) for p in msg.partials]
         # One batch sends its partials per model (in one or more messages): progress is kept per source and model.
         model = msg.partials[0].model_id
         self.models.setdefault(partition, set()).add(model)
         marks = {f"{tp}|{model}": hi for tp, (_, hi) in msg.sources.items()}
         if marks and all(hi <= self.applied.get(m, -1) for m, hi in marks.items()):
             return False
-        parts = msg.partials
         if len(marks) == 1:
             (mark,) = marks
             ident = (msg.sources[mark.rpartition("|")[0]], msg.worker)
@@ -583,7 +588,7 @@ class EvalRecovery(_Recovery):
                 parts = [*held[2], *parts]
             self.held.pop(mark, None)
         with self.lock:
-            self.core.evaluator.apply([from_msg(p) for p in parts])
+            self.core.evaluator.apply(parts)
         for m, hi in marks.items():
             self.applied[m] = max(hi, self.applied.get(m, -1))
         return True
@@ -605,10 +610,16 @@ class EvalRecovery(_Recovery):
             [self.offset.get(partition, -1)]
             + [first - 1 for mark, (_, first, _) in self.held.items() if mark.rpartition("|")[2] in models]
         )
-        chunks = split_chunks(uuid.uuid4().hex, blob, resume, applied)
-        futs = [await self.topic.send(key=self.key, value=encode_chunk(c), partition=partition) for c in chunks]
-        for f in futs:
+        # A few chunks in flight at a time: the producer would otherwise hold a copy of the whole checkpoint.
+        sent: deque[Any] = deque()
+        chunks = 0
+        for c in split_chunks(uuid.uuid4().hex, blob, resume, applied):
+            sent.append(await self.topic.send(key=self.key, value=encode_chunk(c), partition=partition))
+            chunks += 1
+            if len(sent) >= _CHUNKS_IN_FLIGHT:
+                await sent.popleft()
+        for f in sent:
             await f
         self.checkpointed[partition] = time.monotonic()
         self.checkpoints_written += 1
-        self.log.info("checkpoint_written", partition=partition, offset=resume, chunks=len(chunks), bytes=len(blob))
+        self.log.info("checkpoint_written", partition=partition, offset=resume, chunks=chunks, bytes=len(blob))

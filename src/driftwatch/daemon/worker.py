@@ -69,6 +69,7 @@ from driftwatch.alerts.engine import AlertTransition
 from driftwatch.alerts.records import AlertRecord, encode_record
 from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
+from driftwatch.core.summary import Partial
 from driftwatch.daemon._fetch import Transport as FetchTransport
 from driftwatch.daemon.exposition import serve_http
 from driftwatch.daemon.metrics import (
@@ -82,7 +83,7 @@ from driftwatch.daemon.notifier import api_url
 from driftwatch.daemon.recovery import EvalRecovery, IngestIntent, InputRecovery, WorkerContext, encode_intent
 from driftwatch.daemon.reports import ReportService
 from driftwatch.daemon.topics import bootstrap_hosts
-from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, to_msg
+from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, to_msgs
 from driftwatch.events import split_messages
 from driftwatch.profiles import load_profiles
 from driftwatch.reports.assemble import spec_of_alert
@@ -593,9 +594,9 @@ class Worker:
                 value = value[:DEAD_LETTER_MAX_BYTES]
             pending.append(await self.dead_letter.send(key=None, value=value, headers=headers))
         sources = {tp: (lo, hi)}
-        by_model: dict[str, list[Any]] = {}
+        by_model: dict[str, list[Partial]] = {}
         for p in partials:
-            by_model.setdefault(p.model_id, []).append(to_msg(p))
+            by_model.setdefault(p.model_id, []).append(p)
         wm = announced
         if not by_model:
             pending.append(await self._send_summary(SummaryMsg(self.worker_id, wm, sources), key=b"__none__"))
@@ -603,7 +604,8 @@ class Worker:
             # Bounded messages: a batch spanning many ticks is sent in chunks, applied together when the last arrives.
             for i in range(0, len(parts), _PARTIALS_PER_MESSAGE):
                 last = i + _PARTIALS_PER_MESSAGE >= len(parts)
-                chunk = SummaryMsg(self.worker_id, wm, sources, parts[i : i + _PARTIALS_PER_MESSAGE], final=last)
+                keys, msgs = to_msgs(parts[i : i + _PARTIALS_PER_MESSAGE])
+                chunk = SummaryMsg(self.worker_id, wm, sources, msgs, final=last, keys=keys)
                 pending.append(await self._send_summary(chunk, key=model.encode()))
         return len(decoded.predictions) + len(decoded.interactions)
 
@@ -750,8 +752,11 @@ class Worker:
             return
         if live and msg.watermark != -math.inf:
             self._watermarks[(msg.worker, partition)] = (msg.watermark, time.monotonic())
-        if msg.partials and not self.eval_recovery.merge(msg, partition, offset):
-            self.duplicates_skipped += 1  # a redelivered batch: already counted
+        try:
+            if msg.partials and not self.eval_recovery.merge(msg, partition, offset):
+                self.duplicates_skipped += 1  # a redelivered batch: already counted
+        except ValueError:  # a partial naming slice keys its message does not carry
+            self.summaries_rejected += 1
 
     def _assemble_reports(self, _end: float, transitions: list[AlertTransition]) -> None:
         """At the tick they fire (evaluator hook, under the core's lock): the spec of each reportable firing, queued
