@@ -418,7 +418,9 @@ class Ingestor:
         self._join: dict[str, int] = {}
         # A cell is a stream and one combination of slice rows; join entries point at cells.
         self._cell_stream: list[_Stream | None] = [None]
-        self._cell_rows: list[tuple[int, ...]] = [()]
+        # Each cell's slice rows (a row of int32 per cell, grown by doubling; cell 0 is unused): tuples of ints took
+        # ~220 bytes per cell, and a wide layout makes ~100,000 cells.
+        self._cell_rows = np.zeros((64, 1 + len(self.dimensions)), np.int32)
         self._join_order: deque[tuple[float, list[str]]] = deque()
         self._pending: dict[str, list[tuple[Interaction, float, int]]] = {}
         self._labeled: set[str] = set()
@@ -1009,16 +1011,24 @@ class Ingestor:
         view = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
         uniq, first, inv = np.unique(view, return_index=True, return_inverse=True)
         ids = np.empty(len(uniq), np.int64)
+        new: list[int] = []
         for u, key in enumerate(uniq.tolist()):
             cell = stream.cells.get(key)
             if cell is None:
-                cell = len(self._cell_rows)
+                cell = len(self._cell_stream)
                 if cell >= MAX_CELLS:
                     raise OverflowError("too many slice cells; lower max_values")
                 stream.cells[key] = cell
                 self._cell_stream.append(stream)
-                self._cell_rows.append(tuple(rows[first[u]].tolist()))
+                new.append(u)
             ids[u] = cell
+        if new:
+            end = len(self._cell_stream)
+            if end > len(self._cell_rows):
+                grown = np.zeros((max(end, 2 * len(self._cell_rows)), self._cell_rows.shape[1]), np.int32)
+                grown[: len(self._cell_rows)] = self._cell_rows
+                self._cell_rows = grown
+            self._cell_rows[end - len(new) : end] = rows[first[new]]
         ms = np.floor(ts * 1000).astype(np.int64)  # floor: the label's tick must equal the prediction's
         packed: np.ndarray = (ids[inv.ravel()] << _CELL_SHIFT) | (fav.astype(np.int64) << _TS_BITS) | (ms & _TS_MASK)
         return packed
@@ -1197,7 +1207,7 @@ class Ingestor:
             idx = sel[js]
             stream = streams[int(cells[idx[0]])]
             assert stream is not None
-            rows = np.array([self._cell_rows[x] for x in cells[idx].tolist()], np.int64)
+            rows = self._cell_rows[cells[idx]].astype(np.int64)
             d = col2[idx]
             col = np.stack([col0[idx], col1[idx], np.where(d >= 0, d + stream.layout.delay_start, -1)], axis=1)
             self._scatter(stream, rows, at[idx], col, visible=visible[idx])
