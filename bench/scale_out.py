@@ -62,10 +62,15 @@ from driftwatch.core.profile import build_profile, prediction_columns  # noqa: E
 from driftwatch.daemon.metrics import SLICE_FAMILIES  # noqa: E402
 from driftwatch.demo.broker import tansu_broker  # noqa: E402
 from driftwatch.profiles import load_profiles  # noqa: E402
-from throughput import ENVELOPE, PARTITIONS, SESSION_TIMEOUT, _encoded_events, produce  # noqa: E402
+from throughput import (  # noqa: E402
+    ENVELOPE,
+    EXAMPLE,
+    PARTITIONS,
+    SESSION_TIMEOUT,
+    _encoded_events,
+    produce,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "config" / "driftwatch.example.yaml"
 TARGET = 0.90
 PORT = ("--metrics-port", "0")  # each worker binds a free port and logs it
 Key = tuple[str, tuple[tuple[str, str], ...]]
