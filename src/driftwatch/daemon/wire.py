@@ -68,8 +68,8 @@ def to_msgs(partials: Sequence[Partial]) -> tuple[dict[str, Keys], list[PartialM
             tables[p.version] = p.keys
     out = []
     for p in partials:
-        n = len(p.keys)
-        shared = tables[p.version][:n] == p.keys if n else True
+        n = len(p.keys)  # 0: a partial of sampled joins only (reports), which names no slice
+        shared = n > 0 and tables[p.version][:n] == p.keys
         out.append(_msg(p, [], n) if shared else _msg(p, list(p.keys), -1))
     return {v: list(t) for v, t in tables.items()}, out
 
@@ -85,7 +85,7 @@ def _msg(p: Partial, keys: Keys, key_count: int) -> PartialMsg:
 
 def from_msg(m: PartialMsg, tables: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> Partial:
     """Wire -> Partial (kept sparse); ``tables``: its message's slice key tables (:attr:`SummaryMsg.keys`)."""
-    if m.key_count >= 0:
+    if m.key_count > 0:
         if tables is None or m.version not in tables or len(tables[m.version]) < m.key_count:
             raise ValueError(f"a partial of {m.model_id}/{m.version} names slice keys its message does not carry")
         keys = tuple(tables[m.version][: m.key_count])  # tuples of the table: one copy of each key per message

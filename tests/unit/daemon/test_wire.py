@@ -40,7 +40,7 @@ def test_partials_of_one_message_share_one_key_table_and_come_back_exactly() -> 
     ]
     tables, msgs = to_msgs(parts)
     assert tables == {"v1": list(KEYS), "v2": list(KEYS[:5])}
-    assert [m.key_count for m in msgs] == [20, 50, 35, 5, -1, 0]
+    assert [m.key_count for m in msgs] == [20, 50, 35, 5, -1, -1]
     assert [len(m.keys) for m in msgs] == [0, 0, 0, 0, 10, 0]
     wire = decode_summary(encode_summary(SummaryMsg("w", 1.0, {"t:0": (0, 9)}, msgs, keys=tables)))
     back = [from_msg(m, wire.keys) for m in wire.partials]
@@ -71,3 +71,13 @@ def test_an_older_partial_without_a_key_count_decodes() -> None:
     msg = msgspec.msgpack.Decoder(PartialMsg).decode(old)
     assert msg.key_count == -1
     assert from_msg(msg).keys == (("region", "r000"),)
+
+
+def test_a_version_with_only_partials_of_no_slice_comes_back() -> None:
+    """Partials that name no slice (sampled joins only, with reports on) need no key table of their version."""
+    parts = [_partial("v1", 10, KEYS[:3], 1), _partial("v7", 10, (), 2), _partial("v7", 11, (), 3)]
+    tables, msgs = to_msgs(parts)
+    assert set(tables) == {"v1"}
+    wire = decode_summary(encode_summary(SummaryMsg("w", 1.0, {}, msgs, keys=tables)))
+    back = [from_msg(m, wire.keys) for m in wire.partials]
+    assert all(_same(a, b) for a, b in zip(parts, back, strict=True))
