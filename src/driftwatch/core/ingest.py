@@ -1291,6 +1291,7 @@ def slice_limits(config: Config) -> tuple[int, ...]:
 
 _KIND_CODE = {**S.KIND_COLUMN, "label": S.N_LABEL}
 _DENSE_CELLS = 1 << 19
+"""Largest count block (cells of the (tick, slice) pairs of one batch) counted densely: 4 MB of int64."""
 _CHUNK_CELLS = 1 << 20
 """(event, slice, column) triples counted in one pass of :func:`_count_cells`: its temporaries are a few times this
 in bytes, however large the batch (a 50,000-event batch of a wide layout made them ~40 MB, a worker's peak)."""
@@ -1301,28 +1302,26 @@ def _count_cells(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counts of compact cells (``cpos`` of each event's slice rows, times ``width``, plus each of its ``cols``;
     rows not ``row_ok`` and negative columns are skipped): the cells counted and their counts, cells ascending."""
-    n, per = len(cpos), max(1, cpos.shape[1] * cols.shape[1])
-    step = max(1, _CHUNK_CELLS // per)
-    dense = np.zeros(cells, np.int64) if cells <= _DENSE_CELLS else None
+    step = max(1, _CHUNK_CELLS // max(1, cpos.shape[1] * cols.shape[1]))
+    dense: np.ndarray | None = None
     found: list[tuple[np.ndarray, np.ndarray]] = []
-    for lo in range(0, n, step):
+    for lo in range(0, len(cpos), step):
         c, ok = cols[lo : lo + step], row_ok[lo : lo + step]
         live = (cpos[lo : lo + step, :, None] * width + c[:, None, :])[ok[:, :, None] & (c >= 0)[:, None, :]]
-        if dense is not None:
-            dense += np.bincount(live, minlength=cells)
+        if cells <= _DENSE_CELLS:
+            counted = np.bincount(live, minlength=cells)
+            dense = counted if dense is None else np.add(dense, counted, out=dense)
         else:  # too many cells to count densely: sort instead (same result)
             found.append(np.unique(live, return_counts=True))
     if dense is not None:
         keys = np.flatnonzero(dense)
         return keys, dense[keys]
-    if len(found) == 1:
-        return found[0][0], found[0][1].astype(np.int64)
+    if len(found) <= 1:
+        keys, counts = found[0] if found else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return keys, counts.astype(np.int64)
     keys, inv = np.unique(np.concatenate([k for k, _ in found]), return_inverse=True)
     counts = np.concatenate([c for _, c in found]).astype(np.int64)
     return keys, np.bincount(inv.reshape(-1), weights=counts).astype(np.int64)
-
-
-"""Largest count block (cells of the (tick, slice) pairs of one batch) counted densely: 16 MB of int64."""
 
 
 def _within(ts: np.ndarray, time_range: tuple[float, float]) -> bool:

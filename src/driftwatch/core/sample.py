@@ -41,15 +41,22 @@ from driftwatch.metrics.registry import ATTRIBUTE_METRICS, DRIFT_METRICS, spec
 
 __all__ = [
     "CODE_BYTES",
+    "INTERACTION_RATES",
     "Joined",
     "TickSample",
     "bottom_k",
     "columns_of",
+    "gets_report",
     "merge_all",
     "priorities",
     "row_bytes",
+    "sample_ticks",
     "value",
 ]
+
+
+INTERACTION_RATES = frozenset({"complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"})
+"""Slice rates of what customers did next: their alerts get a report (the complaint kind)."""
 
 
 def gets_report(rule: Rule, config: Config) -> bool:
@@ -60,10 +67,6 @@ def gets_report(rule: Rule, config: Config) -> bool:
     return spec(rule.metric).kind == "proportion" and (
         rule.attribute == "*" or (rule.attribute is not None and rule.attribute in config.protected)
     )
-
-
-INTERACTION_RATES = frozenset({"complaint_rate", "escalation_rate", "thumbs_down_rate", "override_rate"})
-"""Slice rates of what customers did next: their alerts get a report (the complaint kind)."""
 
 
 def sample_ticks(config: Config) -> int:

@@ -115,7 +115,8 @@ class Codec(Generic[T]):
 
 
 def sparse_bytes(m: Sparse) -> tuple[bytes, bytes]:
-    """A sparse matrix's flat indices (little-endian uint32) and values (int64) as bytes: how it is stored and sent.
+    """A sparse matrix's flat indices (little-endian uint32) and values (int64) as buffers that msgpack encodes as
+    bytes (memoryviews of the arrays where they already have that layout): how it is stored and sent.
 
     >>> m = Sparse(2, 2, np.array([1, 2]), np.array([2, 5]))
     >>> s = sparse_of(2, 2, *sparse_bytes(m))

@@ -36,11 +36,11 @@ from driftwatch.alerts.records import AlertRecord
 from driftwatch.alerts.silences import Silences
 from driftwatch.config import Config
 from driftwatch.daemon.actions import ActionRunner
+from driftwatch.daemon.api import ApiServer, build_api, start_api
+from driftwatch.daemon.notifier import NotifierService
 
 if TYPE_CHECKING:
     from driftwatch.daemon.reports import ReportService
-from driftwatch.daemon.api import ApiServer, build_api, start_api
-from driftwatch.daemon.notifier import NotifierService
 
 __all__ = ["AlertingService"]
 

@@ -567,7 +567,7 @@ class EvalRecovery(_Recovery):
     def merge(self, msg: SummaryMsg, partition: int, offset: int) -> bool:
         """Apply a summary message's partials once (a batch's chunks together, when the last one arrives);
         False for a redelivered batch, already applied."""
-        # Held as partials (they share the keys' strings); a partial naming keys its message lacks raises ValueError.
+        # Held as partials (they share the keys' strings); a partial naming keys its message lacks raises WireError.
         parts = [from_msg(p, msg.keys) for p in msg.partials]
         # One batch sends its partials per model (in one or more messages): progress is kept per source and model.
         model = msg.partials[0].model_id

@@ -16,7 +16,11 @@ from driftwatch.core.sample import TickSample
 from driftwatch.core.snapshot import Codec, sparse_bytes, sparse_of
 from driftwatch.core.summary import Partial
 
-__all__ = ["PartialMsg", "SummaryMsg", "decode_summary", "encode_summary", "from_msg", "to_msg", "to_msgs"]
+__all__ = ["PartialMsg", "SummaryMsg", "WireError", "decode_summary", "encode_summary", "from_msg", "to_msg", "to_msgs"]
+
+
+class WireError(ValueError):
+    """A summary message that decodes but does not hold together (a partial naming keys its message lacks)."""
 
 
 class PartialMsg(msgspec.Struct, array_like=True, frozen=True):
@@ -87,7 +91,7 @@ def from_msg(m: PartialMsg, tables: Mapping[str, Sequence[tuple[str, str]]] | No
     """Wire -> Partial (kept sparse); ``tables``: its message's slice key tables (:attr:`SummaryMsg.keys`)."""
     if m.key_count > 0:
         if tables is None or m.version not in tables or len(tables[m.version]) < m.key_count:
-            raise ValueError(f"a partial of {m.model_id}/{m.version} names slice keys its message does not carry")
+            raise WireError(f"a partial of {m.model_id}/{m.version} names slice keys its message does not carry")
         keys = tuple(tables[m.version][: m.key_count])  # tuples of the table: one copy of each key per message
     else:
         keys = tuple(m.keys)  # keys decode as tuples

@@ -83,7 +83,7 @@ from driftwatch.daemon.notifier import api_url
 from driftwatch.daemon.recovery import EvalRecovery, IngestIntent, InputRecovery, WorkerContext, encode_intent
 from driftwatch.daemon.reports import ReportService
 from driftwatch.daemon.topics import bootstrap_hosts
-from driftwatch.daemon.wire import SummaryMsg, decode_summary, encode_summary, to_msgs
+from driftwatch.daemon.wire import SummaryMsg, WireError, decode_summary, encode_summary, to_msgs
 from driftwatch.events import split_messages
 from driftwatch.profiles import load_profiles
 from driftwatch.reports.assemble import spec_of_alert
@@ -755,7 +755,7 @@ class Worker:
         try:
             if msg.partials and not self.eval_recovery.merge(msg, partition, offset):
                 self.duplicates_skipped += 1  # a redelivered batch: already counted
-        except ValueError:  # a partial naming slice keys its message does not carry
+        except WireError:  # a partial naming slice keys its message does not carry
             self.summaries_rejected += 1
 
     def _assemble_reports(self, _end: float, transitions: list[AlertTransition]) -> None:

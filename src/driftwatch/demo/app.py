@@ -54,7 +54,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -86,7 +85,7 @@ from driftwatch.daemon.produce import paced
 from driftwatch.daemon.sidecar import Sidecar
 from driftwatch.daemon.signing import SignatureError, load_secrets, verify
 from driftwatch.daemon.worker import Worker
-from driftwatch.demo.broker import tansu_broker
+from driftwatch.demo.broker import free_port, tansu_broker
 from driftwatch.simulate import ROLLBACK, generate, generate_schedule
 
 __all__ = ["DEFAULT_SCHEDULE", "SPEEDUP", "alert_line", "parse_schedule", "run_demo"]
@@ -276,9 +275,7 @@ def _alerting(config: Config, gateway_url: str, audit: Path, run_id: str, report
     al = config.alerting
     api = al.api.model_copy(update={"enabled": False})
     if reports:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()
         api = al.api.model_copy(
             update={
                 "enabled": True,

@@ -38,3 +38,13 @@ def test_cell_counts_do_not_depend_on_passes_or_method(
     assert np.array_equal(got, want)
     assert counts.dtype == np.int64
     assert np.all(counts > 0)
+
+
+@pytest.mark.parametrize("dense_cells", [1 << 19, 0])
+def test_no_events_count_nothing(dense_cells: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "_DENSE_CELLS", dense_cells)
+    keys, counts = ingest._count_cells(
+        np.zeros((0, 3), np.int64), np.zeros((0, 3), bool), np.zeros((0, 2), np.int64), 5, 0
+    )
+    assert len(keys) == len(counts) == 0
+    assert counts.dtype == np.int64

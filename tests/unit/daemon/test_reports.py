@@ -3,7 +3,6 @@ the notifier's link dropped when a report failed."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -81,10 +80,9 @@ def test_a_burst_beyond_the_queue_is_dropped_and_counted(clock: Clock) -> None:
     """Submitting never blocks the stream: specs beyond the queue are dropped, counted."""
     svc = ReportService(ReportsConfig(enabled=True, timeout=60.0), clock=clock)
     try:
-        started = time.monotonic()
         accepted = [svc.submit(small(f"f{i:03d}")) for i in range(QUEUE + 10)]
-        assert time.monotonic() - started < 5  # no submit waited for a build (each takes ~0.1-1 s)
         assert accepted.count(False) == svc.dropped
+        # A submit that waited for room would never drop: dropping proves none waited for a build.
         assert svc.dropped >= 9  # the thread may have taken one off the queue already
     finally:
         svc.close()

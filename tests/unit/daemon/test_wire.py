@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from driftwatch.core import summary as S
-from driftwatch.daemon.wire import PartialMsg, SummaryMsg, decode_summary, encode_summary, from_msg, to_msg, to_msgs
+from driftwatch.daemon.wire import (
+    PartialMsg,
+    SummaryMsg,
+    WireError,
+    decode_summary,
+    encode_summary,
+    from_msg,
+    to_msg,
+    to_msgs,
+)
 
 KEYS = tuple(("region", f"r{i:03d}") for i in range(50))
 
@@ -59,9 +68,9 @@ def test_a_partial_with_its_own_keys_still_decodes_as_before() -> None:
 
 def test_a_partial_naming_keys_its_message_lacks_is_refused() -> None:
     m = PartialMsg("m", "v9", 1, [], 9, b"", b"", key_count=4)
-    with pytest.raises(ValueError, match="does not carry"):
+    with pytest.raises(WireError, match="does not carry"):
         from_msg(m, {"v1": list(KEYS)})
-    with pytest.raises(ValueError, match="does not carry"):
+    with pytest.raises(WireError, match="does not carry"):
         from_msg(PartialMsg("m", "v1", 1, [], 9, b"", b"", key_count=60), {"v1": list(KEYS)})
 
 
