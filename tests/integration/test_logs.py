@@ -115,7 +115,13 @@ def test_piped_worker_logs_its_life_as_json_lines_and_no_secret_or_identifier(
             text = err.read_text()
             return '"alert_transition"' in text and '"firing"' in text and bool(handler.signatures)
 
-        wait_for(fired_and_paged, 120, "an alert to fire and its signed webhook to arrive", interval=0.5)
+        wait_for(
+            lambda: fired_and_paged() or worker.proc.poll() is not None,
+            120,
+            "an alert to fire and its signed webhook to arrive",
+            interval=0.5,
+        )
+        assert worker.proc.poll() is None, f"the worker exited: {err.read_text()[-2000:]}"
         wait_for(lambda: '"checkpoint_written"' in err.read_text(), 30, "a checkpoint", interval=0.2)
     finally:
         code = worker.stop()

@@ -19,6 +19,7 @@ forced exit: a second Ctrl-C) it is killed at once: its storage is memory.
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import struct
@@ -34,9 +35,36 @@ _API_VERSIONS = struct.pack(">hhih", 18, 0, 1, 0)
 """A Kafka ApiVersions v0 request header (api key 18, version 0, correlation id 1, no client id)."""
 
 
+_LOWEST_PORT = 10_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (a bind to port 0, an outgoing connection's own port)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
+    """A free TCP port on loopback, for a process started next to bind.
+
+    Picked at random below the kernel's ephemeral range: a port from that range, free now, can be handed by the
+    kernel to any process's bind to port 0 (or an outgoing connection) before the intended process binds it, and
+    then another server answers on it. Below the range only another explicit pick can take it.
+    """
+    lo = _ephemeral_range()[0]
+    rng = random.SystemRandom()
+    for _ in range(100 if lo - _LOWEST_PORT > 1000 else 0):
+        port = rng.randrange(_LOWEST_PORT, lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: try another
+            return port
+    with socket.socket() as s:  # no room below the range: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
