@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 import time
@@ -164,5 +165,15 @@ def _stop(
         if p.is_alive():
             p.kill()
     pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + _JOIN_SECONDS
     for p in procs:
-        p.join(_JOIN_SECONDS)
+        p.join(max(0.0, deadline - time.monotonic()))
+        # The pool's manager thread reaps its dead worker too. When it wins the race, our join sees ECHILD and
+        # returns before the exit code is stored on the shared Popen: wait for that store, to say how it ended.
+        while p.exitcode is None and not _running(p) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+def _running(p: multiprocessing.process.BaseProcess) -> bool:
+    """Whether ``p``'s process still exists (its sentinel closes when it ends, whoever reaps it)."""
+    return not multiprocessing.connection.wait([p.sentinel], 0)

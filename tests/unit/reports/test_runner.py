@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from driftwatch.reports import ReportError, ReportRunner, ReportSpec, Sample, SampleColumns, encode_spec
+from driftwatch.reports import runner as runner_module
 
 # Every report test runs in one test process, so Evidently is imported once (by the shared worker).
 pytestmark = pytest.mark.xdist_group("reports")
@@ -140,6 +143,38 @@ def test_crashed_worker_raises_and_the_next_build_works() -> None:
             pending.result(timeout=60)
         assert 'id="drift-too-few"' in runner.build(small_spec())
         assert (runner.built, runner.failed) == (1, 1)
+
+
+def _sleep_long() -> None:
+    time.sleep(60)
+
+
+def test_a_killed_worker_is_named_by_its_signal_whoever_reaps_it() -> None:
+    """The pool's manager thread, active_children() and our stop all reap a dead worker; its signal is still known.
+
+    Before the fix, about one kill in ten lost the race and came out as a bare "BrokenProcessPool".
+    """
+    done = threading.Event()
+
+    def reap_all_the_time() -> None:
+        while not done.is_set():
+            multiprocessing.active_children()
+
+    reaper = threading.Thread(target=reap_all_the_time)
+    reaper.start()
+    try:
+        for _ in range(15):
+            pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            future = pool.submit(_sleep_long)
+            procs = runner_module._processes(pool)
+            os.kill(procs[0].pid, signal.SIGKILL)
+            with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+                future.result(timeout=30)
+            runner_module._stop(pool, procs)
+            assert runner_module._exit_codes(procs) == "killed by signal 9"
+    finally:
+        done.set()
+        reaper.join()
 
 
 def test_builds_from_threads_and_after_close() -> None:
