@@ -484,11 +484,12 @@ def _read_cells(jobs: list[tuple[Sparse, ...]], rows: NDArray[np.int64], cols: t
 
 @dataclass(slots=True, eq=False)
 class _ReadOut:
-    """A window bucket's counts in some rows and columns, and the parts they were read from (see
+    """A window bucket's counts in some rows (sorted) and columns, and the parts they were read from (see
     :meth:`WindowStore.bucket_counts`)."""
 
     parts: tuple[Sparse, ...]
     rows: tuple[int, ...]
+    row_set: frozenset[int]
     counts: Matrix
 
 
@@ -509,8 +510,10 @@ class WindowStore:
         self.deferred: dict[int, list[tuple[int, Sparse]]] = {}
         self.windows = {w: _Window(w) for w in window_ticks}
         self.since: Matrix | None = None
-        # (window, bucket, columns) -> (the bucket's parts, their counts in those columns): see bucket_counts.
+        # (window, bucket, columns) -> (the bucket's parts, their counts in those columns, in every row read so far):
+        # see bucket_counts.
         self._columns: dict[tuple[int, int, tuple[int, ...]], _ReadOut] = {}
+        self._read_from: dict[int, int | None] = {}  # window -> its oldest bucket when its reads were last pruned
 
     @property
     def open_cells(self) -> dict[int, Sparse]:
@@ -625,48 +628,65 @@ class WindowStore:
         (late additions included; a row the bucket lacks counts zero). ``only``: just those buckets (indices).
 
         A bucket's columns are read out of its sparse counts once and kept until the bucket changes (a late
-        addition is read on its own and added): a sequential rule reads every bucket of its window at every tick."""
+        addition is read on its own and added): a sequential rule reads every bucket of its window at every tick.
+        The kept rows are the union of all rows asked for (reading a part costs the same for any rows): rules that
+        watch different slices, and slices that come and go, never make a bucket be read again."""
         w = self.windows[length_ticks]
         cols = tuple(columns)
         buckets = list(w.buckets) if only is None else [w.buckets[i] for i in only]
         starts = np.array([bid * w.step for bid, _ in buckets], np.int64)
         if not buckets or not len(rows) or not cols:
             return starts, np.zeros((len(buckets), len(rows), len(cols)), np.int64)
-        at = np.asarray(rows, np.int64)
-        rows_key = tuple(rows)
-        live: set[tuple[int, int, tuple[int, ...]]] = set()
-        out = np.zeros((len(buckets), len(rows), len(cols)), np.int64)
-        reads: list[
-            tuple[int, tuple[Sparse, ...], _ReadOut | None, tuple[Sparse, ...]]
-        ] = []  # bucket, parts, base, new
+        want = np.asarray(rows, np.int64)
+        asked = frozenset(int(r) for r in rows)
+        out = np.zeros((len(buckets), len(want), len(cols)), np.int64)
+        where: dict[tuple[int, ...], NDArray[np.intp]] = {}  # kept rows -> where the asked rows are in them
+
+        def pick(kept: tuple[int, ...], counts: Matrix) -> Matrix:
+            at = where.get(kept)
+            if at is None:
+                at = where[kept] = np.searchsorted(np.asarray(kept, np.int64), want)
+            return counts[at]
+
+        # Reads grouped by the rows they read: rows -> [(bucket index, parts, kept counts to add to, new parts)]
+        reads: dict[tuple[int, ...], list[tuple[int, tuple[Sparse, ...], _ReadOut | None, tuple[Sparse, ...]]]] = {}
         for i, (bid, sp) in enumerate(buckets):
             parts = (sp, *w.late.get(bid, ()))
-            key = (length_ticks, bid, cols)
-            live.add(key)
-            hit = self._columns.get(key)
-            if hit is not None and hit.rows == rows_key and hit.parts == parts:
-                out[i] = hit.counts
-                continue
-            if (
-                hit is not None
-                and hit.rows == rows_key
-                and len(hit.parts) < len(parts)
-                and hit.parts == parts[: len(hit.parts)]
-            ):
-                reads.append((i, parts, hit, parts[len(hit.parts) :]))  # only the late additions are new
+            hit = self._columns.get((length_ticks, bid, cols))
+            base: _ReadOut | None = None
+            new = parts
+            if hit is None:
+                kept = tuple(sorted(asked))
+            elif asked <= hit.row_set:
+                kept = hit.rows
+                if hit.parts == parts:
+                    out[i] = pick(kept, hit.counts)
+                    continue
+                if len(hit.parts) < len(parts) and hit.parts == parts[: len(hit.parts)]:
+                    base, new = hit, parts[len(hit.parts) :]  # only the late additions are new
             else:
-                reads.append((i, parts, None, parts))
-        if reads:
-            counts = _read_cells([new for *_, new in reads], at, cols)
-            for (i, parts, base, _), c in zip(reads, counts, strict=True):
+                kept = tuple(sorted(hit.row_set | asked))
+            reads.setdefault(kept, []).append((i, parts, base, new))
+        for kept, group in reads.items():
+            counts = _read_cells([new for *_, new in group], np.asarray(kept, np.int64), cols)
+            row_set = frozenset(kept)
+            for (i, parts, base, _), c in zip(group, counts, strict=True):
                 if base is not None:
                     c += base.counts
-                out[i] = c
-                self._columns[(length_ticks, buckets[i][0], cols)] = _ReadOut(parts, rows_key, out[i].copy())
-        if only is None and len(self._columns) > len(live):
-            for key in [k for k in self._columns if k[0] == length_ticks and k[2] == cols and k not in live]:
-                del self._columns[key]
+                self._columns[(length_ticks, buckets[i][0], cols)] = _ReadOut(parts, kept, row_set, c)
+                out[i] = pick(kept, c)
+        self._forget_reads(length_ticks, w)
         return starts, out
+
+    def _forget_reads(self, length_ticks: int, w: _Window) -> None:
+        """Drop the kept reads of buckets that have left window ``length_ticks`` (checked when its oldest bucket
+        changes): reads of slices no rule watches any more go with them."""
+        first = w.buckets[0][0] if w.buckets else None
+        if self._read_from.get(length_ticks, -1) == first:
+            return
+        self._read_from[length_ticks] = first
+        for key in [k for k in self._columns if k[0] == length_ticks and (first is None or k[1] < first)]:
+            del self._columns[key]
 
     def bucket_parts(self, length_ticks: int) -> list[tuple[int, tuple[Sparse, ...]]]:
         """Each bucket of a window and what its counts are made of (its parts change whenever its counts do)."""

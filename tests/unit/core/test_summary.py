@@ -280,3 +280,45 @@ def test_a_sparse_row_is_the_dense_row() -> None:
     sp = S.Sparse.from_dense(m)
     for r in range(4):
         assert np.array_equal(sp.row(r), m[r : r + 1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bucket_reads_equal_their_parts_whatever_rows_rules_ask_for(seed: int) -> None:
+    """Bucket counts read tick after tick (kept between reads) equal a fresh sum of each bucket's parts, while rules
+    ask for changing slice rows and columns, some buckets only, late additions arrive and buckets are settled."""
+    rng = np.random.default_rng(seed)
+    lengths = (6, 130)
+    ticks = random_ticks(seed + 200, 150)
+    store = S.WindowStore(lengths)
+    for t in range(150):
+        if t in ticks:
+            store.add(t, ticks[t].copy(), closed_before=t)
+        store.close(t)
+        for u in rng.integers(max(0, t - 8), t + 1, size=int(rng.integers(0, 4))):
+            rows = 1 + int(u) // 7
+            store.add(int(u), rng.integers(0, 3, size=(rows, WIDTH)).astype(np.int64), closed_before=t + 1)
+        if rng.uniform() < 0.05:
+            store.settle()  # bucket parts are replaced by their sums
+        height = 1 + t // 7 + 3
+        for length in lengths:
+            parts = store.bucket_parts(length)
+            if not parts:
+                continue
+            for _ in range(3):  # several rules: each its own rows and columns
+                rows = sorted(rng.choice(height, size=int(rng.integers(1, height + 1)), replace=False).tolist())
+                rng.shuffle(rows)
+                cols = sorted(rng.choice(WIDTH, size=int(rng.integers(1, WIDTH + 1)), replace=False).tolist())
+                only = None
+                if rng.uniform() < 0.5:
+                    only = sorted(rng.choice(len(parts), size=int(rng.integers(1, len(parts) + 1)), replace=False))
+                starts, got = store.bucket_counts(length, rows, cols, only=only)
+                picked = parts if only is None else [parts[i] for i in only]
+                want = np.zeros((len(picked), len(rows), len(cols)), np.int64)
+                for i, (_, ps) in enumerate(picked):
+                    whole = np.zeros((height, WIDTH), np.int64)
+                    for p in ps:
+                        p.add_to(whole)
+                    want[i] = whole[np.ix_(rows, cols)]
+                assert np.array_equal(got, want), (t, length, rows, cols, only)
+                step = store.windows[length].step
+                assert starts.tolist() == [bid * step for bid, _ in picked]
