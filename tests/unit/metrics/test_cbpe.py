@@ -371,6 +371,7 @@ def oracle() -> _Oracle:
     )
 
 
+@pytest.mark.xdist_group("nannyml-oracle")  # one test process fits the oracle (~9 s), not each
 def test_oracle_calibrates_and_with_our_map(oracle: _Oracle) -> None:
     """nannyml calibrates only when its needs_calibration check (ECE over 10 stratified splits) says isotonic helps;
     the over-confident scores make it say so, and its fitted map is ours."""
@@ -380,6 +381,7 @@ def test_oracle_calibrates_and_with_our_map(oracle: _Oracle) -> None:
     assert np.allclose(ours.y, oracle.nml_y, rtol=0, atol=1e-12)
 
 
+@pytest.mark.xdist_group("nannyml-oracle")  # one test process fits the oracle (~9 s), not each
 def test_estimates_match_nannyml_per_chunk(oracle: _Oracle) -> None:
     """Apples to apples: the same rows, nannyml's calibration (it did calibrate, see above) and ours fitted on the same
     reference, our estimate from 100-bin sums with the threshold on an edge. Confusion matrix and the metrics built
@@ -409,6 +411,7 @@ def test_estimates_match_nannyml_per_chunk(oracle: _Oracle) -> None:
         assert abs(gap) <= AUC_ABS
 
 
+@pytest.mark.xdist_group("nannyml-oracle")  # one test process fits the oracle (~9 s), not each
 def test_oracle_discriminates_an_uncalibrated_estimate(oracle: _Oracle) -> None:
     """The comparison can fail: skipping calibration puts accuracy, precision and ROC AUC far outside the tolerances
     above (by 0.08, 0.17 and 0.04 on this data)."""

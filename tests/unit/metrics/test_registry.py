@@ -113,6 +113,7 @@ def bias_scrape(bias_pipeline: Pipeline) -> _Scrape:
     return _Scrape(bias_pipeline)
 
 
+@pytest.mark.xdist_group("registry-bias-pipeline")  # one test process replays the stream, not each
 @pytest.mark.parametrize("metric", R.REGISTRY, ids=lambda m: m.name)
 def test_every_metric_reaches_reports_and_metrics(
     bias_pipeline: Pipeline, bias_scrape: _Scrape, metric: R.MetricSpec
