@@ -423,6 +423,10 @@ class Ingestor:
         self._cell_rows = np.zeros((64, 1 + len(self.dimensions)), np.int32)
         self._join_order: deque[tuple[float, list[str]]] = deque()
         self._pending: dict[str, list[tuple[Interaction, float, int]]] = {}
+        # (tick of a waiting interaction's join.grace limit, its request id), soonest first: expiry pops what is due
+        # instead of scanning every waiting request each time the watermark moves. Entries of requests that joined
+        # since are skipped when popped.
+        self._pending_due: list[tuple[int, str]] = []
         self._labeled: set[str] = set()
         self.max_ts = -math.inf
         # Newest event time per source (a Kafka partition): the watermark follows the slowest source,
@@ -1128,15 +1132,21 @@ class Ingestor:
         if not keep.all():
             c.late_dropped += int((~keep).sum())
         if early is not None and early.any():
-            pending = self._pending
-            for i in np.flatnonzero(keep & early).tolist():
-                e = inters[i]
-                pending.setdefault(e.request_id, []).append((e, float(ts[i]), int(ticks[i])))
+            self._wait(inters, ts, ticks, np.flatnonzero(keep & early).tolist())
             now = keep & ~early
         else:
             now = keep
         newest = float(ts[keep].max()) if keep.any() else -math.inf
         return np.flatnonzero(now), newest
+
+    def _wait(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, at: list[int]) -> None:
+        """Park interactions ``at`` (indices) until their prediction comes or their ``join.grace`` has passed."""
+        pending, due = self._pending, self._pending_due
+        grace, tick = self.config.join.grace, self.tick
+        for i in at:
+            e, t = inters[i], float(ts[i])
+            pending.setdefault(e.request_id, []).append((e, t, int(ticks[i])))
+            heapq.heappush(due, (math.floor((t + grace) / tick), e.request_id))
 
     def _fold_joined(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray) -> None:
         """Fold interactions into their prediction's slices; park those whose prediction is not known yet."""
@@ -1145,10 +1155,7 @@ class Ingestor:
         packed = np.array(found, dtype=np.int64)
         missing = packed < 0
         if missing.any():
-            pending = self._pending
-            for i in np.flatnonzero(missing).tolist():
-                e = inters[i]
-                pending.setdefault(e.request_id, []).append((e, float(ts[i]), int(ticks[i])))
+            self._wait(inters, ts, ticks, np.flatnonzero(missing).tolist())
         cells = packed >> _CELL_SHIFT
         learning = (cells == _LEARNING) & ~missing
         c.reference_learning += int(learning.sum())
@@ -1223,17 +1230,18 @@ class Ingestor:
         """
         j = self.config.join
         first_open = math.floor(watermark / self.tick)
-        if self._pending:
-            for rid in [
-                r
-                for r, waiting in self._pending.items()
-                if any(self._out_of_reach(w[1] + j.grace, first_open) for w in waiting)
-            ]:
-                waiting = self._pending.pop(rid)
-                still = [w for w in waiting if not self._out_of_reach(w[1] + j.grace, first_open)]
-                self.counters.join_misses += len(waiting) - len(still)
-                if still:
-                    self._pending[rid] = still
+        due = self._pending_due
+        if not self._pending:
+            due.clear()  # every request still listed joined (or was learnt from) since
+        while due and due[0][0] < first_open:
+            rid = heapq.heappop(due)[1]
+            waiting = self._pending.pop(rid, None)
+            if waiting is None:
+                continue  # it joined, or an earlier entry of the same request expired it
+            still = [w for w in waiting if not self._out_of_reach(w[1] + j.grace, first_open)]
+            self.counters.join_misses += len(waiting) - len(still)
+            if still:
+                self._pending[rid] = still
         open_ms = first_open * self.tick * 1000 - j.ttl * 1000  # a prediction stamped before this is out of reach
         limit = j.max_entries
         join, order = self._join, self._join_order
