@@ -22,15 +22,15 @@ from rich.table import Table
 
 from driftwatch import __version__
 from driftwatch._time import rfc3339
-from driftwatch.alerts.engine import AlertTransition
-from driftwatch.config import Config, load_config, load_key
-from driftwatch.core.pipeline import MetricRow, Pipeline
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
-from driftwatch.metrics.registry import TABLE_COLUMNS
-from driftwatch.profiles import load_profiles, profile_problems
 
 if TYPE_CHECKING:
-    from driftwatch.reports.spec import ReportSpec  # the report modules load only for the commands that build one
+    # The config (pydantic), the pipeline (numpy) and the report modules load only in the commands that use them:
+    # `--help` and the light commands start in a fraction of the time.
+    from driftwatch.alerts.engine import AlertTransition
+    from driftwatch.config import Config
+    from driftwatch.core.pipeline import MetricRow, Pipeline
+    from driftwatch.reports.spec import ReportSpec
 
 __all__ = ["app", "main"]
 
@@ -57,6 +57,8 @@ def _fail(code: int, message: str) -> typer.Exit:
 
 
 def _load(config: Path, *, need_key: bool = True) -> tuple[Config, bytes | None]:
+    from driftwatch.config import load_config, load_key
+
     try:
         cfg = load_config(config)
         key = None
@@ -167,6 +169,9 @@ def replay(
     cfg, key = _load(config)
     if reports_dir is not None:
         cfg = _reporting(cfg)
+    from driftwatch.core.pipeline import Pipeline
+    from driftwatch.profiles import load_profiles
+
     try:
         pipeline = Pipeline(cfg, key, load_profiles(cfg))
     except DriftwatchError as e:
@@ -292,6 +297,9 @@ def report(
         end_at = epoch(at)
         if end_at is None:
             raise _fail(2, f"--at {at!r} is not an RFC 3339 time (e.g. 2026-11-18T10:47:30Z)")
+    from driftwatch.core.pipeline import Pipeline
+    from driftwatch.profiles import load_profiles
+
     try:
         pipeline = Pipeline(cfg, key, load_profiles(cfg))
     except DriftwatchError as e:
@@ -464,6 +472,8 @@ def _console() -> Console:
 
 
 def _print_summary(p: Pipeline) -> None:
+    from driftwatch.metrics.registry import TABLE_COLUMNS
+
     console = _console()
     window = p.config.windows.windows[0] if p.config.windows.windows else 0.0
     rows: dict[tuple[str, str, str], dict[str, MetricRow]] = {}
@@ -519,6 +529,7 @@ def check_config(
     """Validate a config and its rules offline; list every problem with its file and key path."""
     cfg, _ = _load(config, need_key=not skip_secrets)
     from driftwatch.actions.planner import config_problems
+    from driftwatch.profiles import profile_problems
 
     # What load_config cannot see: the profile files, and the action templates only the action side reads.
     problems = profile_problems(cfg) + [p for p in config_problems(cfg.alerting) if p not in cfg.problems()]
