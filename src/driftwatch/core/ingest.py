@@ -341,6 +341,42 @@ MAX_CELLS = 1 << (62 - _CELL_SHIFT)
 """A join entry is one int: cell << 44 | favourable << 43 | event time in ms (packed: ~70 bytes each)."""
 
 
+_SMALL = 64
+"""Up to this many elements, :func:`_unique_inverse` and :func:`_unique_first` use a set and a dict: numpy.unique
+costs ~25 µs a call whatever the size, and a fold of a few events (one event per Kafka message) called it ~25 times."""
+
+
+def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``numpy.unique(a, return_inverse=True)`` of a 1-D integer array.
+
+    >>> [x.tolist() for x in _unique_inverse(np.array([5, -1, 5, 3]))]
+    [[-1, 3, 5], [2, 0, 2, 1]]
+    """
+    if len(a) > _SMALL:
+        uniq, inv = np.unique(a, return_inverse=True)
+        return uniq, inv.reshape(-1)
+    vals = a.tolist()
+    u = sorted(set(vals))
+    at = {v: i for i, v in enumerate(u)}
+    return np.array(u, a.dtype), np.array([at[v] for v in vals], np.intp)
+
+
+def _unique_first(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``numpy.unique(a, return_index=True)`` of a 1-D integer array: sorted values and where each is first.
+
+    >>> [x.tolist() for x in _unique_first(np.array([5, -1, 5, 3]))]
+    [[-1, 3, 5], [1, 3, 0]]
+    """
+    if len(a) > _SMALL:
+        uniq, first = np.unique(a, return_index=True)
+        return uniq, first
+    firsts: dict[int, int] = {}
+    for i, v in enumerate(a.tolist()):
+        firsts.setdefault(v, i)
+    u = sorted(firsts)
+    return np.array(u, a.dtype), np.array([firsts[v] for v in u], np.intp)
+
+
 class _Clock(NamedTuple):
     """Event time as each event of one batch finds it (see :meth:`Ingestor._clock`)."""
 
@@ -787,7 +823,7 @@ class Ingestor:
             pass
         else:
             some = known >= 0
-            rows_seen, group = np.unique(known[some], return_inverse=True)
+            rows_seen, group = _unique_inverse(known[some])
             out = self._admit(stream, d, [keys[r][1] for r in rows_seen.tolist()], some, group, ts)
             return out if out is not None else known
         coder = self.coders[self._attrs[d]]
@@ -817,7 +853,7 @@ class Ingestor:
         dim = len(self._attrs) + p
         # An event without either value joins no slice of the pair (key -1).
         key = np.where((ra >= 0) & (rb >= 0), ra * 1_000_003 + rb, -1)
-        uniq, inv = np.unique(key, return_inverse=True)
+        uniq, inv = _unique_inverse(key)
         pc, keys = stream.pair_cache[p], stream.space.keys
         names: dict[str, int] = {}
         ucode = np.empty(len(uniq), np.int64)
@@ -879,7 +915,7 @@ class Ingestor:
         if folded is None and not admission.evicted and all(v in admission.admitted for v in names):
             return None
         lookup = np.empty(len(names) + 1, np.int64)  # [-1]: __other__
-        for g in np.unique(dest).tolist():
+        for g in _unique_first(dest)[0].tolist():
             lookup[g] = space.row(dim, names[g] if g >= 0 else OTHER)
         out = np.full(len(some), MISSING, np.int64)
         out[some] = lookup[dest]
@@ -959,7 +995,7 @@ class Ingestor:
         keys = stream.space.keys
         attrs = rows[:, 1 : 1 + len(self._attrs)]
         order = np.argsort(ticks, kind="stable")
-        uticks, starts = np.unique(ticks[order], return_index=True)
+        uticks, starts = _unique_first(ticks[order])
         bounds = [*starts.tolist(), len(order)]
         samples: dict[int, TickSample] = {}
         for j, t in enumerate(uticks.tolist()):
@@ -1003,7 +1039,7 @@ class Ingestor:
     def _remember_order(self, rids: list[str], ticks: np.ndarray) -> None:
         """Queue request ids for TTL eviction tick by tick (a batch may span a long stretch of event time)."""
         order = np.argsort(ticks, kind="stable")
-        uticks, starts = np.unique(ticks[order], return_index=True)
+        uticks, starts = _unique_first(ticks[order])
         ordered = [rids[i] for i in order.tolist()]
         bounds = [*starts.tolist(), len(ordered)]
         for k, t in enumerate(uticks.tolist()):
@@ -1057,7 +1093,7 @@ class Ingestor:
         width = stream.layout.width
         nrows = len(stream.space)
         if visible is None or (visible == ticks).all():
-            uticks, tick_idx = np.unique(ticks, return_inverse=True)
+            uticks, tick_idx = _unique_inverse(ticks)
             useen = uticks
         else:
             pairs, tick_idx = np.unique(np.stack([ticks, visible], axis=1), axis=0, return_inverse=True)
@@ -1094,7 +1130,7 @@ class Ingestor:
             wcol, w = weighted
             sel = (wcol >= 0)[:, None] & row_ok
             wcell = (compact[base] * width + wcol[:, None])[sel]
-            wkeys, inv = np.unique(wcell, return_inverse=True)
+            wkeys, inv = _unique_inverse(wcell)
             extra_keys.append(wkeys)
             extra_vals.append(
                 np.bincount(inv.ravel(), weights=np.broadcast_to(w[:, None], sel.shape)[sel]).astype(np.int64)

@@ -48,3 +48,22 @@ def test_no_events_count_nothing(dense_cells: int, monkeypatch: pytest.MonkeyPat
     )
     assert len(keys) == len(counts) == 0
     assert counts.dtype == np.int64
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 64, 65, 300])
+def test_small_and_large_uniques_equal_numpy_unique(n: int) -> None:
+    """The ingest's unique helpers give numpy.unique's values, inverse and first indices, on either side of the size
+    where they switch from a set and a dict to numpy."""
+    rng = np.random.default_rng(n)
+    for spread in (3, 1000):
+        a = rng.integers(-spread, spread, n).astype(np.int64)
+        uniq, inv = np.unique(a, return_inverse=True)
+        got_u, got_inv = ingest._unique_inverse(a)
+        assert got_u.dtype == a.dtype
+        assert got_u.tolist() == uniq.tolist()
+        assert got_inv.tolist() == inv.reshape(-1).tolist()
+        assert np.array_equal(got_u[got_inv], a)
+        uniq, first = np.unique(a, return_index=True)
+        got_u, got_first = ingest._unique_first(a)
+        assert got_u.tolist() == uniq.tolist()
+        assert got_first.tolist() == first.tolist()
