@@ -27,6 +27,7 @@ printed with them), compare ratios.
 
     python bench/sidecar.py                                   # own Tansu broker, 200,000 events
     python bench/sidecar.py --events 50000 --latency-seconds 5
+    python bench/sidecar.py --events 50000 --latency-seconds 5 --repeat 3    # medians of 3 rounds of (2), (3)
     python bench/sidecar.py --bootstrap 127.0.0.1:9092 --profile
 """
 
@@ -44,6 +45,7 @@ import cProfile
 import json
 import pstats
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -337,6 +339,10 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def _round(r: int, rounds: int) -> str:
+    return f", round {r + 1} of {rounds}" if rounds > 1 else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000, help="events for the throughput and worker phases")
@@ -344,7 +350,16 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop posters")
     ap.add_argument("--bootstrap", help="an existing broker (default: start a Tansu broker for this run)")
     ap.add_argument("--profile", action="store_true", help="profile a throughput run even if the target is met")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of (2) and (3), each printed; the verdicts use the medians (the order of client and sidecar "
+        "alternates between rounds of (3))",
+    )
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
 
     print(f"load average (1, 5, 15 min) at start: {os.getloadavg()} on {os.cpu_count()} CPUs", flush=True)
     events = list(generate("complaint-spike", events=args.events, seed=11)[0])
@@ -353,7 +368,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="driftwatch-bench-sidecar-"))
     with kafka_cluster(args.bootstrap) as bootstrap:
         print(f"broker: {bootstrap}{'' if args.bootstrap else ' (Tansu, started for this run)'}", flush=True)
-        configs = {name: _config(work, name) for name in ("sidecar", "client", "worker")}
+        configs = {"sidecar": _config(work, "sidecar")}
         for path in configs.values():
             asyncio.run(ensure_topics(bootstrap, load_config(path).kafka))
 
@@ -366,28 +381,54 @@ def main() -> None:
                 f"[{_verdict(lat['p99_ms'] <= TARGET_P99_MS)}: p99 <= {TARGET_P99_MS} ms]",
                 flush=True,
             )
-            tp = throughput(base, pid, bodies, len(events), args.concurrency)
+            rates = []
+            for r in range(args.repeat):
+                tp = throughput(base, pid, bodies, len(events), args.concurrency)
+                rates.append(tp["events_per_cpu_s"])
+                print(
+                    f"(2) throughput{_round(r, args.repeat)}: {tp['events_per_s']:,.0f} events/s wall "
+                    f"({tp['events']} events, {tp['seconds']:.2f} s, posting {tp['post_seconds']:.2f} s), sidecar CPU "
+                    f"{tp['sidecar_cpu_s']:.2f} s = {tp['events_per_cpu_s']:,.0f} events per CPU-second",
+                    flush=True,
+                )
+            rate = statistics.median(rates)
             print(
-                f"(2) throughput: {tp['events_per_s']:,.0f} events/s wall ({tp['events']} events, "
-                f"{tp['seconds']:.2f} s, posting {tp['post_seconds']:.2f} s), sidecar CPU {tp['sidecar_cpu_s']:.2f} s "
-                f"= {tp['events_per_cpu_s']:,.0f} events per CPU-second  "
-                f"[{_verdict(tp['events_per_cpu_s'] >= TARGET_RATE)}: >= {TARGET_RATE:,} on one core]",
+                f"(2) events per CPU-second of the sidecar{' (median)' if args.repeat > 1 else ''}: {rate:,.0f}  "
+                f"[{_verdict(rate >= TARGET_RATE)}: >= {TARGET_RATE:,} on one core]",
                 flush=True,
             )
 
-        with worker(configs["client"], bootstrap, work) as metrics:
-            t_client = via_client(configs["client"], bootstrap, events, metrics)
-        with sidecar(configs["worker"], bootstrap, work) as (base, _), worker(configs["worker"], bootstrap, work) as m:
-            t_sidecar = via_sidecar(base, bodies, len(events), m, args.concurrency)
-        rate_c, rate_s = len(events) / t_client, len(events) / t_sidecar
+        ratios = []
+        for r in range(args.repeat):
+            names = {way: f"{way}-{r}" for way in ("client", "worker")}
+            round_configs = {way: _config(work, name) for way, name in names.items()}
+            for path in round_configs.values():
+                asyncio.run(ensure_topics(bootstrap, load_config(path).kafka))
+            t_client = t_sidecar = 0.0
+            for way in ("client", "sidecar") if r % 2 == 0 else ("sidecar", "client"):
+                if way == "client":
+                    with worker(round_configs["client"], bootstrap, work) as metrics:
+                        t_client = via_client(round_configs["client"], bootstrap, events, metrics)
+                else:
+                    cfg = round_configs["worker"]
+                    with sidecar(cfg, bootstrap, work) as (base, _), worker(cfg, bootstrap, work) as m:
+                        t_sidecar = via_sidecar(base, bodies, len(events), m, args.concurrency)
+            rate_c, rate_s = len(events) / t_client, len(events) / t_sidecar
+            ratios.append(rate_s / rate_c)
+            print(
+                f"(3) into a worker's /metrics{_round(r, args.repeat)}: client {rate_c:,.0f} events/s "
+                f"({t_client:.2f} s), sidecar {rate_s:,.0f} events/s ({t_sidecar:.2f} s), sidecar/client "
+                f"{rate_s / rate_c:.2f}",
+                flush=True,
+            )
+        ratio = statistics.median(ratios)
         print(
-            f"(3) into a worker's /metrics: client {rate_c:,.0f} events/s ({t_client:.2f} s), "
-            f"sidecar {rate_s:,.0f} events/s ({t_sidecar:.2f} s), sidecar/client {rate_s / rate_c:.2f}  "
-            f"[{_verdict(rate_s / rate_c >= TARGET_RATIO)}: >= {TARGET_RATIO}]",
+            f"(3) sidecar/client{' (median)' if args.repeat > 1 else ''}: {ratio:.2f}  "
+            f"[{_verdict(ratio >= TARGET_RATIO)}: >= {TARGET_RATIO}]",
             flush=True,
         )
 
-        if args.profile or tp["events_per_cpu_s"] < TARGET_RATE:
+        if args.profile or rate < TARGET_RATE:
             config = _config(work, "profile")
             asyncio.run(ensure_topics(bootstrap, load_config(config).kafka))
             profiled_throughput(config, bootstrap, bodies, len(events), args.concurrency)
