@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.installed-demo-stamp
 # Demo-only pseudonymisation key: real deployments set their own secret.
 DEMO_KEY := demo-only-pseudonym-key-not-a-secret
 
-.PHONY: install install-demo system-deps lint format test bench demo replay-demo schemas clean
+.PHONY: install install-demo system-deps ruff lint format test bench demo replay-demo schemas clean
 
 # uv installs the same packages as pip from PyPI, in parallel: the dev install (with the nannyml oracle) takes
 # ~50 s instead of ~2 min 20 s. pip stays as the fallback where uv cannot run.
@@ -48,9 +48,11 @@ system-deps:
 		echo "installing Debian's chromium for the report tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-lint: install
+ruff: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+lint: ruff
 	$(BIN)/mypy
 
 format: install
@@ -68,9 +70,7 @@ PYTEST_ARGS ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadgroup --duratio
 # of CPU each), and while mypy checks types on one core, a collection on the other fills pytest's cache of rewritten
 # test modules, which each parallel test process would otherwise rewrite again (~7 s of CPU each). Its errors, if
 # any, are the suite's: the run after it reports them.
-test: install system-deps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+test: ruff system-deps
 	$(BIN)/python -m compileall -q src
 	@$(BIN)/mypy & mypy=$$!; \
 		PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest --collect-only -q >/dev/null 2>&1; \

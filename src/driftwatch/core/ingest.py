@@ -915,7 +915,7 @@ class Ingestor:
         if folded is None and not admission.evicted and all(v in admission.admitted for v in names):
             return None
         lookup = np.empty(len(names) + 1, np.int64)  # [-1]: __other__
-        for g in _unique_first(dest)[0].tolist():
+        for g in sorted(set(dest.tolist())):  # in value order: space.row may add rows, numbered as they come
             lookup[g] = space.row(dim, names[g] if g >= 0 else OTHER)
         out = np.full(len(some), MISSING, np.int64)
         out[some] = lookup[dest]

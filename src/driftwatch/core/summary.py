@@ -489,7 +489,7 @@ class _ReadOut:
 
     parts: tuple[Sparse, ...]
     rows: tuple[int, ...]
-    row_set: frozenset[int]
+    row_set: frozenset[int]  # ``rows`` as a set, kept: every read asks whether its rows are among them
     counts: Matrix
 
 
