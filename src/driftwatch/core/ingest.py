@@ -1178,11 +1178,10 @@ class Ingestor:
     def _wait(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, at: list[int]) -> None:
         """Park interactions ``at`` (indices) until their prediction comes or their ``join.grace`` has passed."""
         pending, due = self._pending, self._pending_due
-        grace, tick = self.config.join.grace, self.tick
         for i in at:
             e, t = inters[i], float(ts[i])
             pending.setdefault(e.request_id, []).append((e, t, int(ticks[i])))
-            heapq.heappush(due, (math.floor((t + grace) / tick), e.request_id))
+            heapq.heappush(due, (self._grace_tick(t), e.request_id))
 
     def _fold_joined(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray) -> None:
         """Fold interactions into their prediction's slices; park those whose prediction is not known yet."""
@@ -1274,7 +1273,7 @@ class Ingestor:
             waiting = self._pending.pop(rid, None)
             if waiting is None:
                 continue  # it joined, or an earlier entry of the same request expired it
-            still = [w for w in waiting if not self._out_of_reach(w[1] + j.grace, first_open)]
+            still = [w for w in waiting if self._grace_tick(w[1]) >= first_open]
             self.counters.join_misses += len(waiting) - len(still)
             if still:
                 self._pending[rid] = still
@@ -1289,9 +1288,10 @@ class Ingestor:
                     del join[rid]
                     self._labeled.discard(rid)
 
-    def _out_of_reach(self, latest: float, first_open: int) -> bool:
-        """Whether an event stamped ``latest`` (seconds) would be late now that ``first_open`` is the first open tick."""
-        return math.floor(latest / self.tick) < first_open
+    def _grace_tick(self, t: float) -> int:
+        """The tick of the last moment (``t`` + ``join.grace``) a prediction may be stamped and still join an
+        interaction stamped ``t``: once it is before the first open tick, the interaction is a join miss."""
+        return math.floor((t + self.config.join.grace) / self.tick)
 
 
 LEAP_CONFIRM = 3
