@@ -17,7 +17,11 @@ events (``complaint-spike``) over keep-alive connections:
                    :class:`~driftwatch.client.Client`, once posted through a
                    sidecar: events/s from the first event sent until the
                    worker's /metrics counted all of them, and sidecar/client
-                   (target: >= 0.8).
+                   (target: >= 0.8). The worker runs on CPU 0 alone and what
+                   feeds it (broker, posters, client, sidecar) on the other
+                   CPUs, as deployed: a sidecar sits in the model server's pod,
+                   not on the worker's core (``--no-pin``: all share every
+                   CPU). Events per worker CPU-second are printed beside.
 
 If the throughput target is missed (or with ``--profile``), a further
 throughput run against a sidecar in this process, its event loop thread under
@@ -44,6 +48,7 @@ import contextlib
 import cProfile
 import json
 import pstats
+import shutil
 import signal
 import statistics
 import subprocess
@@ -174,11 +179,14 @@ def sidecar(config: Path, bootstrap: str, work: Path) -> Iterator[tuple[str, int
 
 
 @contextlib.contextmanager
-def worker(config: Path, bootstrap: str, work: Path) -> Iterator[str]:
-    """A `driftwatch run` process that owns every input partition; yields its /metrics URL."""
+def worker(config: Path, bootstrap: str, work: Path, cpu: int | None = None) -> Iterator[tuple[str, int]]:
+    """A `driftwatch run` process that owns every input partition (on CPU ``cpu`` alone, if given); yields its
+    /metrics URL and pid."""
     port = free_port()
     args = [sys.executable, "-m", "driftwatch.cli", "run", "--config", str(config), "--bootstrap", bootstrap]
-    with _process([*args, "--metrics-port", str(port)], work / f"worker-{port}.log"):
+    if cpu is not None:  # from its first thread on (taskset execs: the pid stays the worker's)
+        args = ["taskset", "--cpu-list", str(cpu), *args]
+    with _process([*args, "--metrics-port", str(port)], work / f"worker-{port}.log") as proc:
         url = f"http://127.0.0.1:{port}/metrics"
 
         def owns_all() -> bool:
@@ -187,7 +195,27 @@ def worker(config: Path, bootstrap: str, work: Path) -> Iterator[str]:
             return False
 
         _wait(owns_all, 120, "the worker to own all 8 input partitions", 0.2)
-        yield url
+        yield url, proc.pid
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process started by ``pid``, and by those, and so on."""
+    out: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            for child in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
+                out += [int(child), *_descendants(int(child))]
+    return out
+
+
+def pin_feeders(cpus: set[int]) -> None:
+    """Every thread of this process and of the processes it started (an own broker) onto ``cpus``; processes
+    started later inherit it."""
+    for pid in [os.getpid(), *_descendants(os.getpid())]:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
 
 
 def _bodies(events: list[dict[str, object]]) -> list[bytes]:
@@ -357,9 +385,19 @@ def main() -> None:
         help="rounds of (2) and (3), each printed; the verdicts use the medians (the order of client and sidecar "
         "alternates between rounds of (3))",
     )
+    ap.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="in (3), let the worker share every CPU with what feeds it (default: the worker on CPU 0 alone, the "
+        "broker, posters, client and sidecar on the others, as when the sidecar runs in a model server's pod)",
+    )
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
+    if args.pin and ((os.cpu_count() or 1) < 2 or shutil.which("taskset") is None):
+        print("(3) not pinned: pinning needs 2 CPUs and taskset (util-linux)", flush=True)
+        args.pin = False
 
     print(f"load average (1, 5, 15 min) at start: {os.getloadavg()} on {os.cpu_count()} CPUs", flush=True)
     events = list(generate("complaint-spike", events=args.events, seed=11)[0])
@@ -398,33 +436,54 @@ def main() -> None:
                 flush=True,
             )
 
-        ratios = []
+        worker_cpu = None
+        if args.pin:
+            # The worker on CPU 0; the broker, the posters, the client and the sidecar on the rest: as deployed,
+            # where the sidecar runs in the model server's pod and never takes the worker's core.
+            worker_cpu = 0
+            pin_feeders(set(range(1, os.cpu_count() or 2)))
+            print("(3) pinned: the worker on CPU 0, what feeds it (broker, posters, client, sidecar) on the rest")
+        ratios, cpu_ratios = [], []
         for r in range(args.repeat):
             names = {way: f"{way}-{r}" for way in ("client", "worker")}
             round_configs = {way: _config(work, name) for way, name in names.items()}
             for path in round_configs.values():
                 asyncio.run(ensure_topics(bootstrap, load_config(path).kafka))
-            t_client = t_sidecar = 0.0
+            seconds, cpu = {}, {}
             for way in ("client", "sidecar") if r % 2 == 0 else ("sidecar", "client"):
                 if way == "client":
-                    with worker(round_configs["client"], bootstrap, work) as metrics:
-                        t_client = via_client(round_configs["client"], bootstrap, events, metrics)
+                    with worker(round_configs["client"], bootstrap, work, worker_cpu) as (metrics, wpid):
+                        cpu0 = _cpu_seconds(wpid)
+                        seconds[way] = via_client(round_configs["client"], bootstrap, events, metrics)
+                        cpu[way] = _cpu_seconds(wpid) - cpu0
                 else:
                     cfg = round_configs["worker"]
-                    with sidecar(cfg, bootstrap, work) as (base, _), worker(cfg, bootstrap, work) as m:
-                        t_sidecar = via_sidecar(base, bodies, len(events), m, args.concurrency)
-            rate_c, rate_s = len(events) / t_client, len(events) / t_sidecar
-            ratios.append(rate_s / rate_c)
+                    with (
+                        sidecar(cfg, bootstrap, work) as (base, _),
+                        worker(cfg, bootstrap, work, worker_cpu) as (
+                            metrics,
+                            wpid,
+                        ),
+                    ):
+                        cpu0 = _cpu_seconds(wpid)
+                        seconds[way] = via_sidecar(base, bodies, len(events), metrics, args.concurrency)
+                        cpu[way] = _cpu_seconds(wpid) - cpu0
+            rate = {way: len(events) / seconds[way] for way in seconds}
+            per_cpu = {way: len(events) / max(cpu[way], 1e-9) for way in cpu}
+            ratios.append(rate["sidecar"] / rate["client"])
+            cpu_ratios.append(per_cpu["sidecar"] / per_cpu["client"])
             print(
-                f"(3) into a worker's /metrics{_round(r, args.repeat)}: client {rate_c:,.0f} events/s "
-                f"({t_client:.2f} s), sidecar {rate_s:,.0f} events/s ({t_sidecar:.2f} s), sidecar/client "
-                f"{rate_s / rate_c:.2f}",
+                f"(3) into a worker's /metrics{_round(r, args.repeat)}: client {rate['client']:,.0f} events/s "
+                f"({seconds['client']:.2f} s), sidecar {rate['sidecar']:,.0f} events/s ({seconds['sidecar']:.2f} s), "
+                f"sidecar/client {ratios[-1]:.2f}; per worker CPU-second: client {per_cpu['client']:,.0f}, sidecar "
+                f"{per_cpu['sidecar']:,.0f} ({cpu_ratios[-1]:.2f})",
                 flush=True,
             )
         ratio = statistics.median(ratios)
         print(
             f"(3) sidecar/client{' (median)' if args.repeat > 1 else ''}: {ratio:.2f}  "
-            f"[{_verdict(ratio >= TARGET_RATIO)}: >= {TARGET_RATIO}]",
+            f"[{_verdict(ratio >= TARGET_RATIO)}: >= {TARGET_RATIO}]; per worker CPU-second "
+            f"{statistics.median(cpu_ratios):.2f}",
             flush=True,
         )
 

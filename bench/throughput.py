@@ -55,6 +55,7 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -316,6 +317,10 @@ class _Clock:
         }
 
 
+_LEFT_BEHIND: list[str] = []
+"""Temp dirs of this process that :func:`_emit` removes (it leaves by ``os._exit``: no atexit handlers run)."""
+
+
 def _emit(result: dict[str, Any]) -> None:
     """Hand the result to the parent and leave at once (Faust's shutdown is not part of any figure)."""
     result["self_maxrss_mb"] = _self_rss_mb()
@@ -324,6 +329,8 @@ def _emit(result: dict[str, Any]) -> None:
     data = (RESULT_TAG + json.dumps(result) + "\n").encode()
     while data:  # straight to fd 1: Faust may have replaced sys.stdout by a logger
         data = data[os.write(1, data) :]
+    for path in _LEFT_BEHIND:
+        shutil.rmtree(path, ignore_errors=True)
     os._exit(0)
 
 
@@ -442,7 +449,13 @@ def measure_bare(
     """
     import faust
 
-    app = faust.App(f"dwbench-bare-{uuid.uuid4().hex[:12]}", broker=f"kafka://{bootstrap}", **FAUST_SETTINGS)
+    from driftwatch.daemon.worker import faust_datadir
+
+    app_id = f"dwbench-bare-{uuid.uuid4().hex[:12]}"
+    # Faust's data dir in a temp dir of this process, as the worker's: never in the working directory (removed by
+    # _emit, or by the next run if this one was killed).
+    _LEFT_BEHIND.append(faust_datadir("dwbench-bare"))
+    app = faust.App(app_id, broker=f"kafka://{bootstrap}", datadir=_LEFT_BEHIND[-1], **FAUST_SETTINGS)
     topic = app.topic(ds.predictions, ds.interactions, value_type=bytes, key_type=bytes)
     profiler = _profiler(profile is not None)
     clock = _Clock(on_start=profiler.start if profiler is not None else None)
