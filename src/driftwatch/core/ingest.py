@@ -50,7 +50,7 @@ class _Stream:
         self.admission: list[_Admission] = []  # per dimension: which values have a slice row of their own
         self.caches: list[dict[str | None, int]] = []  # per attribute: raw value -> row, for admitted values
         self.pair_cache: list[dict[int, int]] = []  # per pair: both sides' rows -> row, for admitted pair values
-        self.cells: dict[bytes, int] = {}
+        self.cells: dict[bytes, int] = {}  # the bytes of a combination of slice rows (int32) -> its cell
         self.sampled: dict[int, dict[str, int]] = {}  # tick -> request id -> priority, of the rows sampled here
 
 
@@ -338,7 +338,9 @@ _CELL_SHIFT = _TS_BITS + 1
 _TS_MASK = _FAV_BIT - 1
 _LEARNING = 0  # the cell of predictions used to learn a reference: interactions are not joined
 MAX_CELLS = 1 << (62 - _CELL_SHIFT)
-"""A join entry is one int: cell << 44 | favourable << 43 | event time in ms (packed: ~70 bytes each)."""
+"""A join entry is one int: cell << 44 | favourable << 43 | event time in ms (packed: ~70 bytes each). A cell lives
+while join entries point at it; when every cell is taken, the oldest remembered requests go first (as with
+``join.max_entries``) until one is free."""
 
 
 _SMALL = 64
@@ -457,6 +459,10 @@ class Ingestor:
         # Each cell's slice rows (a row of int32 per cell, grown by doubling; cell 0 is unused): tuples of ints took
         # ~220 bytes per cell, and a wide layout makes ~100,000 cells.
         self._cell_rows = np.zeros((64, 1 + len(self.dimensions)), np.int32)
+        # Join entries pointing at each cell: a cell none points at any more is freed for reuse (its id goes on
+        # _free_cells), so cells are bounded by the requests remembered, not by every combination ever seen.
+        self._cell_refs = np.zeros(64, np.int64)
+        self._free_cells: list[int] = []
         self._join_order: deque[tuple[float, list[str]]] = deque()
         self._pending: dict[str, list[tuple[Interaction, float, int]]] = {}
         # (tick of a waiting interaction's join.grace limit, its request id), soonest first: expiry pops what is due
@@ -765,16 +771,15 @@ class Ingestor:
                 )
                 del self.learners[mid]
                 self.counters.reference_learning += j
-                for k in range(j):  # remembered so their interactions are not join misses
-                    self._join[evs[k].request_id] = _LEARNING
+                # Remembered so their interactions are not join misses.
+                self._remember([evs[k].request_id for k in range(j)], [_LEARNING] * j)
                 self._join_order.append(
                     (float(ts[j - 1]) if j else float(ts[0]), [evs[k].request_id for k in range(j)])
                 )
                 self._learnt_waiting([e.request_id for e in evs[:j]])
                 return idx[j:]
         self.counters.reference_learning += len(evs)
-        for e in evs:
-            self._join[e.request_id] = _LEARNING
+        self._remember([e.request_id for e in evs], [_LEARNING] * len(evs))
         self._join_order.append((float(ts.max()), [e.request_id for e in evs]))
         self._learnt_waiting([e.request_id for e in evs])
         return []
@@ -970,8 +975,7 @@ class Ingestor:
         if self._sample_k:
             self._attach_samples(stream, evs, rids, rows, ticks, first)
         # Remember the request for joins: its slices, tick, time and outcome.
-        join = self._join
-        join.update(zip(rids, self._pack(stream, rows, ts, fav).tolist(), strict=False))
+        self._remember(rids, self._pack(stream, rows, ts, fav).tolist())
         self._remember_order(rids, ticks)
         hits = self._pending.keys() & set(rids) if self._pending else ()
         if hits:
@@ -1047,28 +1051,38 @@ class Ingestor:
 
     def _pack(self, stream: _Stream, rows: np.ndarray, ts: np.ndarray, fav: np.ndarray) -> np.ndarray:
         """Join entries of a batch: each event's cell (stream x slice rows), outcome and time in one int64."""
-        rows = np.ascontiguousarray(rows)
+        rows = rows.astype(np.int32)  # as _cell_rows holds them; a cell's key is their bytes (36 for 9 dimensions)
         view = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
         uniq, first, inv = np.unique(view, return_index=True, return_inverse=True)
+        keys: list[bytes] = uniq.tolist()
+        cells = stream.cells
+        if len(self._cell_stream) + len(keys) > MAX_CELLS:
+            self._make_room(cells, keys)
         ids = np.empty(len(uniq), np.int64)
         new: list[int] = []
-        for u, key in enumerate(uniq.tolist()):
-            cell = stream.cells.get(key)
+        for u, key in enumerate(keys):
+            cell = cells.get(key)
             if cell is None:
-                cell = len(self._cell_stream)
-                if cell >= MAX_CELLS:
-                    raise OverflowError("too many slice cells; lower max_values")
-                stream.cells[key] = cell
-                self._cell_stream.append(stream)
+                if self._free_cells:
+                    cell = self._free_cells.pop()
+                    self._cell_stream[cell] = stream
+                else:
+                    cell = len(self._cell_stream)
+                    self._cell_stream.append(stream)
+                cells[key] = cell
                 new.append(u)
             ids[u] = cell
         if new:
             end = len(self._cell_stream)
             if end > len(self._cell_rows):
-                grown = np.zeros((max(end, 2 * len(self._cell_rows)), self._cell_rows.shape[1]), np.int32)
+                size = max(end, 2 * len(self._cell_rows))
+                grown = np.zeros((size, self._cell_rows.shape[1]), np.int32)
                 grown[: len(self._cell_rows)] = self._cell_rows
                 self._cell_rows = grown
-            self._cell_rows[end - len(new) : end] = rows[first[new]]
+                refs = np.zeros(size, np.int64)
+                refs[: len(self._cell_refs)] = self._cell_refs
+                self._cell_refs = refs
+            self._cell_rows[ids[new]] = rows[first[new]]
         ms = np.floor(ts * 1000).astype(np.int64)  # floor: the label's tick must equal the prediction's
         packed: np.ndarray = (ids[inv.ravel()] << _CELL_SHIFT) | (fav.astype(np.int64) << _TS_BITS) | (ms & _TS_MASK)
         return packed
@@ -1278,15 +1292,63 @@ class Ingestor:
             if still:
                 self._pending[rid] = still
         open_ms = first_open * self.tick * 1000 - j.ttl * 1000  # a prediction stamped before this is out of reach
-        limit = j.max_entries
+        self._forget(open_ms, j.max_entries)
+
+    def _forget(self, open_ms: float, limit: int) -> None:
+        """Forget remembered requests stamped before ``open_ms``, and the oldest while more than ``limit`` are left;
+        free the cells no entry points at any more."""
         join, order = self._join, self._join_order
+        gone: list[int] = []
         while order and (order[0][0] * 1000 <= open_ms or len(join) > limit):
             _, rids = order.popleft()
             for rid in rids:
                 entry = join.get(rid)
                 if entry is not None and ((entry & _TS_MASK) < open_ms or len(join) > limit):
                     del join[rid]
+                    gone.append(entry)
                     self._labeled.discard(rid)
+        if gone:
+            self._count_refs(gone, -1)
+
+    def _remember(self, rids: list[str], entries: list[int]) -> None:
+        """Join entries (see :meth:`_pack`) of ``rids``, a request's later entry replacing its earlier one; the
+        cells' reference counts follow."""
+        join = self._join
+        before = len(join)
+        replaced = [] if join.keys().isdisjoint(rids) else [join[r] for r in join.keys() & set(rids)]
+        join.update(zip(rids, entries, strict=True))
+        if len(join) - before + len(replaced) != len(rids):  # a request twice in this batch: its last entry stays
+            entries = [join[r] for r in dict.fromkeys(rids)]
+        self._count_refs(entries, 1)
+        if replaced:
+            self._count_refs(replaced, -1)
+
+    def _count_refs(self, entries: list[int], sign: int) -> None:
+        """Add ``sign`` to the reference count of each entry's cell; free the cells left with none."""
+        cells, times = _unique_inverse(np.array(entries, np.int64) >> _CELL_SHIFT)
+        self._cell_refs[cells] += sign * np.bincount(times, minlength=len(cells))
+        if sign > 0:
+            return
+        for cell in cells[self._cell_refs[cells] == 0].tolist():
+            stream = self._cell_stream[cell]
+            if cell == _LEARNING or stream is None:
+                continue
+            del stream.cells[self._cell_rows[cell].tobytes()]
+            self._cell_stream[cell] = None
+            self._free_cells.append(cell)
+
+    def _make_room(self, cells: dict[bytes, int], keys: list[bytes]) -> None:
+        """Free enough cells for the new ones among ``keys`` (combinations of one stream's slice rows): the oldest
+        remembered requests go first, an eighth of them at a time."""
+        while True:
+            needed = sum(k not in cells for k in keys)
+            if needed <= MAX_CELLS - len(self._cell_stream) + len(self._free_cells):
+                return
+            before = len(self._join)
+            if before:
+                self._forget(-math.inf, before - max(1, before // 8))
+            if len(self._join) == before:  # nothing left to forget
+                raise OverflowError(f"one batch holds more than {MAX_CELLS:,} combinations of slices")
 
     def _grace_tick(self, t: float) -> int:
         """The tick of the last moment (``t`` + ``join.grace``) a prediction may be stamped and still join an
