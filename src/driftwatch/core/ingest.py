@@ -174,13 +174,26 @@ class _Admission:
         ``group``: per event, the index of its name in ``names``; ``ts``: the events' times, in the order they came.
         """
         if all(v in self.admitted for v in names):  # the usual batch: counts only, in bulk
-            self.clock = max(self.clock, float(ts.max()))
-            end = math.floor(self.clock / self.span)
-            own = np.floor(ts / self.span).astype(np.int64)
             size = len(names)
-            now = np.bincount(group[own == end], minlength=size).tolist()
-            before = np.bincount(group[own == end - 1], minlength=size).tolist()
-            total = np.bincount(group, minlength=size).tolist()
+            if len(group) <= _SMALL:  # a few events (one per Kafka message): a loop beats numpy's call costs
+                t_l = ts.tolist()
+                self.clock = max(self.clock, max(t_l))
+                end = math.floor(self.clock / self.span)
+                now, before, total = [0] * size, [0] * size, [0] * size
+                for g, t in zip(group.tolist(), t_l, strict=True):
+                    own_epoch = math.floor(t / self.span)
+                    total[g] += 1
+                    if own_epoch == end:
+                        now[g] += 1
+                    elif own_epoch == end - 1:
+                        before[g] += 1
+            else:
+                self.clock = max(self.clock, float(ts.max()))
+                end = math.floor(self.clock / self.span)
+                own = np.floor(ts / self.span).astype(np.int64)
+                now = np.bincount(group[own == end], minlength=size).tolist()
+                before = np.bincount(group[own == end - 1], minlength=size).tolist()
+                total = np.bincount(group, minlength=size).tolist()
             for g, v in enumerate(names):
                 self._carry(v, end, now[g], before[g], total[g])
             return group
@@ -361,6 +374,45 @@ def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = sorted(set(vals))
     at = {v: i for i, v in enumerate(u)}
     return np.array(u, a.dtype), np.array([at[v] for v in vals], np.intp)
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct ``(a[i], b[i])`` pairs of two 1-D integer arrays in ascending order, as two arrays, and each
+    element's pair: ``numpy.unique(np.stack([a, b], axis=1), axis=0, return_inverse=True)``.
+
+    >>> [x.tolist() for x in _unique_pairs(np.array([5, 1, 5, 5]), np.array([7, 2, 6, 7]))]
+    [[1, 5, 5], [2, 6, 7], [2, 0, 1, 2]]
+    """
+    if len(a) > _SMALL:
+        pairs, inv = np.unique(np.stack([a, b], axis=1), axis=0, return_inverse=True)
+        return pairs[:, 0], pairs[:, 1], inv.reshape(-1)
+    both = list(zip(a.tolist(), b.tolist(), strict=True))
+    u = sorted(set(both))
+    at = {p: i for i, p in enumerate(u)}
+    return (
+        np.array([x for x, _ in u], a.dtype),
+        np.array([y for _, y in u], b.dtype),
+        np.array([at[p] for p in both], np.intp),
+    )
+
+
+def _unique_bytes(keys: list[bytes]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    """The distinct ``keys`` in the order they first come, where each first comes, and each key's index among them.
+
+    >>> k, first, inv = _unique_bytes([b"b", b"a", b"b"])
+    >>> k, first.tolist(), inv.tolist()
+    ([b'b', b'a'], [0, 1], [0, 1, 0])
+    """
+    at: dict[bytes, int] = {}
+    first: list[int] = []
+    inv: list[int] = []
+    for i, k in enumerate(keys):
+        u = at.get(k)
+        if u is None:
+            u = at[k] = len(first)
+            first.append(i)
+        inv.append(u)
+    return list(at), np.array(first, np.intp), np.array(inv, np.intp)
 
 
 def _unique_first(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1053,12 +1105,16 @@ class Ingestor:
         """Join entries of a batch: each event's cell (stream x slice rows), outcome and time in one int64."""
         rows = rows.astype(np.int32)  # as _cell_rows holds them; a cell's key is their bytes (36 for 9 dimensions)
         view = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-        uniq, first, inv = np.unique(view, return_index=True, return_inverse=True)
-        keys: list[bytes] = uniq.tolist()
+        keys: list[bytes]
+        if len(view) <= _SMALL:  # cell ids are opaque: the order the keys are numbered in does not matter
+            keys, first, inv = _unique_bytes(view.tolist())
+        else:
+            uniq, first, inv = np.unique(view, return_index=True, return_inverse=True)
+            keys = uniq.tolist()
         cells = stream.cells
         if len(self._cell_stream) + len(keys) > MAX_CELLS:
             self._make_room(cells, keys)
-        ids = np.empty(len(uniq), np.int64)
+        ids = np.empty(len(keys), np.int64)
         new: list[int] = []
         for u, key in enumerate(keys):
             cell = cells.get(key)
@@ -1110,8 +1166,7 @@ class Ingestor:
             uticks, tick_idx = _unique_inverse(ticks)
             useen = uticks
         else:
-            pairs, tick_idx = np.unique(np.stack([ticks, visible], axis=1), axis=0, return_inverse=True)
-            uticks, useen = pairs[:, 0], pairs[:, 1]
+            uticks, useen, tick_idx = _unique_pairs(ticks, visible)
         tick_idx = tick_idx.reshape(-1)
         base = tick_idx[:, None] * nrows + rows  # (n, slices): the (tick, row) pair of each count
         row_ok = rows >= 0

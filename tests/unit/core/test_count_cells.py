@@ -67,3 +67,35 @@ def test_small_and_large_uniques_equal_numpy_unique(n: int) -> None:
         got_u, got_first = ingest._unique_first(a)
         assert got_u.tolist() == uniq.tolist()
         assert got_first.tolist() == first.tolist()
+        b = rng.integers(-spread, spread, n).astype(np.int64)
+        pairs, inv = np.unique(np.stack([a, b], axis=1), axis=0, return_inverse=True)
+        got_a, got_b, got_inv = ingest._unique_pairs(a, b)
+        assert got_a.tolist() == pairs[:, 0].tolist()
+        assert got_b.tolist() == pairs[:, 1].tolist()
+        assert got_inv.tolist() == inv.reshape(-1).tolist()
+        keys = [bytes([x % 256, y % 256]) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+        distinct, first, where = ingest._unique_bytes(keys)
+        assert len(distinct) == len(set(keys))
+        assert [keys[i] for i in first.tolist()] == distinct
+        assert [distinct[i] for i in where.tolist()] == keys
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 65, 200])
+def test_admission_counts_the_same_for_few_events_and_many(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routing admitted names counts each name's recent events the same whether a batch takes the loop for a few
+    events or numpy's bincounts: the same batches both ways give the same routes, recent counts and totals."""
+    names = ["a", "b", "c"]
+    results = []
+    for small in (10**9, -1):  # every batch through the loop, then every batch through numpy
+        monkeypatch.setattr(ingest, "_SMALL", small)
+        rng = np.random.default_rng(n)  # the same batches both ways
+        adm = ingest._Admission(cap=5, floor=3, span=60.0)
+        routes = []
+        for k in range(6):
+            group = rng.integers(0, len(names), n)
+            ts = 50.0 * k + np.sort(rng.uniform(0, 100, n))
+            routes.append(adm.route(names, group, ts).tolist())
+        recent = {v: (r.epoch, r.now, r.before) for v, r in adm.admitted.items()}
+        results.append((routes, adm.clock, dict(adm.carried), recent, list(adm.seen)))
+    assert results[0] == results[1]
+    assert sum(results[0][2].values()) == 6 * n
