@@ -269,6 +269,13 @@ class KafkaConfig(_Model):
         500, ge=1, description="Kafka messages taken per ingest batch (bounds memory: envelopes hold many events)."
     )
     batch_wait: Duration = Field(0.2, description="Longest wait to fill an ingest batch.")
+    batch_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1,
+        description="Bytes of Kafka message values folded in one ingest call: a batch holding more is folded in "
+        "several calls, each as if Kafka had delivered it alone (bounds memory: 500 envelopes of 1 MB would "
+        "otherwise be decoded at once; 500 envelopes of 100 ordinary events are ~13 MB, one call).",
+    )
     session_timeout: Duration = Field(
         6.0, description="Consumer session timeout; the dev broker's first join waits about half of it."
     )

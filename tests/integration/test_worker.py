@@ -91,7 +91,8 @@ def test_worker_metrics_equal_the_replay(
 ) -> None:
     """Events produced to Kafka (single events and envelopes) end as /metrics gauges equal to the pure replay of the same events."""
     events = list(generate("bias", events=30_000, seed=21)[0])
-    cfg_path = _config_with_profiles(tmp_path, example_config, "equal", events)
+    # 64 KiB of message values per ingest call: batches of envelopes (~25 KB each) are folded in several calls.
+    cfg_path = _config_with_profiles(tmp_path, example_config, "equal", events, batch_bytes=65_536)
     cfg = load_config(cfg_path)
     expected = _replay(cfg_path, events, pseudonym_key)
 

@@ -283,6 +283,26 @@ def _faust_app(config: Config, bootstrap: str) -> faust.App:
     return app
 
 
+def by_bytes(messages: Sequence[Any], budget: int) -> list[Sequence[Any]]:
+    """Consecutive runs of ``messages`` whose values add up to at most ``budget`` bytes (a larger message alone).
+
+    >>> from types import SimpleNamespace as M
+    >>> [[m.value for m in run] for run in by_bytes([M(value=b"aa"), M(value=b"b"), M(value=b"cccc"), M(value=None)], 3)]
+    [[b'aa', b'b'], [b'cccc'], [None]]
+    """
+    runs: list[Sequence[Any]] = []
+    start = size = 0
+    for i, m in enumerate(messages):
+        n = len(m.value or b"")
+        if i > start and size + n > budget:
+            runs.append(messages[start:i])
+            start, size = i, 0
+        size += n
+    if start < len(messages):
+        runs.append(messages[start:] if start else messages)
+    return runs
+
+
 def _by_topic(tps: Iterable[Any]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for tp in sorted(tps):
@@ -473,14 +493,19 @@ class Worker:
             await self.ingest_batch([e.message for e in events])
 
     async def ingest_batch(self, messages: Sequence[Any]) -> None:
-        """Decode, dead-letter and fold one batch of Kafka messages, partition by partition."""
+        """Decode, dead-letter and fold one batch of Kafka messages, partition by partition; in several calls of at
+        most ``kafka.batch_bytes`` of message values each (at least one message), in order."""
+        now = time.monotonic()
+        for m in messages:
+            self._last_data[f"{m.topic}:{m.partition}"] = now
+        self._update_sources(now)
+        for part in by_bytes(messages, self.config.kafka.batch_bytes):
+            await self._ingest_call(part)
+
+    async def _ingest_call(self, messages: Sequence[Any]) -> None:
         by_tp: dict[str, list[Any]] = {}
         for m in messages:
             by_tp.setdefault(f"{m.topic}:{m.partition}", []).append(m)
-        now = time.monotonic()
-        for tp in by_tp:
-            self._last_data[tp] = now
-        self._update_sources(now)
         async with self._order:
             if any(tp not in self.input_recovery.recovered for tp in by_tp):
                 await self._recover_assigned()
