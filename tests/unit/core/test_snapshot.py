@@ -11,7 +11,7 @@ from driftwatch.config import load_config
 from driftwatch.core.evaluate import Evaluator
 from driftwatch.core.ingest import Ingestor
 from driftwatch.core.profile import Profile, build_profile, prediction_columns
-from driftwatch.core.snapshot import decode_state, encode_state
+from driftwatch.core.snapshot import compress_state, decode_checkpoint, decode_state, encode_state
 from driftwatch.simulate import generate
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "driftwatch.example.yaml"
@@ -26,9 +26,10 @@ def _rows(rows: object) -> list[tuple[object, ...]]:
     return sorted((r.name, tuple(sorted(r.labels.items())), r.value, r.n, r.status) for r in rows)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("scenario", ["complaint-spike", "feature-drift"])
-def test_restored_evaluator_continues_exactly(scenario: str, pseudonym_key: bytes) -> None:
-    """An evaluator restored from a msgpack checkpoint mid-stream gives the same transitions and metrics as one never stopped."""
+@pytest.mark.parametrize(("scenario", "compressed"), [("complaint-spike", False), ("feature-drift", True)])
+def test_restored_evaluator_continues_exactly(scenario: str, compressed: bool, pseudonym_key: bytes) -> None:
+    """An evaluator restored from a msgpack checkpoint mid-stream gives the same transitions and metrics as one never
+    stopped, from a checkpoint as workers write it (compressed) or as earlier releases wrote it (plain msgpack)."""
     cfg = load_config(EXAMPLE)
     events = list(generate(scenario, events=40_000, seed=5)[0])
     profiles = _profiles(events)
@@ -52,8 +53,11 @@ def test_restored_evaluator_continues_exactly(scenario: str, pseudonym_key: byte
             first.apply(partials)
             first.advance(wm)
     blob = encode_state(first.snapshot(cfg.models))
+    if compressed:
+        plain, blob = blob, compress_state(blob)
+        assert len(blob) < len(plain) / 2
     second = evaluator()
-    assert second.restore(decode_state(blob)) == []
+    assert second.restore(decode_checkpoint(blob)) == []
     for partials, wm in batches[half:]:
         second.apply(partials)
         second.advance(wm)
