@@ -17,7 +17,7 @@ import operator
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 import numpy as np
 
@@ -1107,7 +1107,7 @@ class Ingestor:
         view = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
         keys: list[bytes]
         if len(view) <= _SMALL:  # cell ids are opaque: the order the keys are numbered in does not matter
-            keys, first, inv = _unique_bytes(view.tolist())
+            keys, first, inv = _unique_bytes(cast(list[bytes], view.tolist()))  # void items are bytes
         else:
             uniq, first, inv = np.unique(view, return_index=True, return_inverse=True)
             keys = uniq.tolist()
