@@ -120,7 +120,13 @@ def partition_for(key: bytes, partitions: Sequence[int]) -> int:
 
 def partitions_for(keys: Iterable[bytes], partitions: Sequence[int]) -> list[int]:
     """:func:`partition_for` of many keys at once (one call, not one per key)."""
+    keys = keys if isinstance(keys, list) else list(keys)
     count = len(partitions)
+    np = sys.modules.get("numpy")
+    if np is not None and len(keys) >= _VECTOR_MIN and len(set(map(len, keys))) == 1:  # the usual: ids of one length
+        h = _hash_same_length(np, keys, len(keys[0]))
+        placed: list[int] = np.asarray(partitions)[(h & np.uint32(0x7FFFFFFF)) % count].tolist()
+        return placed
     return [partitions[(h & 0x7FFFFFFF) % count] for h in _hashes(keys)]
 
 
@@ -141,14 +147,14 @@ def _hashes(keys: Iterable[bytes]) -> list[int]:
     out = [0] * len(keys)
     for n, idx in by_length.items():
         group = [keys[i] for i in idx]
-        hashed = _hash_same_length(np, group, n) if len(idx) >= _VECTOR_MIN else _hash_each(group)
+        hashed = _hash_same_length(np, group, n).tolist() if len(idx) >= _VECTOR_MIN else _hash_each(group)
         for i, h in zip(idx, hashed, strict=True):
             out[i] = h
     return out
 
 
-def _hash_same_length(np: Any, keys: list[bytes], n: int) -> list[int]:
-    """murmur2 of keys that are all ``n`` bytes long, as uint32 arrays (numpy's uint32 products wrap as Java's do)."""
+def _hash_same_length(np: Any, keys: list[bytes], n: int) -> Any:
+    """murmur2 of keys that are all ``n`` bytes long, as a uint32 array (numpy's uint32 products wrap as Java's do)."""
     buf = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), n)
     m = np.uint32(_M)
     h = np.full(len(keys), (0x9747B28C ^ n) & _MASK, np.uint32)
@@ -173,8 +179,7 @@ def _hash_same_length(np: Any, keys: list[bytes], n: int) -> list[int]:
     h ^= h >> np.uint32(13)
     h *= m
     h ^= h >> np.uint32(15)
-    hashes: list[int] = h.tolist()
-    return hashes
+    return h
 
 
 def _hash_each(keys: Iterable[bytes]) -> list[int]:
@@ -240,6 +245,24 @@ def pack(placed: Iterable[tuple[str, int, bytes]], size: int) -> list[Envelope]:
             groups[(topic, p)] = [data]
         else:
             group.append(data)
+    return cut(groups, size)
+
+
+def group_placed(
+    groups: dict[tuple[str, int], list[bytes]], items: Sequence[tuple[str, bytes, bytes]], placed: Sequence[int]
+) -> None:
+    """Append each ``(topic, request id, event json)`` item's json to the group of its topic and partition
+    (``placed``: the item's partition), in order: :func:`pack` without the placed tuples, a batch in parts."""
+    for (topic, _, data), p in zip(items, placed, strict=True):
+        group = groups.get((topic, p))
+        if group is None:
+            groups[(topic, p)] = [data]
+        else:
+            group.append(data)
+
+
+def cut(groups: Mapping[tuple[str, int], list[bytes]], size: int) -> list[Envelope]:
+    """Each group's events, in order, as NDJSON envelopes of up to ``size`` events (groups in their order)."""
     out = []
     for (topic, p), events in groups.items():
         for i in range(0, len(events), size):

@@ -60,7 +60,7 @@ from prometheus_client import (
 )
 
 from driftwatch._log import get_logger
-from driftwatch.client import Envelope, Minimiser, pack, partitions_for
+from driftwatch.client import Envelope, Minimiser, cut, group_placed, partitions_for
 from driftwatch.config import Config, SidecarConfig
 from driftwatch.events import REASONS, DecodeError, EventDecoder
 
@@ -95,7 +95,7 @@ _BACKOFF = (0.1, 2.0)
 _PROBE_EVERY = 2.0
 _MAX_REQUEST = 8 * 1024 * 1024
 _BATCH_BYTES = 512 * 1024
-_SLICE = 256
+_SLICE = 1024
 
 
 def parse_body(body: bytes, content_type: str = "") -> list[bytes] | None:
@@ -122,7 +122,7 @@ def parse_body(body: bytes, content_type: str = "") -> list[bytes] | None:
             return None
     if content_type == "application/json":
         return [body.strip()]
-    return [line for line in (x.strip() for x in body.split(b"\n")) if line]
+    return [line for line in map(bytes.strip, body.split(b"\n")) if line]
 
 
 class Taken(NamedTuple):
@@ -573,13 +573,12 @@ class Sidecar:
         if buf.pending:
             items, buf.pending = buf.pending, []
             parts = self._partitions
-            placed: list[tuple[str, int, bytes]] = []
+            groups: dict[tuple[str, int], list[bytes]] = {}
             for i in range(0, len(items), _SLICE):  # the murmur2 of many ids, in slices: requests are served between
                 chunk = items[i : i + _SLICE]
-                ps = partitions_for([rid for _, rid, _ in chunk], parts)
-                placed += [(topic, p, data) for (topic, _, data), p in zip(chunk, ps, strict=True)]
+                group_placed(groups, chunk, partitions_for([rid for _, rid, _ in chunk], parts))
                 await asyncio.sleep(0)
-            todo += pack(placed, self.settings.envelope_size)
+            todo += cut(groups, self.settings.envelope_size)
         if not todo:
             return True
         failed: list[Envelope] = []

@@ -357,3 +357,13 @@ def test_murmur2_of_a_batch_equals_aiokafkas(length: int, count: int, rnd: rando
     keys = [rnd.randbytes(length) for _ in range(count)] + [rnd.randbytes(rnd.randrange(40)) for _ in range(count // 3)]
     rnd.shuffle(keys)
     assert partitions_for(keys, range(1000)) == [(aiokafka_murmur2(k) & 0x7FFFFFFF) % 1000 for k in keys]
+
+
+@settings(max_examples=100)
+@given(st.integers(min_value=0, max_value=70), st.integers(min_value=16, max_value=300), st.randoms())
+def test_partitions_of_keys_of_one_length_equal_aiokafkas(length: int, count: int, rnd: random.Random) -> None:
+    """Many keys of one length (request ids usually are: UUIDs) are placed in one numpy pass: Kafka's default
+    partitioner for each, in order, whatever the partition list."""
+    keys = [rnd.randbytes(length) for _ in range(count)]
+    parts = sorted(rnd.sample(range(100), rnd.randrange(1, 20)))
+    assert partitions_for(keys, parts) == [parts[(aiokafka_murmur2(k) & 0x7FFFFFFF) % len(parts)] for k in keys]
