@@ -180,42 +180,50 @@ class Evaluator:
     def snapshot(self, models: Iterable[str]) -> ModelsState:
         """The state of ``models`` (streams, open alerts, detectors) as plain data for a checkpoint."""
         wanted = set(models)
+        streams = list(self.stream_states(wanted))
+        shell = self.snapshot_shell(wanted)
+        return ModelsState(shell.closed_before, streams, shell.alerts, shell.detectors, shell.records)
+
+    def snapshot_shell(self, models: Iterable[str]) -> ModelsState:
+        """:meth:`snapshot` without its streams (:meth:`stream_states` gives them one at a time)."""
+        wanted = set(models)
 
         def mine(labels: Mapping[str, str]) -> bool:
             return labels.get("model") in wanted
 
-        streams = []
+        records = [encode_record(r) for r in self.open_records() if mine(r.labels)]
+        return ModelsState(self.closed_before, [], self.engine.export(mine), self.detectors.export(mine), records)
+
+    def stream_count(self, models: Iterable[str]) -> int:
+        """How many streams :meth:`stream_states` yields for ``models``."""
+        wanted = set(models)
+        return sum(mid in wanted for mid, _ in self.streams)
+
+    def stream_states(self, models: Iterable[str]) -> Iterator[StreamState]:
+        """The streams of ``models`` as checkpoint data, one at a time, in :meth:`snapshot`'s order (a checkpoint is
+        encoded stream by stream: the whole state never exists twice at once)."""
+        wanted = set(models)
         for (mid, ver), s in self.streams.items():
             if mid not in wanted:
                 continue
             st = s.store
             st.settle()
-            streams.append(
-                StreamState(
-                    mid,
-                    ver,
-                    list(s.space.keys),
-                    [(t, sparse_to(m)) for t, m in sorted(st.open_cells.items())],
-                    [
-                        WindowState(
-                            w.length,
-                            [(b, sparse_to(m)) for b, m in w.buckets],
-                            None if w.total is None else matrix_to(w.total),
-                        )
-                        for w in st.windows.values()
-                    ],
-                    None if st.since is None else matrix_to(st.since),
-                    [(v, t, sparse_to(m)) for v, parts in sorted(st.deferred.items()) for t, m in parts],
-                )
+            yield StreamState(
+                mid,
+                ver,
+                list(s.space.keys),
+                [(t, sparse_to(m)) for t, m in sorted(st.open_cells.items())],
+                [
+                    WindowState(
+                        w.length,
+                        [(b, sparse_to(m)) for b, m in w.buckets],
+                        None if w.total is None else matrix_to(w.total),
+                    )
+                    for w in st.windows.values()
+                ],
+                None if st.since is None else matrix_to(st.since),
+                [(v, t, sparse_to(m)) for v, parts in sorted(st.deferred.items()) for t, m in parts],
             )
-        records = [encode_record(r) for r in self.open_records() if mine(r.labels)]
-        return ModelsState(
-            self.closed_before,
-            streams,
-            self.engine.export(mine),
-            self.detectors.export(mine),
-            records,
-        )
 
     def open_records(self) -> list[AlertRecord]:
         """The latest record of every pending or firing alert: from its last transition, or (right after a

@@ -46,7 +46,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
-from driftwatch.core.snapshot import Codec, compress_state, decode_checkpoint, encode_state
+from driftwatch.core.snapshot import Codec, decode_checkpoint, encode_checkpoint
 from driftwatch.core.summary import Partial
 from driftwatch.daemon.offsets import end_offsets
 from driftwatch.daemon.wire import SummaryMsg, from_msg
@@ -602,19 +602,15 @@ class EvalRecovery(_Recovery):
     async def checkpoint(self, partition: int) -> None:
         """Write the state of the models on one summary partition to its eval-state partition (chunked; awaited)."""
         models = self.models.get(partition, set())
-        with self.lock:
-            raw = encode_state(self.core.evaluator.snapshot(models))
+        ev = self.core.evaluator
+        with self.lock:  # encoded and compressed stream by stream: the plain msgpack never exists whole
+            blob, size = encode_checkpoint(ev.snapshot_shell(models), ev.stream_count(models), ev.stream_states(models))
         applied = {k: v for k, v in self.applied.items() if k.rpartition("|")[2] in models}
         # Resume before the first chunk of a batch still incomplete: complete batches before it are skipped by mark.
         resume = min(
             [self.offset.get(partition, -1)]
             + [first - 1 for mark, (_, first, _) in self.held.items() if mark.rpartition("|")[2] in models]
         )
-        # Compressed here, before the first await: the plain bytes never overlap other work's memory (on a thread,
-        # in another malloc arena while the stream went on, the worker's peak RSS rose by up to 60 MB).
-        size = len(raw)
-        blob = compress_state(raw)
-        del raw
         # A few chunks in flight at a time: the producer would otherwise hold a copy of the whole checkpoint.
         sent: deque[Any] = deque()
         chunks = 0

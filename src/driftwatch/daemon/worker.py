@@ -71,6 +71,7 @@ from driftwatch.config import Config
 from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.summary import Partial
 from driftwatch.daemon._fetch import Transport as FetchTransport
+from driftwatch.daemon._malloc import limit_arenas
 from driftwatch.daemon.exposition import serve_http
 from driftwatch.daemon.metrics import (
     EVALUATION_BUCKETS,
@@ -321,6 +322,7 @@ class Worker:
     kafka_noise: _KafkaClientNoise | None = None
 
     def __init__(self, config: Config, key: bytes | None, *, bootstrap: str, worker_id: str | None = None) -> None:
+        limit_arenas()  # before Faust's threads start (see driftwatch.daemon._malloc)
         self.config = config
         self.bootstrap = bootstrap
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"

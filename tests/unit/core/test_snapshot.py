@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import msgspec
@@ -11,7 +12,15 @@ from driftwatch.config import load_config
 from driftwatch.core.evaluate import Evaluator
 from driftwatch.core.ingest import Ingestor
 from driftwatch.core.profile import Profile, build_profile, prediction_columns
-from driftwatch.core.snapshot import compress_state, decode_checkpoint, decode_state, encode_state
+from driftwatch.core.snapshot import (
+    ModelsState,
+    StreamState,
+    compress_state,
+    decode_checkpoint,
+    decode_state,
+    encode_checkpoint,
+    encode_state,
+)
 from driftwatch.simulate import generate
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "driftwatch.example.yaml"
@@ -71,6 +80,39 @@ def test_restored_evaluator_continues_exactly(scenario: str, compressed: bool, p
     assert any(t[1] == "firing" for t in transitions)
     for window in (0.0, 300.0, 3600.0):
         assert _rows(second.metric_rows(window)) == _rows(whole.metric_rows(window))
+
+
+def test_a_checkpoint_encoded_stream_by_stream_is_the_whole_states_msgpack(pseudonym_key: bytes) -> None:
+    """Workers encode and compress a checkpoint one stream at a time (the plain bytes never whole); decompressed,
+    those bytes are exactly the msgpack of the whole snapshot, for all models and for each one alone."""
+    cfg = load_config(EXAMPLE)
+    events = list(generate("bias", events=20_000, seed=7)[0])
+    enc = msgspec.json.Encoder()
+    ing = Ingestor(cfg, pseudonym_key, _profiles(events))
+    ev = Evaluator(cfg, ing.layouts, ing.limits, ing.coders)
+    for i in range(0, len(events), 2_000):
+        ev.apply(ing.process([enc.encode(e) for e in events[i : i + 2_000]]).partials)
+        ev.advance(ing.watermark)
+    assert ev.engine.active()  # open alerts and detectors go into the shell
+    for models in [set(cfg.models), *({m} for m in cfg.models), set()]:
+        blob, size = encode_checkpoint(ev.snapshot_shell(models), ev.stream_count(models), ev.stream_states(models))
+        plain = encode_state(ev.snapshot(models))
+        assert zlib.decompress(blob) == plain
+        assert size == len(plain)
+        assert decode_checkpoint(blob) == decode_state(plain)
+
+
+def test_a_checkpoint_of_many_streams_has_msgpacks_longer_array_header() -> None:
+    """16 streams or more need msgpack's array16 header (15 fit in the one-byte form)."""
+    for count in (15, 16, 300):
+        streams = [StreamState("m", f"v{i}", [], [], [], None) for i in range(count)]
+        shell = ModelsState(3, [], [{"a": 1}], [])
+        blob, size = encode_checkpoint(shell, count, iter(streams))
+        whole = ModelsState(3, streams, [{"a": 1}], [])
+        assert zlib.decompress(blob) == encode_state(whole)
+        assert size == len(encode_state(whole))
+    with pytest.raises(ValueError, match="2 streams given, 3 announced"):
+        encode_checkpoint(ModelsState(3, [], [], []), 3, iter(streams[:2]))
 
 
 def test_dropped_models_leave_no_state(pseudonym_key: bytes) -> None:
