@@ -31,6 +31,18 @@ def _profiles(events: list[dict[str, object]]) -> dict[str, Profile]:
     return {mid: build_profile(mid, mc, prediction_columns(events, mid, limit=3000)) for mid, mc in cfg.models.items()}
 
 
+def _fed(events: list[dict[str, object]], key: bytes) -> tuple[Ingestor, Evaluator]:
+    """The example config's ingest and an evaluator fed ``events`` in batches of 2,000, time advanced after each."""
+    cfg = load_config(EXAMPLE)
+    enc = msgspec.json.Encoder()
+    ing = Ingestor(cfg, key, _profiles(events))
+    ev = Evaluator(cfg, ing.layouts, ing.limits, ing.coders)
+    for i in range(0, len(events), 2_000):
+        ev.apply(ing.process([enc.encode(e) for e in events[i : i + 2_000]]).partials)
+        ev.advance(ing.watermark)
+    return ing, ev
+
+
 def _rows(rows: object) -> list[tuple[object, ...]]:
     return sorted((r.name, tuple(sorted(r.labels.items())), r.value, r.n, r.status) for r in rows)  # type: ignore[attr-defined]
 
@@ -86,13 +98,7 @@ def test_a_checkpoint_encoded_stream_by_stream_is_the_whole_states_msgpack(pseud
     """Workers encode and compress a checkpoint one stream at a time (the plain bytes never whole); decompressed,
     those bytes are exactly the msgpack of the whole snapshot, for all models and for each one alone."""
     cfg = load_config(EXAMPLE)
-    events = list(generate("bias", events=20_000, seed=7)[0])
-    enc = msgspec.json.Encoder()
-    ing = Ingestor(cfg, pseudonym_key, _profiles(events))
-    ev = Evaluator(cfg, ing.layouts, ing.limits, ing.coders)
-    for i in range(0, len(events), 2_000):
-        ev.apply(ing.process([enc.encode(e) for e in events[i : i + 2_000]]).partials)
-        ev.advance(ing.watermark)
+    _, ev = _fed(list(generate("bias", events=20_000, seed=7)[0]), pseudonym_key)
     assert ev.engine.active()  # open alerts and detectors go into the shell
     for models in [set(cfg.models), *({m} for m in cfg.models), set()]:
         blob, size = encode_checkpoint(ev.snapshot_shell(models), ev.stream_count(models), ev.stream_states(models))
@@ -139,13 +145,7 @@ def test_open_alerts_are_shown_right_after_a_restore(pseudonym_key: bytes) -> No
     """The API's open alerts come from the checkpoint until an alert has a transition of its own again: a worker
     restarted while an alert fires shows it at once, with the record it had (value, evidence, since)."""
     cfg = load_config(EXAMPLE)
-    events = list(generate("bias", events=30_000, seed=5)[0])
-    enc = msgspec.json.Encoder()
-    ing = Ingestor(cfg, pseudonym_key, _profiles(events))
-    first = Evaluator(cfg, ing.layouts, ing.limits, ing.coders)
-    for i in range(0, len(events), 2_000):
-        first.apply(ing.process([enc.encode(e) for e in events[i : i + 2_000]]).partials)
-        first.advance(ing.watermark)
+    ing, first = _fed(list(generate("bias", events=30_000, seed=5)[0]), pseudonym_key)
     want = sorted(first.open_records(), key=lambda r: r.fingerprint)
     assert any(r.state == "firing" for r in want)
 
