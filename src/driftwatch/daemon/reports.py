@@ -28,7 +28,7 @@ from typing import Literal
 
 from driftwatch._log import get_logger
 from driftwatch.config import ReportsConfig
-from driftwatch.reports.runner import ReportError, ReportRunner
+from driftwatch.reports.runner import ReportAbandoned, ReportError, ReportRunner
 from driftwatch.reports.spec import ReportSpec
 
 __all__ = ["QUEUE", "ReportService", "ReportStatus"]
@@ -142,7 +142,10 @@ class ReportService:
                     self.failed += 1
                     self._status[spec.report_id] = "failed"
                     self._settled.notify_all()
-                log.warning("report_failed", report_id=spec.report_id, error=str(e))
+                if isinstance(e, ReportAbandoned):
+                    log.info("report_abandoned", report_id=spec.report_id, reason=str(e))
+                else:
+                    log.warning("report_failed", report_id=spec.report_id, error=str(e))
                 continue
             self._keep(spec.report_id, page)
 

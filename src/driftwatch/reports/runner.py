@@ -27,7 +27,7 @@ from driftwatch._log import get_logger
 from driftwatch.errors import DriftwatchError
 from driftwatch.reports.spec import ReportSpec, encode_spec
 
-__all__ = ["ReportError", "ReportRunner"]
+__all__ = ["ReportAbandoned", "ReportError", "ReportRunner"]
 
 log = get_logger(__name__)
 
@@ -37,6 +37,10 @@ _JOIN_SECONDS = 5.0
 
 class ReportError(DriftwatchError, RuntimeError):
     """A report could not be built: it timed out, the builder raised (type and message named), or the worker died."""
+
+
+class ReportAbandoned(ReportError):
+    """The runner was closed (the worker is stopping) before or during the build: nothing went wrong."""
 
 
 def _build(data: bytes) -> tuple[bool, str]:
@@ -88,6 +92,10 @@ class ReportRunner:
             started = time.monotonic()
             try:
                 html = self._run(data)
+            except ReportAbandoned as e:
+                self.failed += 1
+                log.info("report_abandoned", report_id=spec.report_id, reason=str(e))
+                raise
             except ReportError as e:
                 self.failed += 1
                 log.warning("report_failed", report_id=spec.report_id, error=str(e))
@@ -107,7 +115,7 @@ class ReportRunner:
     def _run(self, data: bytes) -> str:
         with self._pool_lock:
             if self._closed:
-                raise ReportError("the report runner is closed")
+                raise ReportAbandoned("the report runner is closed")
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn")
@@ -128,7 +136,7 @@ class ReportRunner:
             self._reset(pool, procs)
             codes = _exit_codes(procs)
             if self._closed:
-                raise ReportError("the report runner was closed during the build") from None
+                raise ReportAbandoned("the report runner was closed during the build") from None
             raise ReportError(f"the report worker process died ({codes or type(e).__name__})") from None
         if not ok:
             raise ReportError(f"building the report failed: {text}")

@@ -21,6 +21,7 @@ import pytest
 
 from driftwatch.reports import ReportError, ReportRunner, ReportSpec, Sample, SampleColumns, encode_spec
 from driftwatch.reports import runner as runner_module
+from driftwatch.reports.runner import ReportAbandoned
 
 # Every report test runs in one test process, so Evidently is imported once (by the shared worker).
 pytestmark = pytest.mark.xdist_group("reports")
@@ -185,5 +186,30 @@ def test_builds_from_threads_and_after_close() -> None:
     assert all('id="drift-too-few"' in page for page in pages)
     assert runner.built == 4
     runner.close()
-    with pytest.raises(ReportError, match="closed"):
+    with pytest.raises(ReportAbandoned, match="closed"):
         runner.build(small_spec())
+
+
+def test_a_build_cut_short_by_close_is_abandoned_not_failed() -> None:
+    """A worker stopping closes its runner mid-build: that build ends as abandoned (logged at info, not as a
+    failure warning), and the runner's process is gone."""
+    before = children()
+    runner = ReportRunner(timeout=120)
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            runner.build(drift_spec())  # a fresh worker imports Evidently first: seconds, time enough to close
+        except BaseException as e:  # handed to the test's thread
+            outcome.append(e)
+
+    caller = threading.Thread(target=build)
+    caller.start()
+    wait_for(lambda: children() - before, 60, "the report worker to start")
+    runner.close()
+    caller.join(30)
+    assert not caller.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ReportAbandoned), outcome
+    assert "closed during the build" in str(outcome[0])
+    assert children() <= before
