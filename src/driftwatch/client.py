@@ -228,8 +228,9 @@ def envelopes(items: Iterable[tuple[str, bytes, bytes]], partitions: Sequence[in
     [('p', 1), ('p', 1), ('i', 1)]
     """
     items = list(items)
-    placed = partitions_for([rid for _, rid, _ in items], partitions)
-    return pack(((topic, p, data) for (topic, _, data), p in zip(items, placed, strict=True)), size)
+    groups: dict[tuple[str, int], list[bytes]] = {}
+    group_placed(groups, items, partitions_for([rid for _, rid, _ in items], partitions))
+    return cut(groups, size)
 
 
 def pack(placed: Iterable[tuple[str, int, bytes]], size: int) -> list[Envelope]:

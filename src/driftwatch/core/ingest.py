@@ -175,12 +175,11 @@ class _Admission:
         """
         if all(v in self.admitted for v in names):  # the usual batch: counts only, in bulk
             size = len(names)
+            self.clock = max(self.clock, float(ts.max()))
+            end = math.floor(self.clock / self.span)
             if len(group) <= _SMALL:  # a few events (one per Kafka message): a loop beats numpy's call costs
-                t_l = ts.tolist()
-                self.clock = max(self.clock, max(t_l))
-                end = math.floor(self.clock / self.span)
                 now, before, total = [0] * size, [0] * size, [0] * size
-                for g, t in zip(group.tolist(), t_l, strict=True):
+                for g, t in zip(group.tolist(), ts.tolist(), strict=True):
                     own_epoch = math.floor(t / self.span)
                     total[g] += 1
                     if own_epoch == end:
@@ -188,8 +187,6 @@ class _Admission:
                     elif own_epoch == end - 1:
                         before[g] += 1
             else:
-                self.clock = max(self.clock, float(ts.max()))
-                end = math.floor(self.clock / self.span)
                 own = np.floor(ts / self.span).astype(np.int64)
                 now = np.bincount(group[own == end], minlength=size).tolist()
                 before = np.bincount(group[own == end - 1], minlength=size).tolist()
@@ -824,14 +821,14 @@ class Ingestor:
                 del self.learners[mid]
                 self.counters.reference_learning += j
                 # Remembered so their interactions are not join misses.
-                self._remember([evs[k].request_id for k in range(j)], [_LEARNING] * j)
+                self._remember([evs[k].request_id for k in range(j)], np.full(j, _LEARNING, np.int64))
                 self._join_order.append(
                     (float(ts[j - 1]) if j else float(ts[0]), [evs[k].request_id for k in range(j)])
                 )
                 self._learnt_waiting([e.request_id for e in evs[:j]])
                 return idx[j:]
         self.counters.reference_learning += len(evs)
-        self._remember([e.request_id for e in evs], [_LEARNING] * len(evs))
+        self._remember([e.request_id for e in evs], np.full(len(evs), _LEARNING, np.int64))
         self._join_order.append((float(ts.max()), [e.request_id for e in evs]))
         self._learnt_waiting([e.request_id for e in evs])
         return []
@@ -1027,7 +1024,7 @@ class Ingestor:
         if self._sample_k:
             self._attach_samples(stream, evs, rids, rows, ticks, first)
         # Remember the request for joins: its slices, tick, time and outcome.
-        self._remember(rids, self._pack(stream, rows, ts, fav).tolist())
+        self._remember(rids, self._pack(stream, rows, ts, fav))
         self._remember_order(rids, ticks)
         hits = self._pending.keys() & set(rids) if self._pending else ()
         if hits:
@@ -1363,30 +1360,30 @@ class Ingestor:
                     gone.append(entry)
                     self._labeled.discard(rid)
         if gone:
-            self._count_refs(gone, -1)
+            self._count_refs(np.array(gone, np.int64), -1)
 
-    def _remember(self, rids: list[str], entries: list[int]) -> None:
+    def _remember(self, rids: list[str], entries: np.ndarray) -> None:
         """Join entries (see :meth:`_pack`) of ``rids``, a request's later entry replacing its earlier one; the
         cells' reference counts follow."""
         join = self._join
         before = len(join)
         replaced = [] if join.keys().isdisjoint(rids) else [join[r] for r in join.keys() & set(rids)]
-        join.update(zip(rids, entries, strict=True))
+        join.update(zip(rids, entries.tolist(), strict=True))
         if len(join) - before + len(replaced) != len(rids):  # a request twice in this batch: its last entry stays
-            entries = [join[r] for r in dict.fromkeys(rids)]
+            entries = np.array([join[r] for r in dict.fromkeys(rids)], np.int64)
         self._count_refs(entries, 1)
         if replaced:
-            self._count_refs(replaced, -1)
+            self._count_refs(np.array(replaced, np.int64), -1)
 
-    def _count_refs(self, entries: list[int], sign: int) -> None:
+    def _count_refs(self, entries: np.ndarray, sign: int) -> None:
         """Add ``sign`` to the reference count of each entry's cell; free the cells left with none."""
-        cells, times = _unique_inverse(np.array(entries, np.int64) >> _CELL_SHIFT)
+        cells, times = _unique_inverse(entries >> _CELL_SHIFT)
         self._cell_refs[cells] += sign * np.bincount(times, minlength=len(cells))
         if sign > 0:
             return
         for cell in cells[self._cell_refs[cells] == 0].tolist():
             stream = self._cell_stream[cell]
-            if cell == _LEARNING or stream is None:
+            if stream is None:  # cell 0 (_LEARNING) belongs to no stream and is never freed
                 continue
             del stream.cells[self._cell_rows[cell].tobytes()]
             self._cell_stream[cell] = None

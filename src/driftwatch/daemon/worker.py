@@ -497,17 +497,22 @@ class Worker:
     async def ingest_batch(self, messages: Sequence[Any]) -> None:
         """Decode, dead-letter and fold one batch of Kafka messages, partition by partition; in several calls of at
         most ``kafka.batch_bytes`` of message values each (at least one message), in order."""
-        now = time.monotonic()
-        for m in messages:
-            self._last_data[f"{m.topic}:{m.partition}"] = now
-        self._update_sources(now)
+        calls = []
         for part in by_bytes(messages, self.config.kafka.batch_bytes):
-            await self._ingest_call(part)
+            by_tp: dict[str, list[Any]] = {}
+            for m in part:
+                by_tp.setdefault(f"{m.topic}:{m.partition}", []).append(m)
+            calls.append(by_tp)
+        now = time.monotonic()
+        for by_tp in calls:
+            for tp in by_tp:
+                self._last_data[tp] = now
+        self._update_sources(now)
+        for by_tp in calls:
+            await self._ingest_call(by_tp)
 
-    async def _ingest_call(self, messages: Sequence[Any]) -> None:
-        by_tp: dict[str, list[Any]] = {}
-        for m in messages:
-            by_tp.setdefault(f"{m.topic}:{m.partition}", []).append(m)
+    async def _ingest_call(self, by_tp: dict[str, list[Any]]) -> None:
+        """Fold the messages of one call (by input partition, in offset order)."""
         async with self._order:
             if any(tp not in self.input_recovery.recovered for tp in by_tp):
                 await self._recover_assigned()
