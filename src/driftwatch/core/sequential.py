@@ -60,6 +60,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from driftwatch import _fmath
+
 __all__ = [
     "LEARN_BUCKETS",
     "PRIOR_EVENTS",
@@ -88,9 +90,9 @@ def rate_evidence(k: NDArray[np.int64], n: NDArray[np.int64], p0: float, p1: flo
     out: F
     if share:
         kf = np.minimum(kf, nf)
-        out = kf * np.log(p1 / p0) + (nf - kf) * np.log((1 - p1) / (1 - p0))
+        out = kf * _fmath.log(p1 / p0) + (nf - kf) * _fmath.log((1 - p1) / (1 - p0))
     else:
-        out = kf * np.log(p1 / p0) - nf * (p1 - p0)
+        out = kf * _fmath.log(p1 / p0) - nf * (p1 - p0)
     return out
 
 
@@ -112,7 +114,7 @@ def drift_evidence(counts: NDArray[np.int64], reference: F, ref_count: int, marg
     lag = np.maximum(np.arange(b) - LEARN_BUCKETS, 0)
     recent = seen[:-1] - seen[lag]
     q = (recent + PRIOR_EVENTS * p0) / (recent.sum(axis=2, keepdims=True) + PRIOR_EVENTS)
-    out: F = (c * np.log(q / p0)).sum(axis=2) - margin * c.sum(axis=2)
+    out: F = (c * _fmath.log(q / p0)).sum(axis=2) - margin * c.sum(axis=2)
     return out
 
 
@@ -167,14 +169,14 @@ def comparison_evidence(
         def odds(p: F) -> F:
             return p / (1 - p)
 
-        log1, log0 = np.log(odds(a1) / odds(rr)), np.log(odds(a0) / odds(rr))
+        log1, log0 = _fmath.log(odds(a1) / odds(rr)), _fmath.log(odds(a0) / odds(rr))
         ni, nri, ti = ng.astype(np.int64), nrest.astype(np.int64), total.astype(np.int64)
         z1, z0 = _log_fnch_norm(ni, nri, ti, log1), _log_fnch_norm(ni, nri, ti, log0)
         out[usable] = kg * (log1 - log0) - (z1 - z0)
     else:
         pi1 = ng * (a1 / rr) / (ng * (a1 / rr) + nrest)
         pi0 = ng * (a0 / rr) / (ng * (a0 / rr) + nrest)
-        out[usable] = kg * np.log(pi1 / pi0) + (total - kg) * np.log((1 - pi1) / (1 - pi0))
+        out[usable] = kg * _fmath.log(pi1 / pi0) + (total - kg) * _fmath.log((1 - pi1) / (1 - pi0))
     return out
 
 
@@ -187,7 +189,7 @@ def _log_fnch_norm(n1: NDArray[np.int64], n2: NDArray[np.int64], total: NDArray[
     x = lo[:, None] + np.arange(width)[None, :]
     inside = x <= hi[:, None]
     x = np.where(inside, x, lo[:, None])
-    logf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, int((n1 + n2).max()) + 1)))])
+    logf = np.concatenate([[0.0], np.cumsum(_fmath.log(np.arange(1, int((n1 + n2).max()) + 1)))])
     y = total[:, None] - x
     terms = (
         logf[n1][:, None]
@@ -200,7 +202,7 @@ def _log_fnch_norm(n1: NDArray[np.int64], n2: NDArray[np.int64], total: NDArray[
     )
     terms = np.where(inside, terms, -np.inf)
     top = terms.max(axis=1)
-    out: F = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
+    out: F = top + _fmath.log(_fmath.exp(terms - top[:, None]).sum(axis=1))
     return out
 
 

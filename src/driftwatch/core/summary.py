@@ -32,6 +32,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from driftwatch import _fmath
 from driftwatch.config import ModelConfig
 from driftwatch.core.profile import Profile
 from driftwatch.core.sample import TickSample
@@ -94,7 +95,7 @@ def delay_bucket(seconds: NDArray[np.float64]) -> NDArray[np.int64]:
     [0, 0, 1, 30]
     """
     s = np.maximum(np.asarray(seconds, np.float64), 1.0)
-    return np.minimum(np.ceil(np.log(s) / _LOG_GAMMA - 1e-9), DELAY_BUCKETS - 1).astype(np.int64)
+    return np.minimum(np.ceil(_fmath.log(s) / _LOG_GAMMA - 1e-9), DELAY_BUCKETS - 1).astype(np.int64)
 
 
 def delay_quantile(counts: NDArray[np.int64], q: float) -> float:

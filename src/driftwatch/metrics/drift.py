@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from driftwatch import _fmath
 from driftwatch.metrics.stats import Z95
 
 __all__ = ["PSI_EPSILON", "js_distance", "psi"]
@@ -37,7 +38,7 @@ def psi(counts: NDArray[np.integer], reference: F) -> tuple[F, F, F]:
     q, n = _props(counts)
     p = np.clip(np.asarray(reference, np.float64), PSI_EPSILON, None)
     qc = np.clip(q, PSI_EPSILON, None)
-    log = np.log(qc / p)
+    log = _fmath.log(qc / p)
     value = ((qc - p) * log).sum(axis=1)
     g = log + 1 - p / qc
     with np.errstate(invalid="ignore"):
@@ -59,11 +60,12 @@ def js_distance(counts: NDArray[np.integer], reference: F) -> tuple[F, F, F]:
     p = p / p.sum()
     m = (p + q) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        kl_p = np.where(p > 0, p * np.log(p / m), 0.0).sum(axis=1)
-        kl_q = np.where(q > 0, q * np.log(q / m), 0.0).sum(axis=1)
+        log_q = _fmath.log(q / m)
+        kl_p = np.where(p > 0, p * _fmath.log(p / m), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * log_q, 0.0).sum(axis=1)
         jsd = np.clip((kl_p + kl_q) / 2, 0, None)
         value = np.sqrt(jsd)
-        h = np.where(q > 0, 0.5 * np.log(q / m), 0.0)
+        h = np.where(q > 0, 0.5 * log_q, 0.0)
         var_jsd = ((q * h * h).sum(axis=1) - (q * h).sum(axis=1) ** 2) / n
         var = var_jsd / (4 * jsd)
     half = Z95 * np.sqrt(np.where(np.isfinite(var), np.clip(var, 0, None), 0.0))

@@ -12,6 +12,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from driftwatch import _fmath
+
 __all__ = [
     "Z95",
     "benjamini_hochberg",
@@ -85,7 +87,7 @@ def katz_ratio_interval(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: ArrayLi
     ratio = safe_div(a / n1, b / n2)
     with np.errstate(invalid="ignore", divide="ignore"):
         se = np.sqrt(1 / a - 1 / n1 + 1 / b - 1 / n2)
-        return ratio * np.exp(-Z95 * se), ratio * np.exp(Z95 * se)
+        return ratio * _fmath.exp(-Z95 * se), ratio * _fmath.exp(Z95 * se)
 
 
 def _wilson1(k: float, n: float) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from driftwatch import _fmath
 from driftwatch.simulate import _domain as d
 
 Scenario = Literal["baseline", "feature-drift", "bias", "complaint-spike", "label-shift"]
@@ -350,7 +351,7 @@ def _draw_block(
         is_v8 = is_support & after("complaint-spike") & ~after(ROLLBACK) & (u_version < d.SPIKE_VERSION_SHARE)
 
     # support-router features.
-    msg = np.exp(d.MESSAGE_LENGTH_LOG_MEDIAN + d.MESSAGE_LENGTH_LOG_SD * rng.standard_normal(n))
+    msg = _fmath.exp(d.MESSAGE_LENGTH_LOG_MEDIAN + d.MESSAGE_LENGTH_LOG_SD * rng.standard_normal(n))
     if "feature-drift" in schedule:
         eu = region == d.REGION.values.index("EU")
         msg = np.where(after("feature-drift") & eu, msg * d.DRIFT_MESSAGE_LENGTH_FACTOR, msg)
@@ -365,7 +366,7 @@ def _draw_block(
 
     # refund-approval features, ground truth and decision.
     amount = np.maximum(
-        np.round(np.exp(d.AMOUNT_LOG_MEDIAN + d.AMOUNT_LOG_SD * rng.standard_normal(n)), 2),
+        np.round(_fmath.exp(d.AMOUNT_LOG_MEDIAN + d.AMOUNT_LOG_SD * rng.standard_normal(n)), 2),
         0.01,
     )
     prior_refunds = rng.poisson(d.PRIOR_REFUNDS_MEAN, n)
@@ -401,7 +402,7 @@ def _draw_block(
     mask[:, k] = ~is_support & (rng.random(n) < d.P_LABEL)
     delay = np.empty((n, k + 1), dtype=np.int64)
     delay[:, :k] = np.floor(lo + rng.random((n, k)) * (hi - lo)).astype(np.int64)
-    label_delay = np.exp(d.LABEL_DELAY_LOG_MEDIAN + d.LABEL_DELAY_LOG_SD * rng.standard_normal(n))
+    label_delay = _fmath.exp(d.LABEL_DELAY_LOG_MEDIAN + d.LABEL_DELAY_LOG_SD * rng.standard_normal(n))
     # At least 1 ms so a label is always strictly after its prediction.
     delay[:, k] = np.clip(np.floor(label_delay), 1, d.LABEL_DELAY_MAX_MS).astype(np.int64)
     label_as_bool = rng.random(n) < d.P_LABEL_AS_BOOL
