@@ -325,6 +325,32 @@ def test_worker_and_cli_import_do_not_load_scipy() -> None:
     assert not loaded, f"importing the worker loads scipy: {chain}"
 
 
+_BUILD_EVALUATOR = """
+from driftwatch.config import load_config
+from driftwatch.core.pipeline import Pipeline
+cfg = load_config({path!r})
+cfg = cfg.model_copy(update={{"rules": tuple(r for r in cfg.rules if {keep})}})
+Pipeline(cfg, b"k" * 32)
+"""
+
+
+@pytest.mark.parametrize(
+    ("keep", "module", "loaded"),
+    [
+        ("r.fdr_q is not None", "scipy.special", True),
+        ("r.fdr_q is None", "scipy.special", False),
+        ("r.detector is not None", "river.drift.page_hinkley", True),
+        ("r.detector is None", "river.drift.page_hinkley", False),
+    ],
+)
+def test_an_evaluator_loads_what_its_rules_need_when_built(keep: str, module: str, loaded: bool) -> None:
+    """What only some rules need (scipy.special for ``fdr_q``, River's detector modules) is imported when the
+    evaluator is built, so the first tick it evaluates does not stall on an import; never without such a rule."""
+    statement = _BUILD_EVALUATOR.format(path=str(ROOT / "config" / "driftwatch.example.yaml"), keep=keep)
+    got, chain = _import_in_fresh_interpreter(statement, module)
+    assert got is loaded, chain
+
+
 @pytest.mark.parametrize("module", ["numpy", "pydantic"])
 def test_cli_import_loads_neither_numpy_nor_pydantic(module: str) -> None:
     """``import driftwatch.cli`` leaves numpy and pydantic unloaded: ``--help`` and the light commands start in

@@ -26,7 +26,7 @@ import numpy as np
 from driftwatch.alerts.engine import AlertEngine, Candidate, fingerprint
 from driftwatch.config import Config, Rule
 from driftwatch.core import summary as S
-from driftwatch.core.detectors import DetectorBank
+from driftwatch.core.detectors import DetectorBank, load_detectors
 from driftwatch.core.exposure import Cache, Exposure, Stream
 from driftwatch.core.sequential import (
     SequentialBank,
@@ -46,7 +46,7 @@ from driftwatch.core.values import (
     slice_metric,
 )
 from driftwatch.metrics.registry import ATTRIBUTE_METRICS, LABEL_METRICS, spec
-from driftwatch.metrics.stats import benjamini_hochberg
+from driftwatch.metrics.stats import benjamini_hochberg, load_special
 
 __all__ = ["RuleEvaluator"]
 
@@ -72,6 +72,9 @@ class RuleEvaluator:
         ] = {}
         self.engine = engine
         self.tick = tick
+        if any(rule.fdr_q is not None for rule in config.rules):
+            load_special()
+        load_detectors(rule.detector.kind for rule in config.rules if rule.detector is not None)
 
     def forget(self, models: set[str]) -> None:
         """Drop what is cached for ``models`` (their summary partition moved to another worker)."""
