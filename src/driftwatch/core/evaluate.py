@@ -46,6 +46,9 @@ __all__ = ["MAX_TRANSITIONS", "Evaluator", "MetricRow"]
 MAX_TRANSITIONS = 100_000
 """Alert transitions kept in memory for reports; older ones are on the alerts topic."""
 
+_REMAPS = 8
+"""Other slice orders whose rows a stream keeps (see :meth:`Evaluator._rows_of`)."""
+
 
 class Evaluator:
     """Merges partial summaries into windows and turns closed ticks into metric values and alert transitions."""
@@ -110,23 +113,41 @@ class Evaluator:
                 # Another slice order (another ingest process, or rows given to other values): move each cell to our
                 # row of its slice key. Only rows with counts are looked up: an ingest process's rows include values
                 # it no longer admits.
-                idx = cells.index.astype(np.int64)
-                width = cells.width
-                used = np.unique(idx // width)
-                rows = np.zeros(n, np.int64)
-                busy: set[int] = set()
-                for r in used.tolist():
-                    rows[r] = self._row(s, part.keys[r], busy)
-                    busy.add(int(rows[r]))
-                moved = rows[idx // width] * width + idx % width
-                cells = S.Sparse(len(s.space), width, np.zeros(0, np.int64), np.zeros(0, np.int64)).merge(
-                    S.Sparse(len(s.space), width, moved, cells.values)
-                )  # merge: sorts, and sums cells whose keys share a row
+                rows = self._rows_of(s, part.keys, np.unique(cells.index // cells.width))
+                cells = cells.renumbered(rows, len(s.space))
             if n or len(cells.index):  # a partial of sampled joins only (reports) changes no counts
                 s.store.add(part.tick, cells, closed, visible=part.visible)
             if part.sample is not None and part.tick >= closed - self._sample_ticks:
                 held = s.samples.get(part.tick)
                 s.samples[part.tick] = part.sample if held is None else held.merge(part.sample)
+
+    def _rows_of(self, s: Stream, keys: tuple[SliceKey, ...], used: np.ndarray) -> np.ndarray:
+        """Our row of each of the rows ``used`` (sorted) of a partial in another slice order ``keys``, by position.
+
+        A key's row changes only when a row goes to another value (:attr:`SliceSpace.renames`), so the rows found
+        for an order are kept (:attr:`Stream.remaps`) and a partial whose keys all have rows there is moved without
+        a lookup; otherwise every key is looked up in order, as :meth:`_row` needs (a new value never takes the row
+        of a key before it in the partial)."""
+        space = s.space
+        held = s.remaps.get(keys)
+        if held is None or held[0] != space.renames:
+            held = s.remaps[keys] = (space.renames, np.full(len(keys), -1, np.int64))
+            while len(s.remaps) > _REMAPS:
+                del s.remaps[next(iter(s.remaps))]
+        known = held[1]
+        if (known[used] >= 0).all():
+            return known
+        rows = np.zeros(len(keys), np.int64)
+        busy: set[int] = set()
+        for r in used.tolist():
+            rows[r] = self._row(s, keys[r], busy)
+            busy.add(int(rows[r]))
+        if held[0] != space.renames:  # a row went to a new value: what was kept may be stale
+            s.remaps[keys] = held = (space.renames, np.full(len(keys), -1, np.int64))
+        for r in used.tolist():
+            if space.find(keys[r]) == rows[r]:  # not one folded into __other__ for want of a free row: asked again
+                held[1][r] = rows[r]
+        return rows
 
     def _row(self, s: Stream, key: SliceKey, busy: set[int]) -> int:
         """Our row of slice ``key``. A new value of a full dimension takes the row of the value least recently seen

@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import NDArray
 
 from driftwatch.config import Config
 from driftwatch.core import summary as S
 from driftwatch.core.sample import TickSample
-from driftwatch.core.slicing import OTHER, TOKEN_LENGTH, AttributeCoder, SliceSpace
+from driftwatch.core.slicing import OTHER, TOKEN_LENGTH, AttributeCoder, SliceKey, SliceSpace
 
 __all__ = ["Cache", "Exposure", "Stream"]
 
@@ -39,7 +40,7 @@ _MAX_LABEL = 64
 class Stream:
     """Evaluation state of one model x version: slice rows by name and the window store."""
 
-    __slots__ = ("layout", "model_id", "samples", "space", "store", "version")
+    __slots__ = ("layout", "model_id", "remaps", "samples", "space", "store", "version")
 
     def __init__(
         self, model_id: str, version: str, layout: S.Layout, space: SliceSpace, window_ticks: tuple[int, ...]
@@ -51,6 +52,9 @@ class Stream:
         self.store = S.WindowStore(window_ticks)
         # tick -> sampled prediction rows, for reports (ticks of the longest window; never checkpointed).
         self.samples: dict[int, TickSample] = {}
+        # Another ingest process's slice order -> (space.renames then, our row of each of its rows or -1): see
+        # Evaluator.apply. A few orders at a time (an ingest process's order grows as values come).
+        self.remaps: dict[tuple[SliceKey, ...], tuple[int, NDArray[np.int64]]] = {}
 
 
 class Exposure:

@@ -171,7 +171,7 @@ class SliceSpace:
     the caller bounds them, as ingest does by admission).
     """
 
-    __slots__ = ("_index", "dimensions", "keys", "limits", "rows_by_dim")
+    __slots__ = ("_index", "dimensions", "keys", "limits", "renames", "rows_by_dim")
 
     def __init__(self, dimensions: tuple[str, ...], limits: tuple[int, ...] | None = None) -> None:
         self.dimensions = dimensions
@@ -179,6 +179,7 @@ class SliceSpace:
         self.keys: list[SliceKey] = [(OVERALL, OVERALL)]
         self._index: dict[SliceKey, int] = {(OVERALL, OVERALL): 0}
         self.rows_by_dim: list[list[int]] = [[] for _ in dimensions]
+        self.renames = 0  # how many rows went to another value: the only way a key's row ever changes
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -207,6 +208,7 @@ class SliceSpace:
         del self._index[(dim, old)]
         self.keys[row] = (dim, value)
         self._index[(dim, value)] = row
+        self.renames += 1
 
     def row_of(self, key: SliceKey) -> int:
         """Row of a slice named by key, assigned if new (``("*", "*")`` is row 0)."""

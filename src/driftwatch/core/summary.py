@@ -282,6 +282,12 @@ class Sparse:
         idx[sel] += (into - row) * self.width
         return Sparse._summed(max(self.rows, into + 1), self.width, idx, self.values)
 
+    def renumbered(self, rows: NDArray[np.int64], nrows: int) -> Sparse:
+        """The same counts with row ``r``'s in row ``rows[r]``, ``nrows`` rows (rows that land on one row summed)."""
+        idx = self.index.astype(np.int64)
+        moved = rows[idx // self.width] * self.width + idx % self.width
+        return Sparse._summed(nrows, self.width, moved, self.values)
+
     @staticmethod
     def total(parts: Sequence[Sparse]) -> Sparse:
         """The sum of many (same width) in one sort: merging them one by one would cost quadratic time."""

@@ -322,3 +322,24 @@ def test_bucket_reads_equal_their_parts_whatever_rows_rules_ask_for(seed: int) -
                 assert np.array_equal(got, want), (t, length, rows, cols, only)
                 step = store.windows[length].step
                 assert starts.tolist() == [bid * step for bid, _ in picked]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_renumbered_rows_equal_moving_the_dense_matrix(seed: int) -> None:
+    """A partial's rows renumbered (in order, out of order, two rows onto one) hold the counts the dense matrix has
+    after moving its rows the same way, each cell once and in order."""
+    rng = np.random.default_rng(seed)
+    rows, into = 12, 15
+    m = rng.integers(0, 4, size=(rows, WIDTH)) * (rng.uniform(size=(rows, 1)) < 0.6)
+    sp = S.Sparse.from_dense(m)
+    for mapping in (
+        np.sort(rng.choice(into, rows, replace=False)),
+        rng.choice(into, rows, replace=False),
+        rng.integers(0, 4, rows),
+    ):
+        want = np.zeros((into, WIDTH), np.int64)
+        np.add.at(want, mapping, m)
+        got = sp.renumbered(mapping.astype(np.int64), into)
+        assert got.rows == into
+        np.testing.assert_array_equal(got.dense(), want)
+        assert np.all(np.diff(got.index.astype(np.int64)) > 0)
