@@ -437,18 +437,6 @@ class _Clock(NamedTuple):
     pos_i: np.ndarray  # position in the batch, per interaction
 
 
-class _Source(NamedTuple):
-    """One source's decoded batch, to fold (see :meth:`Ingestor._fold_sources`)."""
-
-    predictions: Sequence[Prediction]
-    interactions: Sequence[Interaction]
-    source: str | None
-    ts_p: np.ndarray
-    ts_i: np.ndarray
-    order: bytes | None
-    clock: tuple[float, float] | None  # None: as the source's clock stands
-
-
 def _interleave(ts_p: np.ndarray, ts_i: np.ndarray, order: bytes | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A batch's event times in input order, and the positions of its predictions and of its interactions
     (``order``: :attr:`~driftwatch.events.Decoded.order`; None: predictions first)."""
@@ -702,80 +690,28 @@ class Ingestor:
         and interactions interleave (:attr:`~driftwatch.events.Decoded.order`); None: predictions first.
         ``clock``: judge lateness from this :meth:`clock_of` instead of the current one.
         """
-        ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
-        return self._fold_sources([_Source(predictions, interactions, source, ts_p, ts_i, order, clock)])
-
-    def process_sources(
-        self,
-        batches: Sequence[tuple[Sequence[bytes], str, tuple[float, float], tuple[float, float] | None]],
-    ) -> tuple[list[Decoded], list[S.Partial]]:
-        """Decode and fold the batches of several sources (``(raws, source, clock, time_range)``, live) in one fold.
-
-        Each event is judged by its own source's ``clock`` (see :meth:`ingest`) and ``time_range`` (see
-        :meth:`process`), so the outcome is what folding the batches one by one, each judged by its clock, gives:
-        events of one request share a source, and what joins is decided by event time alone. One fold costs less
-        than many small ones (a worker fed one event per message gets a few dozen events per input partition).
-        Returns each batch's decode result, in order, and the partial summaries of them all.
-        """
-        sources = []
-        decodeds = []
-        for raws, source, clock, time_range in batches:
-            decoded = self.decoder.decode_batch(raws)
-            ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
-            if time_range is not None and not (_within(ts_p, time_range) and _within(ts_i, time_range)):
-                decoded = self.decoder.decode_batch(raws, time_range=time_range)
-                ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
-            for err in decoded.errors:
-                self.counters.rejected[err.reason] += 1
-            decodeds.append(decoded)
-            sources.append(_Source(decoded.predictions, decoded.interactions, source, ts_p, ts_i, decoded.order, clock))
-        return decodeds, self._fold_sources(sources)
-
-    def _fold_sources(self, sources: Sequence[_Source]) -> list[S.Partial]:
-        """Fold the events of one or more sources, in order, each judged by the clock of its source (given, or as it
-        stands now: every clock is read before anything is folded)."""
+        batch_max = -math.inf
         self._out = []
-        if not sources:
-            return []
-        clocks = [self._clock(src.clock or self.clock_of(src.source), src.ts_p, src.ts_i, src.order) for src in sources]
-        if len(sources) == 1:
-            (src,) = sources
-            predictions, interactions, ts_p, ts_i = src.predictions, src.interactions, src.ts_p, src.ts_i
-            clock_at = clocks[0]
-        else:  # one batch: the sources' events one after the other, positions shifted to match
-            predictions = [e for src in sources for e in src.predictions]
-            interactions = [e for src in sources for e in src.interactions]
-            ts_p = np.concatenate([src.ts_p for src in sources])
-            ts_i = np.concatenate([src.ts_i for src in sources])
-            shift = np.cumsum([0] + [len(src.predictions) + len(src.interactions) for src in sources])
-            clock_at = _Clock(
-                np.concatenate([c.closed_p for c in clocks]),
-                np.concatenate([c.closed_i for c in clocks]),
-                np.concatenate([c.pos_p + k for c, k in zip(clocks, shift.tolist(), strict=False)]),
-                np.concatenate([c.pos_i + k for c, k in zip(clocks, shift.tolist(), strict=False)]),
-            )
-        ticks_i = np.floor(ts_i / self.tick).astype(np.int64)
+        ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
+        clock_at = self._clock(clock or self.clock_of(source), ts_p, ts_i, order)
         later = np.zeros(0, np.int64)
+        ticks_i = np.floor(ts_i / self.tick).astype(np.int64)
         if interactions:
             # Interactions first, as far as lateness and waiting go: one whose prediction comes later in this batch
             # waits for it, exactly as if the batch had ended between them.
-            later = self._admit_interactions(
+            later, batch_max = self._admit_interactions(
                 interactions, ts_i, ticks_i, clock_at.closed_i, self._early(predictions, interactions, clock_at)
             )
         if predictions:
-            self._ingest_predictions(predictions, ts_p, clock_at.closed_p)
+            batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, clock_at.closed_p))
         if len(later) == len(interactions) > 0:
             self._fold_joined(interactions, ts_i, ticks_i)
         elif len(later):
             self._fold_joined([interactions[i] for i in later.tolist()], ts_i[later], ticks_i[later])
         before = self.watermark
-        for src, clock in zip(sources, clocks, strict=True):
-            # The source's newest time: every prediction's, and the interactions' that were not late.
-            kept_i = src.ts_i[np.floor(src.ts_i / self.tick).astype(np.int64) >= clock.closed_i]
-            batch_max = max(float(src.ts_p.max(initial=-math.inf)), float(kept_i.max(initial=-math.inf)))
-            if batch_max > self._source_max.get(src.source, -math.inf):
-                self._source_max[src.source] = batch_max
-            self.max_ts = max(self.max_ts, batch_max)
+        if batch_max > self._source_max.get(source, -math.inf):
+            self._source_max[source] = batch_max
+        self.max_ts = max(self.max_ts, batch_max)
         if self.watermark > before and not self._rebuilding:  # time moved on for every source: waiting joins may expire
             self._expire(self.watermark)
         out, self._out = self._out, []
@@ -820,7 +756,7 @@ class Ingestor:
                 out[i] = True
         return out
 
-    def _ingest_predictions(self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray) -> None:
+    def _ingest_predictions(self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray) -> float:
         c = self.counters
         c.predictions += len(preds)
         ticks = np.floor(ts / self.tick).astype(np.int64)
@@ -873,6 +809,7 @@ class Ingestor:
                 if ver not in admission.admitted:  # its joins keep the stream object; a new one if it comes back
                     self.streams.pop((mid, ver), None)
             admission.evicted.clear()
+        return float(ts.max()) if len(ts) else -math.inf
 
     def _learn(self, mid: str, learner: _Learner, evs: list[Prediction], ts: np.ndarray, idx: list[int]) -> list[int]:
         for j, e in enumerate(evs):
@@ -1287,9 +1224,10 @@ class Ingestor:
         ticks: np.ndarray,
         closed: np.ndarray,
         early: np.ndarray | None,
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, float]:
         """Count interactions, drop the late ones, and park those whose prediction comes later in the batch
-        (``early``); return the indices of the rest (to fold once the batch's predictions are in)."""
+        (``early``); return the indices of the rest (to fold once the batch's predictions are in) and the newest
+        time kept."""
         c = self.counters
         c.interactions += len(inters)
         keep = ticks >= closed
@@ -1300,7 +1238,8 @@ class Ingestor:
             now = keep & ~early
         else:
             now = keep
-        return np.flatnonzero(now)
+        newest = float(ts[keep].max()) if keep.any() else -math.inf
+        return np.flatnonzero(now), newest
 
     def _wait(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, at: list[int]) -> None:
         """Park interactions ``at`` (indices) until their prediction comes or their ``join.grace`` has passed."""

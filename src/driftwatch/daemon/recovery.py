@@ -482,9 +482,8 @@ class EvalRecovery(_Recovery):
         self.models: dict[int, set[str]] = {}
         self.checkpointed: dict[int, float] = {}  # partition -> monotonic time of its last checkpoint
         self.applied: dict[str, int] = {}  # "topic:partition|model" -> highest source offset applied
-        # Chunks of a batch not yet complete: its marks ("+"-joined, sorted) -> ((source ranges, worker), first
-        # offset, partials so far).
-        self.held: dict[str, tuple[tuple[tuple[tuple[str, tuple[int, int]], ...], str], int, list[Partial]]] = {}
+        # Chunks of a batch not yet complete: mark -> ((source range, worker), first offset, partials so far).
+        self.held: dict[str, tuple[tuple[tuple[int, int], str], int, list[Partial]]] = {}
         self.seconds: dict[str, float] = {}  # "summaries <partition>" -> how long its last recovery took
         self.checkpoints_written = 0
         self._locks: dict[int, asyncio.Lock] = {}
@@ -573,24 +572,21 @@ class EvalRecovery(_Recovery):
         # One batch sends its partials per model (in one or more messages): progress is kept per source and model.
         model = msg.partials[0].model_id
         self.models.setdefault(partition, set()).add(model)
-        # An ingest call of several input partitions sends them in one message (one fold): its marks go together.
         marks = {f"{tp}|{model}": hi for tp, (_, hi) in msg.sources.items()}
         if marks and all(hi <= self.applied.get(m, -1) for m, hi in marks.items()):
             return False
-        if marks:
-            key = "+".join(sorted(marks))
-            ident = (tuple(sorted(msg.sources.items())), msg.worker)
-            for other in [k for k in self.held if k != key and not marks.keys().isdisjoint(k.split("+"))]:
-                del self.held[other]  # an unfinished batch of a worker that stopped, re-sent partition by partition
-            held = self.held.get(key)
+        if len(marks) == 1:
+            (mark,) = marks
+            ident = (msg.sources[mark.rpartition("|")[0]], msg.worker)
+            held = self.held.get(mark)
             if held is not None and held[0] != ident:
                 held = None  # an unfinished batch of a worker that stopped: its re-sent batch replaces it
             if not msg.final:
-                self.held[key] = (ident, offset, [*(held[2] if held else []), *parts])
+                self.held[mark] = (ident, offset, [*(held[2] if held else []), *parts])
                 return True
             if held is not None:
                 parts = [*held[2], *parts]
-            self.held.pop(key, None)
+            self.held.pop(mark, None)
         with self.lock:
             self.core.evaluator.apply(parts)
         for m, hi in marks.items():
@@ -613,7 +609,7 @@ class EvalRecovery(_Recovery):
         # Resume before the first chunk of a batch still incomplete: complete batches before it are skipped by mark.
         resume = min(
             [self.offset.get(partition, -1)]
-            + [first - 1 for key, (_, first, _) in self.held.items() if key.rpartition("|")[2] in models]
+            + [first - 1 for mark, (_, first, _) in self.held.items() if mark.rpartition("|")[2] in models]
         )
         # A few chunks in flight at a time: the producer would otherwise hold a copy of the whole checkpoint.
         sent: deque[Any] = deque()

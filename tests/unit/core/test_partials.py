@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 from driftwatch.config import load_config
-from driftwatch.core import ingest
 from driftwatch.core import summary as S
 from driftwatch.core.evaluate import Evaluator
 from driftwatch.core.ingest import Ingestor
@@ -37,20 +35,6 @@ def _profiles(events: list[dict[str, object]]) -> dict[str, Profile]:
 
 def _rows(rows: object) -> list[tuple[object, ...]]:
     return sorted((r.name, tuple(sorted(r.labels.items())), r.value, r.n, r.status) for r in rows)  # type: ignore[attr-defined]
-
-
-def _join_state(ing: Ingestor) -> dict[str, tuple[object, ...]]:
-    """What each remembered request joins to: its stream, slices, time and outcome (cell and row numbers are
-    internal: they follow the order values came in)."""
-    low = (1 << ingest._CELL_SHIFT) - 1
-    out: dict[str, tuple[object, ...]] = {}
-    for rid, entry in ing._join.items():
-        cell = entry >> ingest._CELL_SHIFT
-        stream = ing._cell_stream[cell]
-        keys = None if stream is None else [stream.space.keys[r] if r >= 0 else None for r in ing._cell_rows[cell]]
-        where = None if stream is None else (stream.model_id, stream.version, tuple(keys or ()))
-        out[rid] = (where, entry & low)
-    return out
 
 
 def test_partial_merge_is_the_summary_of_both() -> None:
@@ -143,53 +127,3 @@ def test_kept_rows_of_other_slice_orders_change_nothing(
     assert [(t.rule, t.state, t.event_time) for t in kept.transitions] == [
         (t.rule, t.state, t.event_time) for t in fresh.transitions
     ]
-
-
-@pytest.mark.parametrize(("scenario", "parts"), [("bias", 4), ("complaint-spike", 3)])
-def test_a_fold_of_several_sources_equals_folding_them_one_by_one(
-    scenario: str, parts: int, pseudonym_key: bytes
-) -> None:
-    """``Ingestor.process_sources`` (a worker's ingest call, every input partition in one fold) ends exactly where
-    folding each partition's batch alone ends, each judged by the clock read before the call: the same counters,
-    join state, metric rows and alert transitions."""
-    cfg = load_config(EXAMPLE)
-    events = _events(scenario, 30_000, seed=6)
-    profiles = _profiles(events)
-    enc = msgspec.json.Encoder()
-    lines = [(enc.encode(e), str(e["request_id"])) for e in events]
-    sources = [f"in:{k}" for k in range(parts)]
-    alone, together = Pipeline(cfg, pseudonym_key, profiles), Pipeline(cfg, pseudonym_key, profiles)
-    for p in (alone, together):
-        p.ingestor.set_sources(sources)
-    for i in range(0, len(lines), 1_500):
-        chunk = lines[i : i + 1_500]
-        batches = [[raw for raw, rid in chunk if zlib.crc32(rid.encode()) % parts == k] for k in range(parts)]
-        clocks = [alone.ingestor.clock_of(s) for s in sources]
-        assert [together.ingestor.clock_of(s) for s in sources] == clocks
-        for raws, source, clock in zip(batches, sources, clocks, strict=True):
-            alone.evaluator.apply(alone.ingestor.process(raws, source, live=True, clock=clock).partials)
-        decoded, partials = together.ingestor.process_sources(
-            [(raws, s, c, None) for raws, s, c in zip(batches, sources, clocks, strict=True)]
-        )
-        assert [len(d.predictions) + len(d.interactions) for d in decoded] == [len(b) for b in batches]
-        together.evaluator.apply(partials)
-        for p in (alone, together):
-            p.evaluator.advance(p.ingestor.watermark)
-    for p in (alone, together):
-        p.flush()
-    assert dataclasses.asdict(together.counters) == dataclasses.asdict(alone.counters)
-    assert together.counters.join_hits > 0
-    assert _join_state(together.ingestor) == _join_state(alone.ingestor)
-    for window in (0.0, 300.0):
-        assert _rows(together.metric_rows(window)) == _rows(alone.metric_rows(window))
-    assert [(t.rule, t.state, t.event_time) for t in together.transitions] == [
-        (t.rule, t.state, t.event_time) for t in alone.transitions
-    ]
-    assert any(t.state == "firing" for t in alone.transitions)
-
-
-def test_a_fold_of_no_sources_does_nothing(pseudonym_key: bytes) -> None:
-    """An ingest call whose messages were all seen before folds nothing (and must not fail)."""
-    ing = Ingestor(load_config(EXAMPLE), pseudonym_key)
-    assert ing.process_sources([]) == ([], [])
-    assert ing.watermark == -np.inf
