@@ -127,3 +127,40 @@ def test_kept_rows_of_other_slice_orders_change_nothing(
     assert [(t.rule, t.state, t.event_time) for t in kept.transitions] == [
         (t.rule, t.state, t.event_time) for t in fresh.transitions
     ]
+
+
+def test_a_key_folded_for_want_of_a_free_row_is_asked_again(pseudonym_key: bytes) -> None:
+    """A new value of a full dimension whose every row is taken by the partial itself goes to ``__other__`` for that
+    partial only: the next partial of the same slice order that brings it gives it the least recent value's row, as
+    looking every key up again does (the evaluator must not keep that answer)."""
+    from driftwatch.core import evaluate
+
+    cfg = load_config(EXAMPLE)
+    events = _events("bias", 4_000, seed=1)
+    ing = Ingestor(cfg, pseudonym_key, _profiles(events))
+    dims = cfg.dimensions()
+    limits = tuple(3 if d == "region" else 1_000 for d in dims)  # region: a, b and __other__
+    model = next(iter(cfg.models))
+    version = "v1"
+    width = ing.layouts[model].width
+
+    def partial(keys: list[tuple[str, str]], counted: list[int]) -> S.Partial:
+        m = np.zeros((len(keys), width), np.int64)
+        m[counted, S.N_PRED] = 1
+        return S.Partial(model, version, 5, tuple(keys), m)
+
+    whole = ("*", "*")
+    first = [whole, ("region", "a"), ("region", "b"), ("region", "__other__")]
+    other_order = [whole, ("region", "b"), ("region", "a"), ("region", "c")]
+    spaces = []
+    for remaps in (evaluate._REMAPS, 0):
+        evaluator = Evaluator(cfg, ing.layouts, limits, ing.coders)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(evaluate, "_REMAPS", remaps)
+            evaluator.apply([partial(first, [0, 1, 2, 3])])
+            evaluator.apply([partial(other_order, [0, 1, 2, 3])])  # c: every region row is this partial's
+            evaluator.apply([partial(list(other_order), [0, 3])])  # c again: now a row can go to it
+        spaces.append(list(evaluator.streams[(model, version)].space.keys))
+    kept, fresh = spaces
+    assert ("region", "c") in fresh
+    assert kept == fresh
