@@ -122,10 +122,9 @@ def partitions_for(keys: Iterable[bytes], partitions: Sequence[int]) -> list[int
     """:func:`partition_for` of many keys at once (one call, not one per key)."""
     keys = keys if isinstance(keys, list) else list(keys)
     count = len(partitions)
-    np = sys.modules.get("numpy")
-    if np is not None and len(keys) >= _VECTOR_MIN and len(set(map(len, keys))) == 1:  # the usual: ids of one length
-        h = _hash_same_length(np, keys, len(keys[0]))
-        placed: list[int] = np.asarray(partitions)[(h & np.uint32(0x7FFFFFFF)) % count].tolist()
+    h = _one_length_hashes(keys)
+    if h is not None:  # the usual: ids of one length, placed in one numpy pass
+        placed: list[int] = sys.modules["numpy"].asarray(partitions)[(h & 0x7FFFFFFF) % count].tolist()
         return placed
     return [partitions[(h & 0x7FFFFFFF) % count] for h in _hashes(keys)]
 
@@ -134,10 +133,23 @@ _VECTOR_MIN = 16
 """Keys of one length hashed together with numpy from this many on (request ids usually share a length)."""
 
 
+def _one_length_hashes(keys: list[bytes]) -> Any:
+    """murmur2 of ``keys`` as a uint32 array, when the process has loaded numpy (the sidecar, a worker; the client
+    never loads it into a model server) and they are at least :data:`_VECTOR_MIN` keys of one length; else None."""
+    np = sys.modules.get("numpy")
+    if np is None or len(keys) < _VECTOR_MIN or len(set(map(len, keys))) != 1:
+        return None
+    return _hash_same_length(np, keys, len(keys[0]))
+
+
 def _hashes(keys: Iterable[bytes]) -> list[int]:
-    """murmur2 of every key: keys of one length in bulk with numpy when the process has loaded it (the sidecar,
-    a worker), the rest one by one (:func:`_hash_each`); the client never loads numpy into a model server."""
+    """murmur2 of every key: keys of one length in bulk with numpy when the process has loaded it (see
+    :func:`_one_length_hashes`), the rest one by one (:func:`_hash_each`)."""
     keys = keys if isinstance(keys, list) else list(keys)
+    same = _one_length_hashes(keys)
+    if same is not None:
+        hashed: list[int] = same.tolist()
+        return hashed
     np = sys.modules.get("numpy")
     if np is None or len(keys) < _VECTOR_MIN:
         return _hash_each(keys)
@@ -239,21 +251,17 @@ def pack(placed: Iterable[tuple[str, int, bytes]], size: int) -> list[Envelope]:
     >>> [(e.partition, e.value) for e in pack([("t", 1, b"a"), ("t", 0, b"b"), ("t", 1, b"c")], 100)]
     [(1, b'a\\nc'), (0, b'b')]
     """
+    placed = list(placed)
     groups: dict[tuple[str, int], list[bytes]] = {}
-    for topic, p, data in placed:
-        group = groups.get((topic, p))
-        if group is None:
-            groups[(topic, p)] = [data]
-        else:
-            group.append(data)
+    group_placed(groups, placed, [p for _, p, _ in placed])
     return cut(groups, size)
 
 
 def group_placed(
-    groups: dict[tuple[str, int], list[bytes]], items: Sequence[tuple[str, bytes, bytes]], placed: Sequence[int]
+    groups: dict[tuple[str, int], list[bytes]], items: Sequence[tuple[str, object, bytes]], placed: Sequence[int]
 ) -> None:
-    """Append each ``(topic, request id, event json)`` item's json to the group of its topic and partition
-    (``placed``: the item's partition), in order: :func:`pack` without the placed tuples, a batch in parts."""
+    """Append each ``(topic, _, event json)`` item's json to the group of its topic and partition (``placed``: the
+    item's partition), in order; a batch may come in parts (the sidecar hashes its ids in slices)."""
     for (topic, _, data), p in zip(items, placed, strict=True):
         group = groups.get((topic, p))
         if group is None:
