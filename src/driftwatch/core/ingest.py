@@ -437,6 +437,18 @@ class _Clock(NamedTuple):
     pos_i: np.ndarray  # position in the batch, per interaction
 
 
+class _Source(NamedTuple):
+    """One source's decoded batch, to fold (see :meth:`Ingestor._fold_sources`)."""
+
+    predictions: Sequence[Prediction]
+    interactions: Sequence[Interaction]
+    source: str | None
+    ts_p: np.ndarray
+    ts_i: np.ndarray
+    order: bytes | None
+    clock: tuple[float, float] | None  # None: as the source's clock stands
+
+
 def _interleave(ts_p: np.ndarray, ts_i: np.ndarray, order: bytes | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A batch's event times in input order, and the positions of its predictions and of its interactions
     (``order``: :attr:`~driftwatch.events.Decoded.order`; None: predictions first)."""
@@ -526,6 +538,9 @@ class Ingestor:
         # Replay: per source, how many events in a row were stamped more than `max_future_skew` ahead of its time.
         self._leaps: dict[str | None, int] = {}
         self._out: list[S.Partial] = []
+        # Per partial of _out, the index of the source (in a fold of several) whose events it counts.
+        self._out_src: list[int] = []
+        self._n_src = 1
         # Reports: rows of up to k predictions per stream and tick (a bottom-k sample, see driftwatch.core.sample).
         self._sample_k = config.reports.sample_per_tick if config.reports.enabled else 0
         self._sample_key = key or b""
@@ -690,31 +705,96 @@ class Ingestor:
         and interactions interleave (:attr:`~driftwatch.events.Decoded.order`); None: predictions first.
         ``clock``: judge lateness from this :meth:`clock_of` instead of the current one.
         """
-        batch_max = -math.inf
-        self._out = []
         ts_p, ts_i = times if times is not None else (_seconds(predictions), _seconds(interactions))
-        clock_at = self._clock(clock or self.clock_of(source), ts_p, ts_i, order)
-        later = np.zeros(0, np.int64)
+        return self._fold_sources([_Source(predictions, interactions, source, ts_p, ts_i, order, clock)])[0]
+
+    def process_sources(
+        self,
+        batches: Sequence[tuple[Sequence[bytes], str, tuple[float, float], tuple[float, float] | None]],
+    ) -> tuple[list[Decoded], list[list[S.Partial]]]:
+        """Decode and fold the batches of several sources (``(raws, source, clock, time_range)``, live) in one fold.
+
+        Each event is judged by its own source's ``clock`` (see :meth:`ingest`) and ``time_range`` (see
+        :meth:`process`), and each batch gets partial summaries of its own: what folding the batches one by one,
+        each judged by its clock, gives (interactions waiting for their prediction count with the prediction's
+        batch, as they would then). One fold costs less than many small ones: a worker fed one event per message
+        gets a few dozen events per input partition, and the decode, slicing and join run once for them all.
+        Returns each batch's decode result and its partial summaries, in the order of ``batches``.
+        """
+        sources = []
+        decodeds = []
+        for raws, source, clock, time_range in batches:
+            decoded = self.decoder.decode_batch(raws)
+            ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+            if time_range is not None and not (_within(ts_p, time_range) and _within(ts_i, time_range)):
+                decoded = self.decoder.decode_batch(raws, time_range=time_range)
+                ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+            for err in decoded.errors:
+                self.counters.rejected[err.reason] += 1
+            decodeds.append(decoded)
+            sources.append(_Source(decoded.predictions, decoded.interactions, source, ts_p, ts_i, decoded.order, clock))
+        return decodeds, self._fold_sources(sources)
+
+    def _fold_sources(self, sources: Sequence[_Source]) -> list[list[S.Partial]]:
+        """Fold the events of one or more sources, in order, each judged by the clock of its source (given, or as it
+        stands now: every clock is read before anything is folded); return each source's partial summaries."""
+        self._out, self._out_src = [], []
+        if not sources:
+            return []
+        clocks = [self._clock(src.clock or self.clock_of(src.source), src.ts_p, src.ts_i, src.order) for src in sources]
+        src_p = src_i = None  # each event's source (an index into sources), when there are several
+        if len(sources) == 1:
+            (src,) = sources
+            predictions, interactions, ts_p, ts_i = src.predictions, src.interactions, src.ts_p, src.ts_i
+            clock_at = clocks[0]
+        else:  # one batch: the sources' events one after the other, positions shifted to match
+            predictions = [e for src in sources for e in src.predictions]
+            interactions = [e for src in sources for e in src.interactions]
+            ts_p = np.concatenate([src.ts_p for src in sources])
+            ts_i = np.concatenate([src.ts_i for src in sources])
+            shift = np.cumsum([0] + [len(src.predictions) + len(src.interactions) for src in sources])
+            clock_at = _Clock(
+                np.concatenate([c.closed_p for c in clocks]),
+                np.concatenate([c.closed_i for c in clocks]),
+                np.concatenate([c.pos_p + k for c, k in zip(clocks, shift.tolist(), strict=False)]),
+                np.concatenate([c.pos_i + k for c, k in zip(clocks, shift.tolist(), strict=False)]),
+            )
+            src_p = np.repeat(np.arange(len(sources)), [len(src.predictions) for src in sources])
+            src_i = np.repeat(np.arange(len(sources)), [len(src.interactions) for src in sources])
+        self._n_src = len(sources)
         ticks_i = np.floor(ts_i / self.tick).astype(np.int64)
+        later = np.zeros(0, np.int64)
         if interactions:
             # Interactions first, as far as lateness and waiting go: one whose prediction comes later in this batch
             # waits for it, exactly as if the batch had ended between them.
-            later, batch_max = self._admit_interactions(
+            later = self._admit_interactions(
                 interactions, ts_i, ticks_i, clock_at.closed_i, self._early(predictions, interactions, clock_at)
             )
         if predictions:
-            batch_max = max(batch_max, self._ingest_predictions(predictions, ts_p, clock_at.closed_p))
+            self._ingest_predictions(predictions, ts_p, clock_at.closed_p, src_p)
         if len(later) == len(interactions) > 0:
-            self._fold_joined(interactions, ts_i, ticks_i)
+            self._fold_joined(interactions, ts_i, ticks_i, src_i)
         elif len(later):
-            self._fold_joined([interactions[i] for i in later.tolist()], ts_i[later], ticks_i[later])
+            self._fold_joined(
+                [interactions[i] for i in later.tolist()],
+                ts_i[later],
+                ticks_i[later],
+                None if src_i is None else src_i[later],
+            )
         before = self.watermark
-        if batch_max > self._source_max.get(source, -math.inf):
-            self._source_max[source] = batch_max
-        self.max_ts = max(self.max_ts, batch_max)
+        for src, clock in zip(sources, clocks, strict=True):
+            # The source's newest time: every prediction's, and the interactions' that were not late.
+            kept_i = src.ts_i[np.floor(src.ts_i / self.tick).astype(np.int64) >= clock.closed_i]
+            batch_max = max(float(src.ts_p.max(initial=-math.inf)), float(kept_i.max(initial=-math.inf)))
+            if batch_max > self._source_max.get(src.source, -math.inf):
+                self._source_max[src.source] = batch_max
+            self.max_ts = max(self.max_ts, batch_max)
         if self.watermark > before and not self._rebuilding:  # time moved on for every source: waiting joins may expire
             self._expire(self.watermark)
-        out, self._out = self._out, []
+        out: list[list[S.Partial]] = [[] for _ in sources]
+        for p, k in zip(self._out, self._out_src, strict=True):
+            out[k].append(p)
+        self._out, self._out_src, self._n_src = [], [], 1
         return out
 
     def _clock(self, start: tuple[float, float], ts_p: np.ndarray, ts_i: np.ndarray, order: bytes | None) -> _Clock:
@@ -756,7 +836,11 @@ class Ingestor:
                 out[i] = True
         return out
 
-    def _ingest_predictions(self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray) -> float:
+    def _ingest_predictions(
+        self, preds: Sequence[Prediction], ts: np.ndarray, closed: np.ndarray, src: np.ndarray | None = None
+    ) -> None:
+        """Count predictions, drop the late ones, and fold the rest into their stream (``src``: each one's source,
+        in a fold of several)."""
         c = self.counters
         c.predictions += len(preds)
         ticks = np.floor(ts / self.tick).astype(np.int64)
@@ -804,12 +888,17 @@ class Ingestor:
                 idx = pos[by_dest[bounds[g] : bounds[g + 1]]].tolist()
                 if idx:
                     ver = names[g] if g < len(names) else OTHER
-                    self._fold_predictions(self._stream(mid, ver), [preds[i] for i in idx], ts[idx], ticks[idx])
+                    self._fold_predictions(
+                        self._stream(mid, ver),
+                        [preds[i] for i in idx],
+                        ts[idx],
+                        ticks[idx],
+                        None if src is None else src[idx],
+                    )
             for ver in admission.evicted:
                 if ver not in admission.admitted:  # its joins keep the stream object; a new one if it comes back
                     self.streams.pop((mid, ver), None)
             admission.evicted.clear()
-        return float(ts.max()) if len(ts) else -math.inf
 
     def _learn(self, mid: str, learner: _Learner, evs: list[Prediction], ts: np.ndarray, idx: list[int]) -> list[int]:
         for j, e in enumerate(evs):
@@ -986,7 +1075,9 @@ class Ingestor:
                 stream.pair_cache[dim - len(self._attrs)] = {}
         return out
 
-    def _fold_predictions(self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray) -> None:
+    def _fold_predictions(
+        self, stream: _Stream, evs: list[Prediction], ts: np.ndarray, ticks: np.ndarray, src: np.ndarray | None
+    ) -> None:
         layout = stream.layout
         n = len(evs)
         rows = self._rows(stream, evs, ts)
@@ -1019,39 +1110,57 @@ class Ingestor:
             weighted = (np.where(has_score, cb.calibrated + sbin, -1), micro.astype(np.int64))
         col = np.stack(cols, axis=1)
         first = len(self._out)
-        self._scatter(stream, rows, ticks, col, score=score, weighted=weighted)
+        self._scatter(stream, rows, ticks, col, score=score, weighted=weighted, src=src)
         rids = [e.request_id for e in evs]
         if self._sample_k:
-            self._attach_samples(stream, evs, rids, rows, ticks, first)
+            self._attach_samples(stream, evs, rids, rows, ticks, first, src)
         # Remember the request for joins: its slices, tick, time and outcome.
         self._remember(rids, self._pack(stream, rows, ts, fav))
         self._remember_order(rids, ticks)
         hits = self._pending.keys() & set(rids) if self._pending else ()
         if hits:
             # Waiting interactions meet their prediction: joined or missed by event time alone (see _fold_joined).
-            released = [w for rid in sorted(hits) for w in self._pending.pop(rid)]
+            ordered = sorted(hits)
+            waiting = [self._pending.pop(rid) for rid in ordered]
+            released = [w for ws in waiting for w in ws]
             if released:
+                by = None
+                if src is not None:  # they count with the batch of the prediction that releases them (its first)
+                    first_src = dict(zip(reversed(rids), reversed(src.tolist()), strict=True))
+                    by = np.repeat(np.array([first_src[r] for r in ordered], np.int64), [len(ws) for ws in waiting])
                 self._fold_joined(
                     [e for e, _, _ in released],
                     np.array([t for _, t, _ in released]),
                     np.array([k for _, _, k in released], np.int64),
+                    by,
                 )
 
     def _attach_samples(
-        self, stream: _Stream, evs: list[Prediction], rids: list[str], rows: np.ndarray, ticks: np.ndarray, first: int
+        self,
+        stream: _Stream,
+        evs: list[Prediction],
+        rids: list[str],
+        rows: np.ndarray,
+        ticks: np.ndarray,
+        first: int,
+        src: np.ndarray | None = None,
     ) -> None:
         """Sample up to k predictions per tick of this batch (the smallest priorities) onto the tick's partial, made
-        by :meth:`_scatter` from ``self._out[first]`` on: their features, score, prediction and slice tokens."""
+        by :meth:`_scatter` from ``self._out[first]`` on: their features, score, prediction and slice tokens (per
+        source too, in a fold of several: see :meth:`_tick_keys`)."""
         k = self._sample_k
         prio = priorities(rids, self._sample_key)
         names = [b.name for b in stream.layout.features]
         keys = stream.space.keys
         attrs = rows[:, 1 : 1 + len(self._attrs)]
-        order = np.argsort(ticks, kind="stable")
-        uticks, starts = _unique_first(ticks[order])
+        group = self._tick_keys(ticks, src)
+        order = np.argsort(group, kind="stable")
+        ugroups, starts = _unique_first(group[order])
         bounds = [*starts.tolist(), len(order)]
         samples: dict[int, TickSample] = {}
-        for j, t in enumerate(uticks.tolist()):
+        n_src = self._n_src if src is not None else 1
+        for j, g in enumerate(ugroups.tolist()):
+            t = g // n_src
             members = order[bounds[j] : bounds[j + 1]]
             chosen = members[bottom_k(prio[members], k)].tolist()
             out = []
@@ -1059,22 +1168,34 @@ class Ingestor:
                 e = evs[i]
                 tokens = tuple(keys[r][1] if r >= 0 else None for r in attrs[i].tolist())
                 out.append((*(sampled(e.features.get(nm)) for nm in names), e.score, sampled(e.prediction), *tokens))
-            samples[t] = TickSample(k, [int(prio[i]) for i in chosen], out)
+            samples[g] = TickSample(k, [int(prio[i]) for i in chosen], out)
             stream.sampled.setdefault(t, {}).update((rids[i], int(prio[i])) for i in chosen)
         if stream.sampled:  # the evaluator keeps rows for the reported window only: older joins would be dropped
-            oldest = int(uticks.max()) - self._sample_ticks - 1
+            oldest = int(ticks.max()) - self._sample_ticks - 1
             for t in [t for t in stream.sampled if t < oldest]:
                 del stream.sampled[t]
-        for p in self._out[first:]:
-            if p.visible == p.tick and p.tick in samples:
-                p.sample = samples.pop(p.tick)
+        for p, s in zip(self._out[first:], self._out_src[first:], strict=True):
+            g = p.tick * n_src + s
+            if p.visible == p.tick and g in samples:
+                p.sample = samples.pop(g)
+
+    def _tick_keys(self, ticks: np.ndarray, src: np.ndarray | None) -> np.ndarray:
+        """What events are grouped by into partials: their tick, or in a fold of several sources their tick and
+        source (``tick * sources + source``)."""
+        return ticks if src is None or self._n_src == 1 else ticks * self._n_src + src
 
     def _sample_joins(
-        self, inters: Sequence[Interaction], sel: np.ndarray, cells: np.ndarray, pred_tick: np.ndarray
+        self,
+        inters: Sequence[Interaction],
+        sel: np.ndarray,
+        cells: np.ndarray,
+        pred_tick: np.ndarray,
+        src: np.ndarray | None = None,
     ) -> None:
         """The joins of sampled predictions (their kind, and a label's value), as samples of joins only on empty
-        partials of the predictions' ticks: the evaluator adds them to the rows it holds (see core.sample)."""
-        found: dict[tuple[_Stream, int], list[tuple[int, str, object]]] = {}
+        partials of the predictions' ticks: the evaluator adds them to the rows it holds (see core.sample). ``src``:
+        each interaction's source, in a fold of several."""
+        found: dict[tuple[_Stream, int, int], list[tuple[int, str, object]]] = {}
         for i in sel.tolist():
             stream = self._cell_stream[int(cells[i])]
             t = int(pred_tick[i])
@@ -1083,11 +1204,12 @@ class Ingestor:
             if stream is None or p is None:
                 continue
             v = sampled(e.value) if e.kind == "label" else None
-            found.setdefault((stream, t), []).append((p, sys.intern(e.kind), v))
-        for (stream, t), joins in found.items():
+            found.setdefault((stream, t, 0 if src is None else int(src[i])), []).append((p, sys.intern(e.kind), v))
+        for (stream, t, k), joins in found.items():
             empty = S.Sparse(0, stream.layout.width, np.zeros(0, np.int64), np.zeros(0, np.int64))
             sample = TickSample(self._sample_k, [], [], joins)
             self._out.append(S.Partial(stream.model_id, stream.version, t, (), empty, t, sample))
+            self._out_src.append(k)
 
     def _remember_order(self, rids: list[str], ticks: np.ndarray) -> None:
         """Queue request ids for TTL eviction tick by tick (a batch may span a long stretch of event time)."""
@@ -1149,16 +1271,22 @@ class Ingestor:
         score: np.ndarray | None = None,
         visible: np.ndarray | None = None,
         weighted: tuple[np.ndarray, np.ndarray] | None = None,
+        src: np.ndarray | None = None,
     ) -> None:
         """Add one count per (event, slice row, column) into sparse tick partials; negative rows/cols are skipped.
 
         ``visible``: per event, the tick whose close reveals its count (one partial per tick and visible tick).
+        ``src``: per event, its source in a fold of several (one partial per source too).
 
         Never builds the dense ``(ticks, slices, columns)`` block: a backlog batch spans many ticks of a
         wide slice space, and that block (hundreds of MB with 1,000+ slices) was the worker's peak RSS.
         """
         width = stream.layout.width
         nrows = len(stream.space)
+        n_src = self._n_src if src is not None else 1
+        if n_src > 1:  # grouped by tick and source alike: (tick, source) and (visible, source) as one number each
+            ticks = self._tick_keys(ticks, src)
+            visible = None if visible is None else self._tick_keys(visible, src)
         if visible is None or (visible == ticks).all():
             uticks, tick_idx = _unique_inverse(ticks)
             useen = uticks
@@ -1215,7 +1343,9 @@ class Ingestor:
         for i, (t, seen) in enumerate(zip(uticks.tolist(), useen.tolist(), strict=True)):
             lo, hi = bounds[i], bounds[i + 1]
             cells = S.Sparse(nrows, width, flat[lo:hi], vals[lo:hi])
-            self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells, seen))
+            t, k = divmod(t, n_src)
+            self._out.append(S.Partial(stream.model_id, stream.version, t, skeys, cells, seen // n_src))
+            self._out_src.append(k)
 
     def _admit_interactions(
         self,
@@ -1224,10 +1354,9 @@ class Ingestor:
         ticks: np.ndarray,
         closed: np.ndarray,
         early: np.ndarray | None,
-    ) -> tuple[np.ndarray, float]:
+    ) -> np.ndarray:
         """Count interactions, drop the late ones, and park those whose prediction comes later in the batch
-        (``early``); return the indices of the rest (to fold once the batch's predictions are in) and the newest
-        time kept."""
+        (``early``); return the indices of the rest (to fold once the batch's predictions are in)."""
         c = self.counters
         c.interactions += len(inters)
         keep = ticks >= closed
@@ -1238,8 +1367,7 @@ class Ingestor:
             now = keep & ~early
         else:
             now = keep
-        newest = float(ts[keep].max()) if keep.any() else -math.inf
-        return np.flatnonzero(now), newest
+        return np.flatnonzero(now)
 
     def _wait(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, at: list[int]) -> None:
         """Park interactions ``at`` (indices) until their prediction comes or their ``join.grace`` has passed."""
@@ -1249,8 +1377,11 @@ class Ingestor:
             pending.setdefault(e.request_id, []).append((e, t, int(ticks[i])))
             heapq.heappush(due, (self._grace_tick(t), e.request_id))
 
-    def _fold_joined(self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray) -> None:
-        """Fold interactions into their prediction's slices; park those whose prediction is not known yet."""
+    def _fold_joined(
+        self, inters: Sequence[Interaction], ts: np.ndarray, ticks: np.ndarray, src: np.ndarray | None = None
+    ) -> None:
+        """Fold interactions into their prediction's slices; park those whose prediction is not known yet (``src``:
+        each one's source, in a fold of several)."""
         c = self.counters
         found = [self._join.get(e.request_id, -1) for e in inters]
         packed = np.array(found, dtype=np.int64)
@@ -1305,7 +1436,7 @@ class Ingestor:
             return
         sel = np.flatnonzero(ok)
         if self._sample_k:
-            self._sample_joins(inters, sel, cells, pred_tick)
+            self._sample_joins(inters, sel, cells, pred_tick, src)
         cell_sel = cells[sel]
         streams = self._cell_stream
         by_stream: dict[int, list[int]] = {}
@@ -1318,7 +1449,7 @@ class Ingestor:
             rows = self._cell_rows[cells[idx]].astype(np.int64)
             d = col2[idx]
             col = np.stack([col0[idx], col1[idx], np.where(d >= 0, d + stream.layout.delay_start, -1)], axis=1)
-            self._scatter(stream, rows, at[idx], col, visible=visible[idx])
+            self._scatter(stream, rows, at[idx], col, visible=visible[idx], src=None if src is None else src[idx])
 
     def _expire(self, watermark: float) -> None:
         """Forget what no event to come can still match: what the tick closed by ``watermark`` makes unreachable.

@@ -85,7 +85,7 @@ from driftwatch.daemon.recovery import EvalRecovery, IngestIntent, InputRecovery
 from driftwatch.daemon.reports import ReportService
 from driftwatch.daemon.topics import bootstrap_hosts
 from driftwatch.daemon.wire import SummaryMsg, WireError, decode_summary, encode_summary, to_msgs
-from driftwatch.events import split_messages
+from driftwatch.events import DecodeError, split_messages
 from driftwatch.profiles import load_profiles
 from driftwatch.reports.assemble import spec_of_alert
 
@@ -284,21 +284,32 @@ def _faust_app(config: Config, bootstrap: str) -> faust.App:
     return app
 
 
-def by_bytes(messages: Sequence[Any], budget: int) -> list[Sequence[Any]]:
-    """Consecutive runs of ``messages`` whose values add up to at most ``budget`` bytes (a larger message alone).
+_FOLD_TOGETHER_BYTES = 1 << 20
+"""An ingest call folds its input partitions together while their messages add up to this many bytes: a fold of a
+few dozen events costs ~4 times more per event than one of a few thousand, and larger batches gain nothing from it
+but would all be held decoded at once (envelopes of 100 events: ~40 MB more at a wide worker's peak)."""
+
+
+def _value_bytes(m: Any) -> int:
+    return len(m.value or b"")
+
+
+def by_bytes(messages: Sequence[Any], budget: int, size: Callable[[Any], int] = _value_bytes) -> list[Sequence[Any]]:
+    """Consecutive runs of ``messages`` whose values (or ``size``) add up to at most ``budget`` bytes (a larger
+    message alone).
 
     >>> from types import SimpleNamespace as M
     >>> [[m.value for m in run] for run in by_bytes([M(value=b"aa"), M(value=b"b"), M(value=b"cccc"), M(value=None)], 3)]
     [[b'aa', b'b'], [b'cccc'], [None]]
     """
     runs: list[Sequence[Any]] = []
-    start = size = 0
+    start = total = 0
     for i, m in enumerate(messages):
-        n = len(m.value or b"")
-        if i > start and size + n > budget:
+        n = size(m)
+        if i > start and total + n > budget:
             runs.append(messages[start:i])
-            start, size = i, 0
-        size += n
+            start, total = i, 0
+        total += n
     if start < len(messages):
         runs.append(messages[start:] if start else messages)
     return runs
@@ -495,8 +506,8 @@ class Worker:
             await self.ingest_batch([e.message for e in events])
 
     async def ingest_batch(self, messages: Sequence[Any]) -> None:
-        """Decode, dead-letter and fold one batch of Kafka messages, partition by partition; in several calls of at
-        most ``kafka.batch_bytes`` of message values each (at least one message), in order."""
+        """Decode, dead-letter and fold one batch of Kafka messages, its input partitions together; in several calls
+        of at most ``kafka.batch_bytes`` of message values each (at least one message), in order."""
         calls = []
         for part in by_bytes(messages, self.config.kafka.batch_bytes):
             by_tp: dict[str, list[Any]] = {}
@@ -535,7 +546,8 @@ class Worker:
     async def _process_partitions(
         self, work: Sequence[tuple[str, Sequence[Any]]], judged: dict[str, IngestIntent] | None = None
     ) -> None:
-        """Fold one batch per input partition: intents first (all awaited), then summaries (all awaited).
+        """Fold one batch per input partition, several in one fold: intents first (all awaited), then summaries (all
+        awaited), one set of messages per partition.
 
         Write-ahead: a partition's intent is durable before any summary of its batch leaves (see
         :meth:`InputRecovery.assign`); awaiting the batch's sends together keeps it to two round trips per batch.
@@ -570,14 +582,19 @@ class Worker:
         for fut in intents:
             await fut
         pending: list[Any] = []
-        done = []
+        done: list[tuple[str, int, int, int]] = []
         # The batch's messages announce the watermark as it was before the batch: a message read first (another
         # model's, a chunk held until its batch's last) must not let the evaluation stage close a tick whose
         # partials are still to come. The new watermark follows once everything is sent.
         announced = self.core.ingestor.watermark
-        for (tp, messages), (lo, hi), clock in zip(work, ranges, clocks, strict=True):
-            events = await self._fold_partition(tp, messages, lo, hi, pending, announced, clock)
-            done.append((tp, lo, hi, events))
+        batches = [
+            (tp, messages, lo, hi, clock) for (tp, messages), (lo, hi), clock in zip(work, ranges, clocks, strict=True)
+        ]
+        # The call's partitions are folded together, up to _FOLD_TOGETHER_BYTES of messages at a time (a few dozen
+        # events per partition cost several times more per event alone); each still gets summaries of its own.
+        for group in by_bytes(batches, _FOLD_TOGETHER_BYTES, size=lambda b: sum(map(_value_bytes, b[1]))):
+            counts = await self._fold_partitions(group, pending, announced)
+            done.extend((tp, lo, hi, n) for (tp, _, lo, hi, _), n in zip(group, counts, strict=True))
         for fut in pending:
             await fut  # delivered before the batch is acknowledged (and its offsets committed)
         if self.core.ingestor.watermark != announced:
@@ -589,47 +606,43 @@ class Worker:
             self.input_recovery.processed(tp, hi)
             self.progress_wall[tp] = now
 
-    async def _fold_partition(
+    async def _fold_partitions(
         self,
-        tp: str,
-        messages: Sequence[Any],
-        lo: int,
-        hi: int,
+        batches: Sequence[tuple[str, Sequence[Any], int, int, tuple[float, float, float]]],
         pending: list[Any],
         announced: float,
-        clock: tuple[float, float, float],
-    ) -> int:
-        """Decode and fold one partition's messages, judged by ``clock`` (the source's and the other sources'
-        newest event times, and the wall time); queue its dead letters and summaries (carrying the watermark
-        ``announced``); return events folded."""
-        raws, origin = split_messages([m.value or b"" for m in messages])
-        own, others, wall = clock
+    ) -> list[int]:
+        """Decode and fold the batches of some input partitions (``(partition, messages, first offset, last offset,
+        clock)``) in one fold, each judged by its clock (the source's and the other sources' newest event times, and
+        the wall time); queue their dead letters and each partition's summaries (carrying the watermark
+        ``announced``); return the events folded per batch.
+
+        Each partition's summaries go in messages of their own, marked with its offsets alone, as if it had been
+        folded alone: the evaluation stage applies or drops each partition's batch on its own (a batch sent again by
+        the partition's next owner, or late by a worker that stalled past its session, is dropped whole).
+        """
+        split = [split_messages([m.value or b"" for m in messages]) for _, messages, _, _, _ in batches]
         with self.lock:  # /metrics is served from another thread
-            accepted = self.config.windows.event_time_range(wall, live=True)
-            decoded, partials = self.core.ingestor.process(
-                raws, source=tp, time_range=accepted, live=True, clock=(own, others)
+            decoded, partials = self.core.ingestor.process_sources(
+                [
+                    (raws, tp, (own, others), self.config.windows.event_time_range(wall, live=True))
+                    for (tp, _, _, _, (own, others, wall)), (raws, _) in zip(batches, split, strict=True)
+                ]
             )
-        for err in decoded.errors:
-            m = messages[origin[err.index]]
-            self.dead_lettered += 1
-            value = raws[err.index]
-            # Headers say why and where, never what: a decoder message can quote the offending value. No key: it is
-            # normally the request id, an identifier (the value still holds it; the source position finds the message).
-            headers = [
-                ("driftwatch-reason", err.reason.encode()),
-                ("driftwatch-field", (err.field or "").encode()[:256]),
-                ("driftwatch-source", f"{m.topic}:{m.partition}:{m.offset}".encode()),
-                ("driftwatch-schema-version", b"1"),
-            ]
-            if len(value) > DEAD_LETTER_MAX_BYTES:  # the producer would refuse it, and the agent must go on
-                headers.append(("driftwatch-truncated", str(len(value)).encode()))
-                value = value[:DEAD_LETTER_MAX_BYTES]
-            pending.append(await self.dead_letter.send(key=None, value=value, headers=headers))
-        sources = {tp: (lo, hi)}
+        for (_, messages, _, _, _), (raws, origin), dec in zip(batches, split, decoded, strict=True):
+            for err in dec.errors:
+                pending.append(await self._dead_letter(messages[origin[err.index]], raws[err.index], err))
+        for (tp, _, lo, hi, _), own in zip(batches, partials, strict=True):
+            await self._send_partials({tp: (lo, hi)}, own, pending, announced)
+        return [len(d.predictions) + len(d.interactions) for d in decoded]
+
+    async def _send_partials(
+        self, sources: dict[str, tuple[int, int]], partials: Sequence[Partial], pending: list[Any], wm: float
+    ) -> None:
+        """Queue the summary messages of one partition's batch (``sources``: its offsets): per model, in chunks."""
         by_model: dict[str, list[Partial]] = {}
         for p in partials:
             by_model.setdefault(p.model_id, []).append(p)
-        wm = announced
         if not by_model:
             pending.append(await self._send_summary(SummaryMsg(self.worker_id, wm, sources), key=b"__none__"))
         for model, parts in by_model.items():
@@ -639,7 +652,22 @@ class Worker:
                 keys, msgs = to_msgs(parts[i : i + _PARTIALS_PER_MESSAGE])
                 chunk = SummaryMsg(self.worker_id, wm, sources, msgs, final=last, keys=keys)
                 pending.append(await self._send_summary(chunk, key=model.encode()))
-        return len(decoded.predictions) + len(decoded.interactions)
+
+    async def _dead_letter(self, m: Any, value: bytes, err: DecodeError) -> Any:
+        """Send one event set aside to the dead-letter topic; return the send's future."""
+        self.dead_lettered += 1
+        # Headers say why and where, never what: a decoder message can quote the offending value. No key: it is
+        # normally the request id, an identifier (the value still holds it; the source position finds the message).
+        headers = [
+            ("driftwatch-reason", err.reason.encode()),
+            ("driftwatch-field", (err.field or "").encode()[:256]),
+            ("driftwatch-source", f"{m.topic}:{m.partition}:{m.offset}".encode()),
+            ("driftwatch-schema-version", b"1"),
+        ]
+        if len(value) > DEAD_LETTER_MAX_BYTES:  # the producer would refuse it, and the agent must go on
+            headers.append(("driftwatch-truncated", str(len(value)).encode()))
+            value = value[:DEAD_LETTER_MAX_BYTES]
+        return await self.dead_letter.send(key=None, value=value, headers=headers)
 
     def _assigned_inputs(self) -> set[str]:
         """The input partitions the consumer owns (raises ConsumerNotStarted before it has started)."""

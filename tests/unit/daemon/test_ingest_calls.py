@@ -28,3 +28,10 @@ def test_a_batch_within_the_budget_is_one_call() -> None:
     messages = [SimpleNamespace(value=b"x" * 10) for _ in range(5)]
     (run,) = by_bytes(messages, 50)
     assert run is messages
+
+
+def test_runs_can_be_measured_by_any_size() -> None:
+    """An ingest call's partitions are grouped by the bytes of their messages: the same runs, another measure."""
+    batches = [("p0", [b"x" * 300]), ("p1", [b"y" * 200, b"z" * 200]), ("p2", [b"w" * 700])]
+    runs = by_bytes(batches, 800, size=lambda b: sum(map(len, b[1])))
+    assert [[tp for tp, _ in run] for run in runs] == [["p0", "p1"], ["p2"]]
