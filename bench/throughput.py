@@ -57,6 +57,7 @@ import random  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -761,6 +762,17 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     return a["events_per_s"] / b["events_per_s"] if a and b else None
 
 
+def _per_cpu(r: dict[str, Any] | None) -> float | None:
+    """Events per CPU-second of the measured process (every thread, over the measured interval)."""
+    cpu = sum((r or {}).get("thread_cpu_s", {}).values())
+    return r["events"] / cpu if r and cpu > 0 else None
+
+
+def _cpu_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    x, y = _per_cpu(a), _per_cpu(b)
+    return x / y if x is not None and y is not None else None
+
+
 def _verdict(value: float | None, target: float, *, at_least: bool = True) -> str:
     if value is None:
         return "n/a"
@@ -806,6 +818,10 @@ def print_report(results: dict[tuple[str, str], dict[str, Any]], datasets: list[
             print(
                 f"  single-event messages: driftwatch >= 85% of bare Faust (take_events): {fmt(take)}  "
                 f"{_verdict(take, 0.85)}   (vs plain iteration: {fmt(it)}  {_verdict(it, 0.85)})"
+            )
+            print(
+                "    the same per CPU-second of each process (what each costs, whatever the broker and producer "
+                f"took of the cores): {fmt(_cpu_ratio(r['driftwatch'], r['bare-take']))}"
             )
         else:
             raw = _ratio(r["driftwatch"], r["raw"])
@@ -927,6 +943,15 @@ def main() -> None:
             print(f"spread over {args.repeat} rounds (events/s, each round's figure; the table shows the median)")
             for (name, mode), rs in runs.items():
                 print(f"  {name:<9} {MODE_TITLES[mode]:<34} " + "  ".join(_rate(r) for r in rs))
+            for ds in datasets:
+                pairs = zip(runs.get((ds.name, "driftwatch"), []), runs.get((ds.name, "bare-take"), []), strict=False)
+                each = [x for x in (_ratio(c, b) for c, b in pairs) if x is not None]
+                if ds.envelope == 1 and each:
+                    print(
+                        f"  {ds.name:<9} (c)/(b) round by round (each pair measured back to back): "
+                        + "  ".join(f"{x:.2f}" for x in each)
+                        + f"  (median {statistics.median(each):.2f})"
+                    )
         if wide is not None:
             slices = wide_result.get("slices")
             rss = wide_result.get("peak_rss_mb")
