@@ -337,18 +337,48 @@ Pipeline(cfg, b"k" * 32)
 @pytest.mark.parametrize(
     ("keep", "module", "loaded"),
     [
-        ("r.fdr_q is not None", "scipy.special", True),
-        ("r.fdr_q is None", "scipy.special", False),
+        ("r.fdr_q is not None", "scipy.special._ufuncs", True),
+        ("r.fdr_q is None", "scipy.special._ufuncs", False),
         ("r.detector is not None", "river.drift.page_hinkley", True),
         ("r.detector is None", "river.drift.page_hinkley", False),
     ],
 )
 def test_an_evaluator_loads_what_its_rules_need_when_built(keep: str, module: str, loaded: bool) -> None:
-    """What only some rules need (scipy.special for ``fdr_q``, River's detector modules) is imported when the
+    """What only some rules need (scipy's special functions for ``fdr_q``, River's detector modules) is imported when the
     evaluator is built, so the first tick it evaluates does not stall on an import; never without such a rule."""
     statement = _BUILD_EVALUATOR.format(path=str(ROOT / "config" / "driftwatch.example.yaml"), keep=keep)
     got, chain = _import_in_fresh_interpreter(statement, module)
     assert got is loaded, chain
+
+
+@pytest.mark.parametrize("module", ["scipy.special", "scipy._lib._array_api"])
+def test_fdr_rules_load_scipys_special_functions_without_scipy_special(module: str) -> None:
+    """An evaluator with ``fdr_q`` rules loads scipy's compiled special functions, not ``scipy.special`` and the
+    array-API layer its ``__init__`` brings (~12 MB more of a worker's RSS)."""
+    statement = _BUILD_EVALUATOR.format(path=str(ROOT / "config" / "driftwatch.example.yaml"), keep="r.fdr_q")
+    loaded, chain = _import_in_fresh_interpreter(statement, module)
+    assert not loaded, chain
+
+
+_SPECIAL_THEN_SCIPY = """
+import numpy as np
+from driftwatch.metrics import stats
+args = (np.array([5, 30, 0, 7]), np.array([100, 100, 10, 7]), np.array([50, 50, 3, 1]), np.array([1000, 1000, 30, 9]))
+counts = np.array([[50, 50], [90, 10], [0, 9]])
+light = (stats.exact_two_proportion_p(*args), stats.two_proportion_p(*args), stats.chi2_homogeneity_p(counts, np.array([0.5, 0.5]), 1000))
+from scipy import special
+assert stats._special() is special._ufuncs, "two copies of scipy's special functions"
+assert all(getattr(stats._special(), f) is getattr(special, f) for f in ("bdtr", "bdtrc", "ndtr", "chdtrc"))
+full = (stats.exact_two_proportion_p(*args), stats.two_proportion_p(*args), stats.chi2_homogeneity_p(counts, np.array([0.5, 0.5]), 1000))
+assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(light, full)), (light, full)
+"""
+
+
+def test_scipy_special_imported_later_is_the_same_functions() -> None:
+    """Code that imports ``scipy.special`` after the light load gets the very same compiled functions (one copy),
+    and the p-values are the same before and after."""
+    loaded, chain = _import_in_fresh_interpreter(_SPECIAL_THEN_SCIPY, "scipy.special")
+    assert loaded, chain
 
 
 @pytest.mark.parametrize("module", ["numpy", "pydantic"])

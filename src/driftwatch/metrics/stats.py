@@ -7,7 +7,11 @@ zero: where a denominator is 0 the result is NaN, which callers read as
 
 from __future__ import annotations
 
+import importlib
 import math
+import sys
+import types
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -35,9 +39,48 @@ Z95 = 1.959963984540054
 
 
 def load_special() -> None:
-    """Import what the p-values need (scipy.special, ~0.3 s) now: an evaluator whose rules use ``fdr_q`` calls it
-    when built, so the first tick it evaluates does not stall on the import (nothing else pays for it)."""
-    from scipy import special  # noqa: F401
+    """Load what the p-values need (scipy's special functions, ~0.1 s) now: an evaluator whose rules use ``fdr_q``
+    calls it when built, so the first tick it evaluates does not stall on the import (nothing else pays for it)."""
+    _special()
+
+
+_UFUNCS = "scipy.special._ufuncs"
+
+
+def _special() -> Any:
+    """scipy's compiled special functions (``bdtr``, ``bdtrc``, ``ndtr``, ``chdtrc``), without ``scipy.special``.
+
+    ``scipy/special/__init__.py`` also loads scipy's array-API layer (``array_api_compat``, ``numpy.linalg``,
+    ``numpy.f2py``, ``unittest``, ``pydoc``): ~16 MB of a worker's RSS, of which the four functions need ~4. So the
+    compiled module is loaded under its own name with the package's directory on a stand-in package that is gone
+    again once it has loaded: a later ``import scipy.special`` runs the real ``__init__`` and finds the very same
+    module in ``sys.modules``. Anything unexpected (another scipy layout) falls back to ``scipy.special`` itself.
+    """
+    mod = sys.modules.get(_UFUNCS)
+    if mod is not None:
+        return mod
+    if "scipy.special" not in sys.modules:
+        try:
+            import scipy
+
+            stand_in = types.ModuleType("scipy.special")
+            stand_in.__path__ = [f"{scipy.__path__[0]}/special"]
+            sys.modules["scipy.special"] = stand_in
+            try:
+                mod = importlib.import_module(_UFUNCS)
+            finally:
+                if sys.modules.get("scipy.special") is stand_in:
+                    del sys.modules["scipy.special"]
+                if vars(scipy).get("special") is stand_in:  # not getattr: scipy imports submodules on access
+                    del scipy.special
+            if all(hasattr(mod, f) for f in ("bdtr", "bdtrc", "ndtr", "chdtrc")):
+                return mod
+        except Exception:  # any failure: the ordinary import below
+            pass
+        sys.modules.pop(_UFUNCS, None)
+    from scipy import special
+
+    return special
 
 
 def safe_div(num: ArrayLike, den: ArrayLike) -> F:
@@ -144,7 +187,7 @@ def exact_two_proportion_p(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: Arra
     >>> bool(p[0] > 0.5), bool(p[1] < 1e-6)
     (True, True)
     """
-    from scipy import special as _sp  # imported here: ~0.3 s that only FDR rules need
+    _sp = _special()  # loaded here: only FDR rules need it
 
     a = np.minimum(np.asarray(k1, np.float64), np.asarray(n1, np.float64))
     n1f = np.asarray(n1, np.float64)
@@ -162,7 +205,7 @@ def exact_two_proportion_p(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: Arra
 
 def two_proportion_p(k1: ArrayLike, n1: ArrayLike, k2: ArrayLike, n2: ArrayLike) -> F:
     """Two-sided p-value of the pooled two-proportion z-test of ``k1/n1`` against ``k2/n2``."""
-    from scipy import special as _sp  # imported here: ~0.3 s that only FDR rules need
+    _sp = _special()  # loaded here: only FDR rules need it
 
     k1, k2 = np.asarray(k1, np.float64), np.asarray(k2, np.float64)
     n1, n2 = np.asarray(n1, np.float64), np.asarray(n2, np.float64)
@@ -186,7 +229,7 @@ def chi2_homogeneity_p(counts: NDArray[np.integer], ref_props: F, ref_n: float) 
     >>> bool(p[0] > 0.5), bool(p[1] < 1e-6)
     (True, True)
     """
-    from scipy import special as _sp  # imported here: ~0.3 s that only FDR rules need
+    _sp = _special()  # loaded here: only FDR rules need it
 
     c = np.asarray(counts, np.float64)
     ref = np.asarray(ref_props, np.float64) * ref_n
