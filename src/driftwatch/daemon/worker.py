@@ -35,8 +35,10 @@ the alerting side), :meth:`~Worker.main_loop` (the Faust app, until SIGTERM or
 Ctrl-C), :meth:`~Worker.shutdown`. It logs each step as a structured event
 (``worker_started``, ``broker_connected``, ``partitions_assigned``,
 ``recovered``, ``ready``, ``alert_transition``, ``checkpoint_written``,
-``stopping``, ``stop_abandoned`` (the app took longer than ``Worker.stop_grace``
-to stop, or a second signal came), ``stopped``; see :mod:`driftwatch._log`).
+``stopping``, ``ingest_stopped`` (the stop came while a batch was still being
+sent: its partitions' next owner sends it), ``stop_abandoned`` (the app took
+longer than ``Worker.stop_grace`` to stop, or a second signal came),
+``stopped``; see :mod:`driftwatch._log`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from typing import Any
 
 import faust
 import msgspec
-from faust.exceptions import ConsumerNotStarted
+from faust.exceptions import ConsumerNotStarted, NotReady
 from faust.tables import TableManager
 from faust.worker import Worker as FaustWorker
 from prometheus_client import CollectorRegistry
@@ -162,6 +164,7 @@ class _FaustWorker(FaustWorker):
 
     async def on_stop(self) -> None:
         self.events.info("stopping")
+        self.owner.stopping = True
         await self.owner.final_checkpoints()
         await super().on_stop()
 
@@ -331,6 +334,9 @@ class Worker:
     stop_abandoned: str | None = None
     """Why the last stop was cut short (``"grace_elapsed"``, ``"second_signal"``); None after a complete stop."""
     kafka_noise: _KafkaClientNoise | None = None
+    stopping = False
+    """Set when the stop begins: the ingest agent takes no new batch, and a send refused because the producer has
+    stopped ends it quietly (nothing of that batch was acknowledged: its partitions' next owner folds it)."""
 
     def __init__(self, config: Config, key: bytes | None, *, bootstrap: str, worker_id: str | None = None) -> None:
         limit_arenas()  # before Faust's threads start (see driftwatch.daemon._malloc)
@@ -503,7 +509,17 @@ class Worker:
     async def _ingest_agent(self, stream: Any) -> None:
         k = self.config.kafka
         async for events in stream.take_events(k.batch_size, within=k.batch_wait):
-            await self.ingest_batch([e.message for e in events])
+            if self.stopping:
+                break  # not acknowledged: the partitions' next owner folds these messages
+            try:
+                await self.ingest_batch([e.message for e in events])
+            except NotReady:
+                if not self.stopping:
+                    raise
+                # The producer stopped under a batch (a takeover's re-sends can still be running when the stop
+                # begins): as after a crash, the batch's intents let the next owner send exactly what was missing.
+                self.log.info("ingest_stopped", reason="producer_stopped")
+                break
 
     async def ingest_batch(self, messages: Sequence[Any]) -> None:
         """Decode, dead-letter and fold one batch of Kafka messages, its input partitions together; in several calls
