@@ -336,7 +336,8 @@ class Worker:
     kafka_noise: _KafkaClientNoise | None = None
     stopping = False
     """Set when the stop begins: the ingest agent takes no new batch, and a send refused because the producer has
-    stopped ends it quietly (nothing of that batch was acknowledged: its partitions' next owner folds it)."""
+    stopped ends it quietly. Faust acknowledges a batch the agent leaves, so the group may commit past it; the
+    partitions' next owner reads it again, as after any crash (the intents say how far each was processed)."""
 
     def __init__(self, config: Config, key: bytes | None, *, bootstrap: str, worker_id: str | None = None) -> None:
         limit_arenas()  # before Faust's threads start (see driftwatch.daemon._malloc)
@@ -510,14 +511,14 @@ class Worker:
         k = self.config.kafka
         async for events in stream.take_events(k.batch_size, within=k.batch_wait):
             if self.stopping:
-                break  # not acknowledged: the partitions' next owner folds these messages
+                break  # the partitions' next owner reads these messages again (see ``stopping``)
             try:
                 await self.ingest_batch([e.message for e in events])
             except NotReady:
                 if not self.stopping:
                     raise
                 # The producer stopped under a batch (a takeover's re-sends can still be running when the stop
-                # begins): as after a crash, the batch's intents let the next owner send exactly what was missing.
+                # begins): as after a crash, the intents let the next owner send exactly what was missing.
                 self.log.info("ingest_stopped", reason="producer_stopped")
                 break
 
