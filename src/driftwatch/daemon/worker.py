@@ -335,9 +335,10 @@ class Worker:
     """Why the last stop was cut short (``"grace_elapsed"``, ``"second_signal"``); None after a complete stop."""
     kafka_noise: _KafkaClientNoise | None = None
     stopping = False
-    """Set when the stop begins: the ingest agent takes no new batch, and a send refused because the producer has
-    stopped ends it quietly. Faust acknowledges a batch the agent leaves, so the group may commit past it; the
-    partitions' next owner reads it again, as after any crash (the intents say how far each was processed)."""
+    """Set when the stop begins: from then on, a send refused because the producer has stopped ends the ingest
+    agent quietly instead of crashing the app. Faust acknowledges the batch the agent leaves, so the group may
+    commit past it; the partitions' next owner reads it again, as after any crash (the intents say how far each
+    was processed)."""
 
     def __init__(self, config: Config, key: bytes | None, *, bootstrap: str, worker_id: str | None = None) -> None:
         limit_arenas()  # before Faust's threads start (see driftwatch.daemon._malloc)
@@ -510,8 +511,6 @@ class Worker:
     async def _ingest_agent(self, stream: Any) -> None:
         k = self.config.kafka
         async for events in stream.take_events(k.batch_size, within=k.batch_wait):
-            if self.stopping:
-                break  # the partitions' next owner reads these messages again (see ``stopping``)
             try:
                 await self.ingest_batch([e.message for e in events])
             except NotReady:
