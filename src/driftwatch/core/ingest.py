@@ -586,13 +586,7 @@ class Ingestor:
         in a row (traffic resuming after a quiet stretch: the first of them are rejected, the last moves time on).
         ``clock``: see :meth:`ingest`.
         """
-        decoded = self.decoder.decode_batch(raws)
-        # Event times are needed to fold anyway: computed once here, checked with two numpy reductions. Only a batch
-        # that holds an event outside the range is decoded again, by the decoder, which names each such event.
-        ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
-        if time_range is not None and not (_within(ts_p, time_range) and _within(ts_i, time_range)):
-            decoded = self.decoder.decode_batch(raws, time_range=time_range)
-            ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+        decoded, ts_p, ts_i = self._decode(raws, time_range)
         if not live:
             decoded, ts_p, ts_i = self._drop_leaps(decoded, len(raws), ts_p, ts_i, source)
         for err in decoded.errors:
@@ -601,6 +595,20 @@ class Ingestor:
             decoded.predictions, decoded.interactions, source, times=(ts_p, ts_i), order=decoded.order, clock=clock
         )
         return Ingested(decoded, partials)
+
+    def _decode(
+        self, raws: Sequence[bytes], time_range: tuple[float, float] | None
+    ) -> tuple[Decoded, np.ndarray, np.ndarray]:
+        """Decode a batch; with ``time_range``, events stamped outside it are rejected. Returns the decode result and
+        the event times of its predictions and interactions."""
+        decoded = self.decoder.decode_batch(raws)
+        # Event times are needed to fold anyway: computed once here, checked with two numpy reductions. Only a batch
+        # that holds an event outside the range is decoded again, by the decoder, which names each such event.
+        ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+        if time_range is not None and not (_within(ts_p, time_range) and _within(ts_i, time_range)):
+            decoded = self.decoder.decode_batch(raws, time_range=time_range)
+            ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+        return decoded, ts_p, ts_i
 
     def _drop_leaps(
         self, decoded: Decoded, n_raws: int, ts_p: np.ndarray, ts_i: np.ndarray, source: str | None
@@ -724,11 +732,7 @@ class Ingestor:
         sources = []
         decodeds = []
         for raws, source, clock, time_range in batches:
-            decoded = self.decoder.decode_batch(raws)
-            ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
-            if time_range is not None and not (_within(ts_p, time_range) and _within(ts_i, time_range)):
-                decoded = self.decoder.decode_batch(raws, time_range=time_range)
-                ts_p, ts_i = _seconds(decoded.predictions), _seconds(decoded.interactions)
+            decoded, ts_p, ts_i = self._decode(raws, time_range)
             for err in decoded.errors:
                 self.counters.rejected[err.reason] += 1
             decodeds.append(decoded)

@@ -77,7 +77,7 @@ def _special() -> Any:
                 return mod
         except Exception:  # any failure: the ordinary import below
             pass
-        sys.modules.pop(_UFUNCS, None)
+        sys.modules.pop(_UFUNCS, None)  # what the attempt left: the ordinary import loads it afresh
     from scipy import special
 
     return special

@@ -7,7 +7,6 @@ import dataclasses
 import random
 import zlib
 from collections import Counter
-from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -18,19 +17,14 @@ from driftwatch.core import ingest
 from driftwatch.core import summary as S
 from driftwatch.core.ingest import Ingestor
 from driftwatch.core.pipeline import Pipeline
-from driftwatch.core.profile import Profile, build_profile, prediction_columns
 from driftwatch.simulate import generate
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "driftwatch.example.yaml"
+from .test_partials import EXAMPLE, _profiles, _rows
 
 
 def _config(reports: bool) -> Config:
     cfg = load_config(EXAMPLE)
     return cfg.model_copy(update={"reports": cfg.reports.model_copy(update={"enabled": reports, "sample_per_tick": 7})})
-
-
-def _profiles(cfg: Config, events: list[dict[str, object]]) -> dict[str, Profile]:
-    return {mid: build_profile(mid, mc, prediction_columns(events, mid, limit=3000)) for mid, mc in cfg.models.items()}
 
 
 def _canon(partials: list[S.Partial]) -> tuple[dict[tuple[object, ...], int], list[tuple[object, ...]]]:
@@ -78,7 +72,7 @@ def test_each_source_of_a_fold_gets_the_partials_of_folding_it_alone(
     shuffled = [
         e for _, e in sorted(((i + rng.uniform(0, 2_500), e) for i, e in enumerate(events)), key=lambda x: x[0])
     ]
-    profiles = _profiles(cfg, events)
+    profiles = _profiles(events)
     enc = msgspec.json.Encoder()
     lines = [(enc.encode(e), str(e["request_id"])) for e in shuffled]
     sources = [f"in:{k}" for k in range(parts)]
@@ -122,15 +116,11 @@ def test_each_source_of_a_fold_gets_the_partials_of_folding_it_alone(
     assert together.transitions
 
 
-def _rows(rows: object) -> list[tuple[object, ...]]:
-    return sorted((r.name, tuple(sorted(r.labels.items())), r.value, r.n, r.status) for r in rows)  # type: ignore[attr-defined]
-
-
 def test_a_fold_of_one_source_is_the_fold_of_it(pseudonym_key: bytes) -> None:
     """One source through ``process_sources`` gives byte for byte what ``process`` gives (the replay's path)."""
     cfg = _config(True)
     events = list(generate("bias", events=6_000, seed=2)[0])
-    profiles = _profiles(cfg, events)
+    profiles = _profiles(events)
     raws = [msgspec.json.encode(e) for e in events]
     a, b = Ingestor(cfg, pseudonym_key, profiles), Ingestor(cfg, pseudonym_key, profiles)
     for i in range(0, len(raws), 2_000):
