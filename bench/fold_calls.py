@@ -1,7 +1,8 @@
 """Benchmark: what folding one ingest call costs per event, by how its events are split over input partitions.
 
-A worker takes a batch of Kafka messages (``kafka.batch_size``, 500 by default) and folds it in one ingest call.
-With one event per message and 8 input partitions (4 per topic), each partition brings a few dozen events. This
+A worker takes a batch of Kafka messages (at most ``kafka.batch_size``, 2,000 by default, or what came within
+``kafka.batch_wait``) and folds it in one ingest call. With one event per message and 8 input partitions (4 per
+topic), each partition brings a few dozen to a few hundred events. This
 prints CPU microseconds per event of the pure ingest (no Kafka) for the same events folded:
 
   (a) partition by partition, each batch alone (``Ingestor.process`` per partition, how workers folded before);

@@ -10,8 +10,9 @@ envelopes of 100 events. Then, for each layout and in a fresh process each:
                      event is msgspec-decoded (``EventDecoder.decode_batch``);
 (b) framework ceiling a bare Faust app (the worker's Faust settings) whose one
                      agent over both topics counts messages and does nothing,
-                     with ``take_events(500, within=0.2)`` as driftwatch's
-                     ingest agent does, and (b') with plain iteration;
+                     in batches of ``kafka.batch_size`` messages (2,000) within
+                     ``kafka.batch_wait`` (0.2 s) as driftwatch's ingest agent
+                     (Faust's ``take_events``), and (b') with plain iteration;
 (c) driftwatch       a :class:`~driftwatch.daemon.worker.Worker` until its
                      evaluation stage has applied every summary message its
                      ingest stage sent, and every event was counted.
@@ -73,7 +74,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
-from driftwatch.config import Config, TopicConfig, load_config, load_key  # noqa: E402
+from driftwatch.config import Config, KafkaConfig, TopicConfig, load_config, load_key  # noqa: E402
 from driftwatch.core.slicing import coders_from_config  # noqa: E402
 from driftwatch.demo.broker import tansu_broker  # noqa: E402
 from driftwatch.events import EventDecoder, split_messages  # noqa: E402
@@ -87,7 +88,9 @@ SCENARIO = "complaint-spike"
 RATE = 100.0
 SEED = 11
 SESSION_TIMEOUT = 2.0  # the dev broker's first group join waits about half of it
-BATCH_SIZE, BATCH_WAIT = 500, 0.2  # driftwatch's ingest batching (kafka.batch_size / batch_wait defaults)
+# driftwatch's ingest batching: the kafka.batch_size / batch_wait defaults
+BATCH_SIZE = KafkaConfig.model_fields["batch_size"].default
+BATCH_WAIT = KafkaConfig.model_fields["batch_wait"].default
 
 PRODUCER_BATCH_BYTES = 64 * 1024
 WIDE_REGIONS, WIDE_LANGUAGES, WIDE_MAX_VALUES = 250, 50, 100
@@ -119,7 +122,8 @@ FAUST_SETTINGS: dict[str, Any] = {
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Batching:
-    """How the ingest agent (and the bare agent) batch messages: ``take_events(size, within=wait)``."""
+    """How the ingest agent (and the bare agent) batch messages: at most ``size`` messages, or what came ``within``
+    ``wait`` seconds (driftwatch's batches also end at ``kafka.batch_bytes``: envelopes only ever reach it)."""
 
     size: int = BATCH_SIZE
     wait: float = BATCH_WAIT
@@ -851,7 +855,10 @@ def main() -> None:
         "--repeat", type=int, default=1, help="rounds of (a)-(c); the table shows each figure's median (noisy machines)"
     )
     ap.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help="messages per ingest batch (kafka.batch_size, default 500)"
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"messages per ingest batch (kafka.batch_size, default {BATCH_SIZE})",
     )
     ap.add_argument(
         "--batch-wait", type=float, default=BATCH_WAIT, help="longest wait to fill a batch (kafka.batch_wait, 0.2 s)"

@@ -3,7 +3,8 @@
 Topology (docs/architecture.md):
 
 1. **ingest** agent — the prediction and interaction topics (co-partitioned,
-   keyed by request id), read as raw bytes in batches (``take_events``),
+   keyed by request id), read as raw bytes in batches bounded in messages
+   and bytes (:func:`~driftwatch.daemon.batching.take_batches`),
    envelopes split, decoded by the core's decoder; every invalid event goes
    to the dead-letter topic with its original bytes and headers
    ``driftwatch-reason``, ``driftwatch-field``, ``driftwatch-source``
@@ -74,6 +75,7 @@ from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.summary import Partial
 from driftwatch.daemon._fetch import Transport as FetchTransport
 from driftwatch.daemon._malloc import limit_arenas
+from driftwatch.daemon.batching import take_batches
 from driftwatch.daemon.exposition import serve_http
 from driftwatch.daemon.metrics import (
     EVALUATION_BUCKETS,
@@ -278,14 +280,18 @@ def _faust_app(config: Config, bootstrap: str) -> faust.App:
         topic_disable_leader=True,
         producer_linger=0.005,
         producer_max_request_size=8 * 1024 * 1024,
-        # Messages fetched ahead of the ingest agent: two batches, not Faust's 4,096 (with envelopes of 100 events
-        # that buffer held ~100 MB of a backlog, the largest part of a wide worker's peak memory).
-        stream_buffer_maxsize=2 * k.batch_size,
+        # Messages fetched ahead of the agents: not Faust's 4,096 (with envelopes of 100 events that buffer held
+        # ~100 MB of a backlog, the largest part of a wide worker's peak memory). A count, whatever the messages'
+        # size: ingest batches are bounded in bytes too (take_batches), this is what waits behind them.
+        stream_buffer_maxsize=_STREAM_BUFFER,
         TableManager=_TableManager,
     )
     app.transport = FetchTransport(app.conf.broker_consumer, app)  # fetch wait 100 ms, not 1.5 s
     return app
 
+
+_STREAM_BUFFER = 1000
+"""Messages Faust fetches ahead per stream: ~25 MB of envelopes of 100 events, ~250 KB of single events."""
 
 _FOLD_TOGETHER_BYTES = 1 << 20
 """An ingest call folds its input partitions together while their messages add up to this many bytes: a fold of a
@@ -510,7 +516,7 @@ class Worker:
 
     async def _ingest_agent(self, stream: Any) -> None:
         k = self.config.kafka
-        async for events in stream.take_events(k.batch_size, within=k.batch_wait):
+        async for events in take_batches(stream, k.batch_size, k.batch_bytes, k.batch_wait):
             try:
                 await self.ingest_batch([e.message for e in events])
             except NotReady:
