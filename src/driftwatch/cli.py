@@ -5,12 +5,13 @@ Exit codes: 0 success, 1 unreadable input, 2 invalid configuration or usage.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
@@ -69,21 +70,73 @@ def _load(config: Path, *, need_key: bool = True) -> tuple[Config, bytes | None]
         raise _fail(2, str(e)) from None
 
 
-def _batches(fh: BinaryIO, size: int) -> Iterator[tuple[list[bytes], list[int]]]:
-    """Non-blank lines in batches of ``size``, with each line's 1-based number in the file."""
-    batch: list[bytes] = []
-    numbers: list[int] = []
-    for number, line in enumerate(fh, start=1):
-        line = line.strip()
-        if not line:
-            continue
-        batch.append(line)
-        numbers.append(number)
-        if len(batch) >= size:
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+
+
+class _EventFile:
+    """An event file to read line by line: JSON Lines, plain or gzip-compressed (told by its first bytes, whatever
+    its name), or ``-`` for stdin. A UTF-8 byte order mark before the first line is skipped."""
+
+    def __init__(self, events: str) -> None:
+        self.name = "stdin" if events == "-" else events
+        self.size: int | None = None
+        if events == "-":
+            self.raw: BinaryIO = sys.stdin.buffer
+        else:
+            path = Path(events)
+            try:
+                self.raw = path.open("rb")
+                if path.is_file():
+                    self.size = path.stat().st_size
+            except OSError as e:
+                raise InputError(f"{path}: cannot open: {e.strerror}") from e
+        peek = getattr(self.raw, "peek", None)
+        head = peek(2)[:2] if peek is not None else b""
+        self.gzip = gzip.GzipFile(fileobj=self.raw, mode="rb") if head == _GZIP_MAGIC else None
+        self.reader: Iterable[bytes] = self.raw if self.gzip is None else self.gzip
+
+    def position(self) -> int | None:
+        """Bytes of the file read so far (compressed bytes for a compressed file); None when unknown."""
+        try:
+            return self.raw.tell()
+        except OSError:
+            return None
+
+    def batches(self, size: int) -> Iterator[tuple[list[bytes], list[int]]]:
+        """Non-blank lines in batches of ``size``, with each line's 1-based number in the file."""
+        batch: list[bytes] = []
+        numbers: list[int] = []
+        try:
+            for number, line in enumerate(self.reader, start=1):
+                line = line.strip()
+                if number == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM) :].strip()
+                if not line:
+                    continue
+                batch.append(line)
+                numbers.append(number)
+                if len(batch) >= size:
+                    yield batch, numbers
+                    batch, numbers = [], []
+        except EOFError as e:  # gzip: the compressed stream ends before its end marker
+            raise InputError(f"{self.name}: the compressed file ends early (truncated?): {e}") from e
+        except OSError as e:  # gzip: corrupt data; or a read error
+            raise InputError(f"{self.name}: cannot read: {e}") from e
+        if batch:
             yield batch, numbers
-            batch, numbers = [], []
-    if batch:
-        yield batch, numbers
+
+    def close(self) -> None:
+        if self.gzip is not None:
+            self.gzip.close()
+        if self.raw is not sys.stdin.buffer:
+            self.raw.close()
+
+    def __enter__(self) -> _EventFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class _Rejects:
@@ -139,7 +192,10 @@ def _metric_json(r: MetricRow) -> dict[str, object]:
 @app.command()
 def replay(
     events: Annotated[
-        str, typer.Argument(help="JSON Lines file of prediction and interaction events, or - for stdin.")
+        str,
+        typer.Argument(
+            help="JSON Lines file of prediction and interaction events (gzip-compressed too), or - for stdin."
+        ),
     ],
     config: ConfigOpt,
     json_out: Annotated[
@@ -199,19 +255,9 @@ def replay(
                 _print_transition(pipeline, t)
 
     try:
-        fh: BinaryIO
-        if events == "-":
-            fh = sys.stdin.buffer
-            total = None
-        else:
-            path = Path(events)
-            try:
-                fh = path.open("rb")
-            except OSError as e:
-                raise InputError(f"{path}: cannot open: {e.strerror}") from e
-            total = path.stat().st_size
+        source = _EventFile(events)
         with (
-            fh,
+            source,
             Progress(
                 TextColumn("replay"),
                 BarColumn(),
@@ -222,13 +268,13 @@ def replay(
                 transient=True,
             ) as bar,
         ):
-            task = bar.add_task("replay", total=total)
-            for lines, numbers in _batches(fh, batch):
+            task = bar.add_task("replay", total=source.size)
+            for lines, numbers in source.batches(batch):
                 decoded, transitions = pipeline.process(lines, time_range=accepted)
                 for bad in decoded.errors:
                     rejects.add(numbers[bad.index], bad.reason, bad.field)
                 emit(transitions)
-                bar.update(task, advance=sum(len(x) + 1 for x in lines))
+                bar.update(task, completed=source.position())
         emit(pipeline.flush())
     except InputError as e:
         raise _fail(1, str(e)) from None
@@ -249,7 +295,10 @@ def replay(
 @app.command()
 def report(
     events: Annotated[
-        str, typer.Argument(help="JSON Lines file of prediction and interaction events, or - for stdin.")
+        str,
+        typer.Argument(
+            help="JSON Lines file of prediction and interaction events (gzip-compressed too), or - for stdin."
+        ),
     ],
     config: ConfigOpt,
     model: Annotated[str, typer.Option(help="The model to report on.")],
@@ -326,14 +375,13 @@ def report(
 
         pipeline.evaluator.on_tick = on_tick
     try:
-        fh: BinaryIO = sys.stdin.buffer if events == "-" else Path(events).open("rb")  # noqa: SIM115 (closed below)
-    except OSError as e:
-        raise _fail(1, f"{events}: cannot open: {e.strerror}") from None
-    with fh:
-        for lines, _ in _batches(fh, batch):
-            pipeline.process(lines)
-            if captured:
-                break
+        with _EventFile(events) as source:
+            for lines, _ in source.batches(batch):
+                pipeline.process(lines)
+                if captured:
+                    break
+    except InputError as e:
+        raise _fail(1, str(e)) from None
     if not captured:
         pipeline.flush()
         closed = pipeline.evaluator.closed_before

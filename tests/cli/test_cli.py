@@ -182,6 +182,36 @@ def test_replay_missing_file(example_config: Path, pseudonym_key: bytes) -> None
     assert "/nonexistent/e.jsonl" in res.output
 
 
+def test_replay_reads_gzip_and_a_byte_order_mark_as_the_plain_file(
+    bias_file: Path, tmp_path: Path, example_config: Path, pseudonym_key: bytes
+) -> None:
+    """A gzip-compressed file (told by its first bytes, whatever its name) and a file that starts with a UTF-8 byte
+    order mark replay exactly as the plain file; a truncated compressed file exits 1 and says so."""
+    import gzip
+
+    data = bias_file.read_bytes()
+    packed = tmp_path / "events.data"  # no .gz: the content decides
+    packed.write_bytes(gzip.compress(data))
+    marked = tmp_path / "bom.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + data)
+
+    def replay(path: Path) -> list[str]:
+        res = runner.invoke(app, ["replay", str(path), "--config", str(example_config), "--json", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        return res.stdout.splitlines()
+
+    plain = replay(bias_file)
+    assert json.loads(plain[-1])["rejected"] == {}
+    assert replay(packed) == plain
+    assert replay(marked) == plain
+
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    res = runner.invoke(app, ["replay", str(truncated), "--config", str(example_config), "--no-progress"])
+    assert res.exit_code == 1
+    assert "cut.jsonl.gz: the compressed file ends early" in res.output
+
+
 def test_check_config_ok(example_config: Path) -> None:
     """check-config accepts the example config (secrets skipped for CI)."""
     res = runner.invoke(app, ["check-config", str(example_config), "--skip-secrets"])
