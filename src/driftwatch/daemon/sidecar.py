@@ -96,6 +96,7 @@ _PROBE_EVERY = 2.0
 _MAX_REQUEST = 8 * 1024 * 1024
 _BATCH_BYTES = 512 * 1024
 _SLICE = 1024
+_BOM = b"\xef\xbb\xbf"
 
 
 def parse_body(body: bytes, content_type: str = "") -> list[bytes] | None:
@@ -104,13 +105,16 @@ def parse_body(body: bytes, content_type: str = "") -> list[bytes] | None:
     ``application/x-ndjson`` (and its aliases): one event per non-blank line.
     ``application/json``: a JSON array of events, or one event. Anything else
     (curl's default, none): a JSON array if the first non-blank byte is ``[``,
-    else NDJSON.
+    else NDJSON. A UTF-8 byte order mark at the start is skipped (RFC 8259 lets
+    a parser ignore it; Windows tools write one).
 
     >>> parse_body(b'{"a":1}\n\n{"b":2}\r\n', "application/x-ndjson")
     [b'{"a":1}', b'{"b":2}']
     >>> parse_body(b' [{"a":1}, 2]', "application/json"), parse_body(b'[{"a":1', ""), parse_body(b"  ")
     ([b'{"a":1}', b'2'], None, [])
     """
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
     first = _NON_SPACE.search(body)
     if first is None:
         return []

@@ -96,6 +96,15 @@ def test_other_content_types_are_sniffed() -> None:
         assert parse_body(b'{"a":1}\n{"b":2}', ctype) == [b'{"a":1}', b'{"b":2}']
 
 
+def test_a_byte_order_mark_is_skipped() -> None:
+    """A body that starts with a UTF-8 byte order mark frames as the same body without it, whatever its type."""
+    bom = b"\xef\xbb\xbf"
+    for body in (b'{"a":1}\n{"b":2}', b'[{"a":1},{"b":2}]', b'{"a":1}'):
+        for ctype in ("", "application/json", "application/x-ndjson"):
+            assert parse_body(bom + body, ctype) == parse_body(body, ctype)
+    assert parse_body(bom + b'[{"a":1},{"b":2}]', "") == [b'{"a":1}', b'{"b":2}']
+
+
 def test_ndjson_is_never_read_as_an_array() -> None:
     """An NDJSON body whose line is an array keeps that line as one (invalid) event."""
     assert parse_body(b'[{"a":1}]\n{"b":2}', "application/x-ndjson") == [b'[{"a":1}]', b'{"b":2}']
