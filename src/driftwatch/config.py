@@ -271,7 +271,9 @@ class KafkaConfig(_Model):
         description="Most Kafka messages per ingest batch (a batch also ends at batch_bytes): a fold of a few dozen "
         "single events costs several times more per event than one of a few thousand.",
     )
-    batch_wait: Duration = Field(0.2, description="Longest wait to fill an ingest batch.")
+    batch_wait: Duration = Field(
+        0.2, gt=0, description="Longest wait to fill an ingest batch (above 0: a batch must end without filling up)."
+    )
     batch_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1,

@@ -159,6 +159,7 @@ def test_field_level_errors_name_their_key_path(tmp_path: Path) -> None:
           m1:
             favorable: ["yes"]
         windows: {tick: 10 seconds}
+        kafka: {batch_wait: 0s, batch_bytes: 0}
         rules:
           - name: Bad-Name
             metric: complaint_rate
@@ -166,7 +167,13 @@ def test_field_level_errors_name_their_key_path(tmp_path: Path) -> None:
         """,
     )
     probs = problems_of(path)
-    for key_path in ("attributes.region.max_values", "windows.tick", "rules.0.name"):
+    for key_path in (
+        "attributes.region.max_values",
+        "windows.tick",
+        "rules.0.name",
+        "kafka.batch_wait",
+        "kafka.batch_bytes",
+    ):
         assert any(p.startswith(f"{path}: {key_path}: ") for p in probs), (key_path, probs)
 
 
