@@ -15,7 +15,10 @@ envelopes of 100 events. Then, for each layout and in a fresh process each:
                      (Faust's ``take_events``), and (b') with plain iteration;
 (c) driftwatch       a :class:`~driftwatch.daemon.worker.Worker` until its
                      evaluation stage has applied every summary message its
-                     ingest stage sent, and every event was counted.
+                     ingest stage sent, and every event was counted; it
+                     also reports its event loop's longest stall (how late
+                     a 0.1 s timer woke: folds and evaluations hold the
+                     loop while they run).
 
 Clocks start at the first message received (the first non-empty ``getmany``
 for (a), a Faust sensor's ``on_message_in`` for (b) and (c)), so group
@@ -88,6 +91,7 @@ SCENARIO = "complaint-spike"
 RATE = 100.0
 SEED = 11
 SESSION_TIMEOUT = 2.0  # the dev broker's first group join waits about half of it
+POLL = 0.1  # seconds between a driftwatch worker's checks for the finish line
 # driftwatch's ingest batching: the kafka.batch_size / batch_wait defaults
 BATCH_SIZE = KafkaConfig.model_fields["batch_size"].default
 BATCH_WAIT = KafkaConfig.model_fields["batch_wait"].default
@@ -559,7 +563,11 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
             self.finished = False
             self.ingested_at: float | None = None
             self.summaries = _CountingTopic(self.summaries, self._sent)  # type: ignore[assignment]
-            self.app.timer(0.1)(self._poll)
+            # The event loop's longest stall while data flows: how late the 0.1 s timer below wakes (a fold or an
+            # evaluation runs on the loop's thread and holds everything else up while it runs).
+            self.polled_at: float | None = None
+            self.longest_stall = 0.0
+            self.app.timer(POLL)(self._poll)
             self.app.sensors.add(_first_message_sensor(clock))
 
         def _sent(self) -> None:
@@ -580,6 +588,10 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
             self._check()
 
         async def _poll(self) -> None:
+            now = time.perf_counter()
+            if self.polled_at is not None and clock.t0 is not None:
+                self.longest_stall = max(self.longest_stall, now - self.polled_at - POLL)
+            self.polled_at = now
             self._check()
             if profile is not None and not self.finished and clock.elapsed() > profile:
                 self.finished = True
@@ -615,6 +627,7 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
                 rss_before_data_mb=rss_before_data,
                 evaluator_state_mb=_state_bytes(self.core.evaluator) / 2**20,
                 join_entries=len(self.core.ingestor._join),
+                longest_stall_ms=self.longest_stall * 1000,
                 ingest_seconds=None if self.ingested_at is None or clock.t0 is None else self.ingested_at - clock.t0,
             )
             if profiler is not None:
@@ -731,7 +744,8 @@ def run_measurement(
     if "rss_before_data_mb" in result:
         extra += (
             f" (RSS {result['rss_before_data_mb']:.0f} MB before any data, "
-            f"evaluator matrices {result['evaluator_state_mb']:.0f} MB, {result['join_entries']:,} join entries)"
+            f"evaluator matrices {result['evaluator_state_mb']:.0f} MB, {result['join_entries']:,} join entries, "
+            f"event loop's longest stall {result['longest_stall_ms']:.0f} ms)"
         )
     if result.get("ingest_seconds"):
         extra += (
