@@ -312,8 +312,12 @@ class Evaluator:
         self.rules.sequential.drop(mine)
         self.rules.forget(gone)
 
-    def advance(self, watermark: float) -> list[AlertTransition]:
-        """Close every tick that ends at or before ``watermark`` and evaluate the rules at each."""
+    def advance(self, watermark: float, *, budget: int | None = None) -> list[AlertTransition]:
+        """Close every tick that ends at or before ``watermark`` and evaluate the rules at each.
+
+        ``budget``: evaluate at most that many ticks; :meth:`behind` then says whether some are left, and the next
+        call with the same ``watermark`` goes on where this one stopped: the ticks evaluated, and what they give, are
+        those of one call without a budget."""
         if watermark == -math.inf:
             return []
         target = math.floor(watermark / self.tick)
@@ -324,12 +328,21 @@ class Evaluator:
             if first is None or target < first:
                 return []
             self.closed_before = first
-        return self._close_until(target)
+        return self._close_until(target, budget)
 
-    def _close_until(self, target: int) -> list[AlertTransition]:
+    def behind(self, watermark: float) -> bool:
+        """Whether ticks that end at or before ``watermark`` are still to be closed (after an :meth:`advance` that its
+        budget cut short)."""
+        if watermark == -math.inf or self.closed_before is None:
+            return False
+        return self.closed_before < math.floor(watermark / self.tick)
+
+    def _close_until(self, target: int, budget: int | None = None) -> list[AlertTransition]:
         out: list[AlertTransition] = []
         assert self.closed_before is not None
-        while self.closed_before < target:
+        evaluated = 0
+        while self.closed_before < target and (budget is None or evaluated < budget):
+            evaluated += 1
             t = self.closed_before
             # Skip idle stretches quickly, but still evaluate once so alerts can resolve as stale.
             if t + 1 < target and not any(s.store.open_ticks for s in self.streams.values()):

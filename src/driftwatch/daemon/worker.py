@@ -798,16 +798,7 @@ class Worker:
                 self.evaluate_message(m.value or b"", partition=m.partition, offset=m.offset)
                 self.eval_recovery.offset[m.partition] = m.offset
                 touched.add(m.partition)
-            for t in self.advance():
-                await self.alerts.send(key=t.fingerprint.encode(), value=encode_record(self._record(t)))
-                self.log.info(
-                    "alert_transition",
-                    rule=t.rule,
-                    state=t.state,
-                    model=t.labels.get("model"),
-                    version=t.labels.get("version"),
-                    fingerprint=t.fingerprint,
-                )
+            await self.advance()
             for p in self.eval_recovery.due(touched):
                 await self.eval_recovery.checkpoint(p)
             self._drop_revoked()
@@ -858,15 +849,49 @@ class Worker:
             return rec
         return msgspec.structs.replace(rec, annotations={**rec.annotations, "report_url": f"{base}/api/reports/{rid}"})
 
-    def advance(self) -> list[AlertTransition]:
+    async def advance(self) -> None:
         """Close ticks up to the lowest watermark of the ingest workers heard from recently, on every summary
-        partition this worker owns.
+        partition this worker owns, and send their alert transitions to the alerts topic.
 
         A tick closes only once each owned partition has carried, from each live ingest worker, a watermark past it:
         that worker's partials for the tick were written to the partition before it, so they have all been merged.
         A watermark read on another partition proves nothing (Kafka orders messages within a partition only), and an
         owned partition not heard from yet holds evaluation back (every worker's heartbeat reaches every partition).
+
+        Ticks are evaluated one at a time, letting the event loop run in between: a worker catching up on a backlog
+        closes dozens at once, which took it 2 s in one go with 1,677 slices (the ingest agent, the timers and
+        /metrics waited). The ticks evaluated and what they give are those of one go.
         """
+        watermark = self._evaluation_watermark()
+        if watermark is None:
+            return
+        took = 0.0
+        while True:
+            started = time.perf_counter()
+            with self.lock:
+                transitions = self.core.evaluator.advance(watermark, budget=1)
+                more = self.core.evaluator.behind(watermark)
+            took += time.perf_counter() - started
+            for t in transitions:
+                await self.alerts.send(key=t.fingerprint.encode(), value=encode_record(self._record(t)))
+                self.log.info(
+                    "alert_transition",
+                    rule=t.rule,
+                    state=t.state,
+                    model=t.labels.get("model"),
+                    version=t.labels.get("version"),
+                    fingerprint=t.fingerprint,
+                )
+            if not more:
+                break
+            await asyncio.sleep(0)
+        self.evaluation_seconds[sum(1 for b in EVALUATION_BUCKETS if took > b)] += 1
+        self.evaluation_seconds_sum += took
+        self.last_evaluation_wall = time.time()
+
+    def _evaluation_watermark(self) -> float | None:
+        """The lowest watermark of the live ingest workers over the owned summary partitions; None while a partition
+        owned has not heard from any (or none is owned)."""
         horizon = time.monotonic() - (3 * self.config.kafka.heartbeat + self.config.kafka.session_timeout)
         owned = {p for t, p in self.assignment if t == self.config.kafka.summaries.name}
         lowest: dict[int, float] = {}
@@ -876,16 +901,8 @@ class Worker:
             elif key[1] in owned:
                 lowest[key[1]] = min(wm, lowest.get(key[1], math.inf))
         if not owned or lowest.keys() != owned:
-            return []
-        live = list(lowest.values())
-        started = time.perf_counter()
-        with self.lock:
-            out = self.core.evaluator.advance(min(live))
-        took = time.perf_counter() - started
-        self.evaluation_seconds[sum(1 for b in EVALUATION_BUCKETS if took > b)] += 1
-        self.evaluation_seconds_sum += took
-        self.last_evaluation_wall = time.time()
-        return out
+            return None
+        return min(lowest.values())
 
     async def final_checkpoints(self) -> None:
         """On a graceful stop: checkpoint every summary partition this worker evaluates, so whoever takes it over
