@@ -485,7 +485,7 @@ class Ingestor:
         self.coders: dict[str, AttributeCoder] = coders_from_config(config, key)
         self.dimensions = config.dimensions()
         self._attrs = tuple(config.attributes)
-        self._attr_get = operator.attrgetter(*self._attrs) if self._attrs else None
+        self._attr_gets = tuple(operator.attrgetter(a) for a in self._attrs)  # one per attribute: see _rows
         self._pairs = tuple((self._attrs.index(a), self._attrs.index(b)) for a, b in config.intersections)
         self.limits = slice_limits(config)
         self.layouts: dict[str, S.Layout] = {}
@@ -950,11 +950,12 @@ class Ingestor:
         while it is admitted (by recent volume, see :class:`_Admission`), else it is in ``__other__``."""
         n = len(evs)
         rows = np.zeros((n, 1 + len(self.dimensions)), dtype=np.int64)
-        if self._attr_get is None:
+        if not self._attr_gets:
             return rows
-        raw = [self._attr_get(e.attributes) for e in evs]
-        columns = list(zip(*raw, strict=True)) if len(self._attrs) > 1 else [tuple(raw)]
-        for d, col in enumerate(columns):
+        # Column by column: a getter of all attributes per event, then transposing the tuples, cost 3 times more.
+        attributes = [e.attributes for e in evs]
+        for d, get in enumerate(self._attr_gets):
+            col = list(map(get, attributes))
             rows[:, 1 + d] = self._value_rows(stream, d, col, ts)
         base = 1 + len(self._attrs)
         for p, (a, b) in enumerate(self._pairs):
