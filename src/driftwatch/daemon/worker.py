@@ -860,7 +860,9 @@ class Worker:
 
         Ticks are evaluated one at a time, letting the event loop run in between: a worker catching up on a backlog
         closes dozens at once, which took it 2 s in one go with 1,677 slices (the ingest agent, the timers and
-        /metrics waited). The ticks evaluated and what they give are those of one go.
+        /metrics waited). The ticks evaluated and what they give are those of one go. Once a stop has begun, no
+        further tick is closed: its final checkpoint may already hold those closed so far, and the next owner of the
+        partition closes the rest (closing them here too would send their transitions twice).
         """
         watermark = self._evaluation_watermark()
         if watermark is None:
@@ -882,7 +884,7 @@ class Worker:
                     version=t.labels.get("version"),
                     fingerprint=t.fingerprint,
                 )
-            if not more:
+            if not more or self.stopping:
                 break
             await asyncio.sleep(0)
         self.evaluation_seconds[sum(1 for b in EVALUATION_BUCKETS if took > b)] += 1
