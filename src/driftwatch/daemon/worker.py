@@ -361,6 +361,9 @@ class Worker:
             self.reports = ReportService(config.reports)
             self.core.evaluator.on_tick = self._assemble_reports
         self._order = asyncio.Lock()  # a heartbeat must never overtake the partials of a batch
+        # Held by a round of evaluation (its ticks closed and their transitions sent) and by the stop's checkpoints:
+        # a checkpoint never holds a tick whose transitions are still to be sent.
+        self._evaluating = asyncio.Lock()
         k = config.kafka
         self.app = _faust_app(config, bootstrap)
         self.inputs = self.app.topic(k.predictions.name, k.interactions.name, value_type=bytes, key_type=bytes)
@@ -860,13 +863,22 @@ class Worker:
 
         Ticks are evaluated one at a time, letting the event loop run in between: a worker catching up on a backlog
         closes dozens at once, which took it 2 s in one go with 1,677 slices (the ingest agent, the timers and
-        /metrics waited). The ticks evaluated and what they give are those of one go. Once a stop has begun, no
-        further tick is closed: its final checkpoint may already hold those closed so far, and the next owner of the
-        partition closes the rest (closing them here too would send their transitions twice).
+        /metrics waited). The ticks evaluated and what they give are those of one go. Once a stop has begun, the
+        round ends after the tick at hand and the stop's checkpoint waits for it: the checkpoint holds every tick
+        closed, their transitions are all handed to the producer, and the next owner of the partition closes the rest.
         """
         watermark = self._evaluation_watermark()
         if watermark is None:
             return
+        async with self._evaluating:
+            took = await self._close_ticks(watermark)
+        self.evaluation_seconds[sum(1 for b in EVALUATION_BUCKETS if took > b)] += 1
+        self.evaluation_seconds_sum += took
+        self.last_evaluation_wall = time.time()
+
+    async def _close_ticks(self, watermark: float) -> float:
+        """Close the ticks up to ``watermark`` one at a time and send their transitions; return the seconds spent
+        evaluating."""
         took = 0.0
         while True:
             started = time.perf_counter()
@@ -885,11 +897,8 @@ class Worker:
                     fingerprint=t.fingerprint,
                 )
             if not more or self.stopping:
-                break
+                return took
             await asyncio.sleep(0)
-        self.evaluation_seconds[sum(1 for b in EVALUATION_BUCKETS if took > b)] += 1
-        self.evaluation_seconds_sum += took
-        self.last_evaluation_wall = time.time()
 
     def _evaluation_watermark(self) -> float | None:
         """The lowest watermark of the live ingest workers over the owned summary partitions; None while a partition
@@ -911,8 +920,9 @@ class Worker:
         re-applies nothing. A third of ``stop_grace`` at most: a broker gone must not hold the rest of the stop."""
 
         async def write_all() -> None:
-            for partition in sorted(self.eval_recovery.offset):
-                await self.eval_recovery.checkpoint(partition)
+            async with self._evaluating:  # after the round of evaluation under way, which ends at its current tick
+                for partition in sorted(self.eval_recovery.offset):
+                    await self.eval_recovery.checkpoint(partition)
 
         # Not cancelled when late: Faust's send callbacks fail loudly on a cancelled send. Left to the stop.
         task = asyncio.ensure_future(write_all())
