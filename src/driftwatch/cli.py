@@ -5,15 +5,13 @@ Exit codes: 0 success, 1 unreadable input, 2 invalid configuration or usage.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
@@ -24,6 +22,7 @@ from rich.table import Table
 from driftwatch import __version__
 from driftwatch._time import rfc3339
 from driftwatch.errors import ConfigError, DriftwatchError, InputError
+from driftwatch.eventfile import EventFile
 
 if TYPE_CHECKING:
     # The config (pydantic), the pipeline (numpy) and the report modules load only in the commands that use them:
@@ -70,73 +69,7 @@ def _load(config: Path, *, need_key: bool = True) -> tuple[Config, bytes | None]
         raise _fail(2, str(e)) from None
 
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_BOM = b"\xef\xbb\xbf"
-
-
-class _EventFile:
-    """An event file to read line by line: JSON Lines, plain or gzip-compressed (told by its first bytes, whatever
-    its name), or ``-`` for stdin. A UTF-8 byte order mark before the first line is skipped."""
-
-    def __init__(self, events: str) -> None:
-        self.name = "stdin" if events == "-" else events
-        self.size: int | None = None
-        if events == "-":
-            self.raw: BinaryIO = sys.stdin.buffer
-        else:
-            path = Path(events)
-            try:
-                self.raw = path.open("rb")
-                if path.is_file():
-                    self.size = path.stat().st_size
-            except OSError as e:
-                raise InputError(f"{path}: cannot open: {e.strerror}") from e
-        peek = getattr(self.raw, "peek", None)
-        head = peek(2)[:2] if peek is not None else b""
-        self.gzip = gzip.GzipFile(fileobj=self.raw, mode="rb") if head == _GZIP_MAGIC else None
-        self.reader: Iterable[bytes] = self.raw if self.gzip is None else self.gzip
-
-    def position(self) -> int | None:
-        """Bytes of the file read so far (compressed bytes for a compressed file); None when unknown."""
-        try:
-            return self.raw.tell()
-        except OSError:
-            return None
-
-    def batches(self, size: int) -> Iterator[tuple[list[bytes], list[int]]]:
-        """Non-blank lines in batches of ``size``, with each line's 1-based number in the file."""
-        batch: list[bytes] = []
-        numbers: list[int] = []
-        try:
-            for number, line in enumerate(self.reader, start=1):
-                line = line.strip()
-                if number == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM) :].strip()
-                if not line:
-                    continue
-                batch.append(line)
-                numbers.append(number)
-                if len(batch) >= size:
-                    yield batch, numbers
-                    batch, numbers = [], []
-        except EOFError as e:  # gzip: the compressed stream ends before its end marker
-            raise InputError(f"{self.name}: the compressed file ends early (truncated?): {e}") from e
-        except OSError as e:  # gzip: corrupt data; or a read error
-            raise InputError(f"{self.name}: cannot read: {e}") from e
-        if batch:
-            yield batch, numbers
-
-    def close(self) -> None:
-        if self.gzip is not None:
-            self.gzip.close()
-        if self.raw is not sys.stdin.buffer:
-            self.raw.close()
-
-    def __enter__(self) -> _EventFile:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+_EVENTS_HELP = "JSON Lines file of prediction and interaction events (gzip-compressed too), or - for stdin."
 
 
 class _Rejects:
@@ -193,9 +126,7 @@ def _metric_json(r: MetricRow) -> dict[str, object]:
 def replay(
     events: Annotated[
         str,
-        typer.Argument(
-            help="JSON Lines file of prediction and interaction events (gzip-compressed too), or - for stdin."
-        ),
+        typer.Argument(help=_EVENTS_HELP),
     ],
     config: ConfigOpt,
     json_out: Annotated[
@@ -255,7 +186,7 @@ def replay(
                 _print_transition(pipeline, t)
 
     try:
-        source = _EventFile(events)
+        source = EventFile(events)
         with (
             source,
             Progress(
@@ -296,9 +227,7 @@ def replay(
 def report(
     events: Annotated[
         str,
-        typer.Argument(
-            help="JSON Lines file of prediction and interaction events (gzip-compressed too), or - for stdin."
-        ),
+        typer.Argument(help=_EVENTS_HELP),
     ],
     config: ConfigOpt,
     model: Annotated[str, typer.Option(help="The model to report on.")],
@@ -375,7 +304,7 @@ def report(
 
         pipeline.evaluator.on_tick = on_tick
     try:
-        with _EventFile(events) as source:
+        with EventFile(events) as source:
             for lines, _ in source.batches(batch):
                 pipeline.process(lines)
                 if captured:
@@ -875,7 +804,7 @@ def baseline_build(
         Path,
         typer.Argument(
             help="Reference data: .csv or .parquet (feature columns, score, prediction, and label to estimate "
-            "performance before labels arrive) or .jsonl events (label interactions are joined)."
+            "performance before labels arrive) or .jsonl events, gzip-compressed too (label interactions are joined)."
         ),
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model id as named in the config.")],

@@ -16,14 +16,23 @@ import msgspec
 from driftwatch.config import Config
 from driftwatch.core.profile import Profile, prediction_columns
 from driftwatch.errors import InputError, ProfileError
+from driftwatch.eventfile import EventFile
 from driftwatch.metrics.registry import ESTIMATE_METRICS
 
 __all__ = ["load_profile", "load_profiles", "profile_problems", "read_table"]
 
 
+_JSON_LINES = (".jsonl", ".ndjson", ".json")
+
+
 def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
-    """Read reference rows as columns from ``.csv``, ``.parquet`` or ``.jsonl`` (prediction events of ``model_id``)."""
+    """Read reference rows as columns from ``.csv``, ``.parquet`` or ``.jsonl`` (prediction events of ``model_id``;
+    also gzip-compressed, read as :class:`~driftwatch.eventfile.EventFile` reads events for ``replay``)."""
     suffix = path.suffix.lower()
+    if suffix == ".gz":  # events.jsonl.gz
+        suffix = Path(path.stem).suffix.lower()
+        if suffix not in _JSON_LINES:
+            raise InputError(f"{path}: unknown format; only JSON Lines (.jsonl.gz) may be compressed")
     try:
         if suffix == ".csv":
             with path.open(newline="", encoding="utf-8") as fh:
@@ -37,9 +46,10 @@ def read_table(path: Path, model_id: str) -> dict[str, list[object]]:
             import pyarrow.parquet as pq
 
             return {k: list(v) for k, v in pq.read_table(path).to_pydict().items()}
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            with path.open("rb") as fh:
-                return prediction_columns((msgspec.json.decode(line) for line in fh if line.strip()), model_id)
+        if suffix in _JSON_LINES:
+            with EventFile(str(path)) as events:
+                lines = (line for batch, _ in events.batches(10_000) for line in batch)
+                return prediction_columns(map(msgspec.json.decode, lines), model_id)
     except (OSError, msgspec.DecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read reference data: {e}") from e
     raise InputError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")

@@ -18,11 +18,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["take_batches"]
+__all__ = ["take_batches", "value_bytes"]
 
 
-def _value_bytes(event: Any) -> int:
-    return len(event.message.value or b"")
+def value_bytes(message: Any) -> int:
+    """Bytes of a Kafka message's value (what batches and ingest calls are bounded by)."""
+    return len(message.value or b"")
 
 
 async def take_batches(stream: Any, max_messages: int, max_bytes: int, within: float) -> AsyncIterator[list[Any]]:
@@ -50,7 +51,7 @@ async def take_batches(stream: Any, max_messages: int, max_bytes: int, within: f
         if event is None:
             raise RuntimeError("take_batches: a stream processor ran without a current event")
         events.append(event)
-        size += _value_bytes(event)
+        size += value_bytes(event.message)
         if len(events) >= max_messages or size >= max_bytes:
             accepting.clear()
             full.set()

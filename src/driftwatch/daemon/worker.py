@@ -75,7 +75,7 @@ from driftwatch.core.pipeline import Pipeline
 from driftwatch.core.summary import Partial
 from driftwatch.daemon._fetch import Transport as FetchTransport
 from driftwatch.daemon._malloc import limit_arenas
-from driftwatch.daemon.batching import take_batches
+from driftwatch.daemon.batching import take_batches, value_bytes
 from driftwatch.daemon.exposition import serve_http
 from driftwatch.daemon.metrics import (
     EVALUATION_BUCKETS,
@@ -299,11 +299,7 @@ few dozen events costs ~4 times more per event than one of a few thousand, and l
 but would all be held decoded at once (envelopes of 100 events: ~40 MB more at a wide worker's peak)."""
 
 
-def _value_bytes(m: Any) -> int:
-    return len(m.value or b"")
-
-
-def by_bytes(messages: Sequence[Any], budget: int, size: Callable[[Any], int] = _value_bytes) -> list[Sequence[Any]]:
+def by_bytes(messages: Sequence[Any], budget: int, size: Callable[[Any], int] = value_bytes) -> list[Sequence[Any]]:
     """Consecutive runs of ``messages`` whose values (or ``size``) add up to at most ``budget`` bytes (a larger
     message alone).
 
@@ -361,8 +357,8 @@ class Worker:
             self.reports = ReportService(config.reports)
             self.core.evaluator.on_tick = self._assemble_reports
         self._order = asyncio.Lock()  # a heartbeat must never overtake the partials of a batch
-        # Held by a round of evaluation (its ticks closed and their transitions sent) and by the stop's checkpoints:
-        # a checkpoint never holds a tick whose transitions are still to be sent.
+        # Held by a round of evaluation (its ticks closed, their transitions handed to the producer) and by the stop's
+        # checkpoints: a checkpoint never holds a tick whose transitions are still to be handed over.
         self._evaluating = asyncio.Lock()
         k = config.kafka
         self.app = _faust_app(config, bootstrap)
@@ -617,7 +613,7 @@ class Worker:
         ]
         # The call's partitions are folded together, up to _FOLD_TOGETHER_BYTES of messages at a time (a few dozen
         # events per partition cost several times more per event alone); each still gets summaries of its own.
-        for group in by_bytes(batches, _FOLD_TOGETHER_BYTES, size=lambda b: sum(map(_value_bytes, b[1]))):
+        for group in by_bytes(batches, _FOLD_TOGETHER_BYTES, size=lambda b: sum(map(value_bytes, b[1]))):
             counts = await self._fold_partitions(group, pending, announced)
             done.extend((tp, lo, hi, n) for (tp, _, lo, hi, _), n in zip(group, counts, strict=True))
         for fut in pending:

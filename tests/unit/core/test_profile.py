@@ -145,6 +145,25 @@ def test_jsonl_reads_only_prediction_events_of_the_model(tmp_path: Path) -> None
     assert "fax" not in cols["channel"]
 
 
+def test_jsonl_reference_may_be_gzip_compressed_and_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """events.jsonl.gz, or a .jsonl that starts with a UTF-8 byte order mark, reads as the plain file (as replay reads
+    event files); another compressed format is refused by name."""
+    import gzip
+
+    plain = write_jsonl(tmp_path / "ref.jsonl", reference_rows(n=50))
+    expected = read_table(plain, "m")
+    packed = tmp_path / "ref.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    marked = tmp_path / "bom.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_table(packed, "m") == expected
+    assert read_table(marked, "m") == expected
+    csv_gz = tmp_path / "ref.csv.gz"
+    csv_gz.write_bytes(gzip.compress(b"x\n1\n"))
+    with pytest.raises(InputError, match="only JSON Lines"):
+        read_table(csv_gz, "m")
+
+
 def test_jsonl_events_missing_a_feature_still_align_columns(tmp_path: Path) -> None:
     """An event without a feature gives None in that column, so every column stays row-aligned."""
     rows = reference_rows(n=40)
