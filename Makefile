@@ -99,6 +99,7 @@ bench: install
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/throughput.py --quick
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/scale_out.py
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/fold_calls.py
+	$(BIN)/python bench/decode_candidates.py
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/sidecar.py --events 100000 --latency-seconds 5 --repeat 5
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/reports.py --build
 	DRIFTWATCH_PSEUDONYM_KEY=$(DEMO_KEY) $(BIN)/python bench/detection.py
