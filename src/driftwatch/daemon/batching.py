@@ -16,9 +16,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 __all__ = ["take_batches", "value_bytes"]
+
+
+_STREAM_INTERNALS = ("_enable_passive", "_processors", "add_processor", "current_event", "wait_for_stopped")
+"""What :func:`take_batches` uses of a Faust stream beyond ``take_events``' public surface (faust-streaming 0.15)."""
+
+
+def _faust_version() -> str:
+    try:
+        return version("faust-streaming")
+    except PackageNotFoundError:
+        return "version unknown"
 
 
 def value_bytes(message: Any) -> int:
@@ -35,6 +47,12 @@ async def take_batches(stream: Any, max_messages: int, max_bytes: int, within: f
     """
     if max_messages < 1 or max_bytes < 1 or within <= 0:
         raise ValueError(f"take_batches: bounds must be positive, got {max_messages}, {max_bytes}, {within}")
+    missing = [name for name in _STREAM_INTERNALS if not hasattr(stream, name)]
+    if missing:
+        raise RuntimeError(
+            f"take_batches needs Faust's Stream.{', Stream.'.join(missing)}, which this faust-streaming "
+            f"({_faust_version()}) lacks: install the version driftwatch is tested with (faust-streaming>=0.15,<0.16)"
+        )
     events: list[Any] = []
     size = 0
     full = asyncio.Event()  # a bound is reached: the batch is to be taken now
