@@ -560,6 +560,7 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
             super().__init__(config, key, bootstrap=bootstrap, worker_id=f"bench-{run}")
             self.summaries_sent = 0
             self.summaries_evaluated = 0
+            self.ingest_batches = 0
             self.finished = False
             self.ingested_at: float | None = None
             self.summaries = _CountingTopic(self.summaries, self._sent)  # type: ignore[assignment]
@@ -574,6 +575,7 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
             self.summaries_sent += 1
 
         async def ingest_batch(self, messages: Any) -> None:
+            self.ingest_batches += 1
             await super().ingest_batch(messages)
             if self.ingested_at is None and self._counted() >= ds.events:
                 self.ingested_at = time.perf_counter()  # the ingest stage is done; evaluation may still lag
@@ -620,6 +622,7 @@ def measure_driftwatch(ds: Dataset, bootstrap: str, *, profile: float | None, ba
                 evaluations=c.evaluations,
                 alert_transitions=len(self.core.transitions),
                 summaries=self.summaries_sent,
+                ingest_batches=self.ingest_batches,
                 duplicates_skipped=self.duplicates_skipped,
                 dead_lettered=self.dead_lettered,
                 slices=sum(len(s.space) for s in self.core.evaluator.streams.values()),
@@ -745,7 +748,8 @@ def run_measurement(
         extra += (
             f" (RSS {result['rss_before_data_mb']:.0f} MB before any data, "
             f"evaluator matrices {result['evaluator_state_mb']:.0f} MB, {result['join_entries']:,} join entries, "
-            f"event loop's longest stall {result['longest_stall_ms']:.0f} ms)"
+            f"event loop's longest stall {result['longest_stall_ms']:.0f} ms, "
+            f"{result['ingest_batches']:,} ingest batches, {result['summaries']:,} summary messages)"
         )
     if result.get("ingest_seconds"):
         extra += (

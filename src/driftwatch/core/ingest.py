@@ -1420,17 +1420,25 @@ class Ingestor:
             labeled = self._labeled
             li = np.flatnonzero(is_label)
             fav = (packed[li] >> _TS_BITS) & 1
-            truth = np.zeros(len(li), dtype=bool)
-            for j, i in enumerate(li.tolist()):
-                e = inters[i]
-                if e.request_id in labeled:
-                    c.duplicate_labels += 1
-                    ok[i] = False
-                    continue
-                labeled.add(e.request_id)
-                v = e.value
-                favorable = self._cell_stream[int(cells[i])].layout.favorable  # type: ignore[union-attr]
-                truth[j] = v if v.__class__ is bool else str(v) in favorable
+            labels = [inters[i] for i in li.tolist()]
+            rids = [e.request_id for e in labels]
+            # A request's first label counts; any later one (in this batch or after an earlier one) is a duplicate.
+            first = dict(zip(reversed(rids), range(len(rids) - 1, -1, -1), strict=True))  # rid -> its first label
+            counts = np.zeros(len(rids), bool)
+            counts[list(first.values())] = True
+            if not labeled.isdisjoint(first):
+                counts &= np.array([r not in labeled for r in rids], bool)
+            if not counts.all():
+                c.duplicate_labels += int((~counts).sum())
+                ok[li[~counts]] = False
+            labeled.update(first)
+            streams = self._cell_stream
+            favorable = [streams[cell].layout.favorable for cell in cells[li].tolist()]
+            values = [e.value for e in labels]
+            truth = np.array(
+                [v if v.__class__ is bool else str(v) in f for v, f in zip(values, favorable, strict=True)], bool
+            )
+            truth &= counts
             pred = fav == 1
             col1[li] = np.where(pred, np.where(truth, S.TP, S.FP), np.where(truth, S.FN, S.TN))
             pred_ms = packed[li] & _TS_MASK
@@ -1442,13 +1450,20 @@ class Ingestor:
         sel = np.flatnonzero(ok)
         if self._sample_k:
             self._sample_joins(inters, sel, cells, pred_tick, src)
-        cell_sel = cells[sel]
+        # By stream, in order of first appearance: each distinct cell's stream, then the events grouped by it.
         streams = self._cell_stream
-        by_stream: dict[int, list[int]] = {}
-        for j, cell in enumerate(cell_sel.tolist()):
-            by_stream.setdefault(id(streams[cell]), []).append(j)
-        for js in by_stream.values():
-            idx = sel[js]
+        ucells, first_at, inv = np.unique(cells[sel], return_index=True, return_inverse=True)
+        group_of: dict[int, int] = {}
+        ugroup = np.array([group_of.setdefault(id(streams[cell]), len(group_of)) for cell in ucells.tolist()], np.int64)
+        rank = np.empty(len(group_of), np.int64)  # groups ranked by their first event, as the loop over events had them
+        firsts = np.full(len(group_of), len(sel), np.int64)
+        np.minimum.at(firsts, ugroup, first_at)
+        rank[np.argsort(firsts, kind="stable")] = np.arange(len(group_of))
+        grouped = rank[ugroup][inv.reshape(-1)]
+        by_group = np.argsort(grouped, kind="stable")
+        bounds = np.searchsorted(grouped[by_group], np.arange(len(group_of) + 1)).tolist()
+        for g in range(len(group_of)):
+            idx = sel[by_group[bounds[g] : bounds[g + 1]]]
             stream = streams[int(cells[idx[0]])]
             assert stream is not None
             rows = self._cell_rows[cells[idx]].astype(np.int64)
