@@ -9,11 +9,12 @@ config names.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, ValidationError, field_validator
@@ -628,7 +629,10 @@ class Config(_Model):
                 models = self.models.values() if r.model == "*" else [self.models.get(r.model)]
                 for mc2 in models:
                     if mc2 is not None and r.feature not in ("score", "prediction", *mc2.features):
-                        out.append(f"{where}.feature: drift needs a monitored feature, 'score' or 'prediction'")
+                        out.append(
+                            f"{where}.feature: drift needs a monitored feature, 'score' or 'prediction' "
+                            f"(not {r.feature!r})"
+                        )
                         break
             elif r.feature is not None:
                 out.append(f"{where}.feature: only drift metrics take a feature")
@@ -724,6 +728,80 @@ def _key_paths(err: ValidationError) -> list[str]:
     return out
 
 
+_PRUNE_ROUNDS = 8
+
+
+def _problems_besides(raw: dict[str, Any], err: ValidationError) -> list[str]:
+    """The cross-object problems of ``raw`` (a config that failed field validation with ``err``), checked on what
+    validates once the failing parts are set aside: a rule with any bad field is left out whole, and elsewhere the
+    bad value (or, when its object then lacks a required field, that object). A problem that names (quotes) a part
+    set aside, or concerns windows when the windows were set aside, is dropped: it could be their absence alone.
+    Rules keep their own positions in what is said. Empty when what remains still does not validate."""
+    data = copy.deepcopy(raw)
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return []
+    kept = list(range(len(rules)))  # position in data["rules"] -> position in the config as written
+    removed: set[str] = set()  # what was set aside: its last key, or a rule's name
+    errors = err.errors()
+    for _ in range(_PRUNE_ROUNDS):
+        bad_rules: set[int] = set()
+        targets: set[tuple[int | str, ...]] = set()
+        for e in errors:
+            loc = tuple(e["loc"])
+            if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+                bad_rules.add(loc[1])
+                continue
+            target = _existing(data, loc[:-1] if e["type"] == "missing" else loc)
+            if not target:
+                return []  # a required top-level section is missing or wrong: nothing to check it against
+            targets.add(target)
+        # An object set aside takes its members with it; list members go from the last, so positions hold.
+        targets = {t for t in targets if not any(u != t and t[: len(u)] == u for u in targets)}
+        for t in sorted(targets, key=_path_order, reverse=True):
+            parent: Any = data
+            for key in t[:-1]:
+                parent = parent[key]
+            del parent[t[-1]]
+            if isinstance(t[-1], str):
+                removed.add(t[-1])
+        for i in sorted(bad_rules, reverse=True):
+            rule = rules[i]
+            if isinstance(rule, dict) and isinstance(rule.get("name"), str):
+                removed.add(rule["name"])
+            del rules[i]
+            del kept[i]
+        try:
+            cfg = Config.model_validate(data)
+        except ValidationError as again:
+            errors = again.errors()
+            continue
+        out = []
+        for m in cfg.problems():
+            if any(f"'{name}'" in m for name in removed) or ("windows" in removed and ".window:" in m):
+                continue
+            out.append(re.sub(r"^rules\[(\d+)\]", lambda g: f"rules[{kept[int(g.group(1))]}]", m))
+        return out
+    return []
+
+
+def _existing(data: dict[str, Any], path: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The longest start of ``path`` that exists in ``data`` (pydantic names a union's member after the keys)."""
+    node: Any = data
+    walked: list[int | str] = []
+    for key in path:
+        in_dict = isinstance(node, dict) and key in node
+        if not in_dict and not (isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)):
+            break
+        node = node[key]
+        walked.append(key)
+    return tuple(walked)
+
+
+def _path_order(path: tuple[int | str, ...]) -> tuple[tuple[int, int, str], ...]:
+    return tuple((0, k, "") if isinstance(k, int) else (1, 0, k) for k in path)
+
+
 def load_config(path: Path | str) -> Config:
     """Read and validate a YAML config; raise :class:`ConfigError` listing every problem with its key path."""
     p = Path(path)
@@ -758,7 +836,10 @@ def load_config(path: Path | str) -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError([f"{p}: {m}" for m in problems + _key_paths(e)]) from None
+        # Every problem at once: the cross-object checks run too, on what remains once the parts that failed are
+        # set aside (a rule with a bad field is left out whole), minus what only their absence would cause.
+        problems += _key_paths(e) + _problems_besides(raw, e)
+        raise ConfigError([f"{p}: {m}" for m in problems]) from None
     problems += cfg.problems()
     if problems:
         raise ConfigError([f"{p}: {m}" for m in problems])

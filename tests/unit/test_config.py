@@ -177,6 +177,61 @@ def test_field_level_errors_name_their_key_path(tmp_path: Path) -> None:
         assert any(p.startswith(f"{path}: {key_path}: ") for p in probs), (key_path, probs)
 
 
+def test_field_errors_and_cross_object_mistakes_are_listed_together(tmp_path: Path) -> None:
+    """A file with bad field values and cross-object mistakes lists both kinds at once (no fix-and-rerun rounds),
+    rules at their own positions, and nothing that only setting the bad parts aside would cause: a rule with a bad
+    field is left out of the cross-object checks, but a receiver that names it is not told it does not exist, and
+    a rule watching a feature whose block is invalid is not told the feature is unmonitored."""
+    path = write(
+        tmp_path,
+        """
+        attributes:
+          region: {}
+        protected: [region, gender]
+        models:
+          m1:
+            favorable: ["yes"]
+            reference: {learn_events: 1000}
+            features:
+              x: {kind: numerik}
+              y: {kind: numeric}
+        alerting:
+          notify:
+            receivers:
+              - {name: oncall, url: "http://127.0.0.1:9/hook", rules: [broken]}
+        rules:
+          - name: broken
+            metric: complaint_rate
+            op: "=>"
+            threshold: 0.1
+          - name: typo
+            metric: complaint_rat
+            threshold: 0.1
+          - name: drift_x
+            metric: psi
+            feature: x
+            threshold: 0.2
+          - name: drift_z
+            metric: psi
+            feature: z
+            threshold: 0.2
+          - name: elsewhere
+            metric: complaint_rate
+            model: nope
+            threshold: 0.1
+        """,
+    )
+    body = [p[len(f"{path}: ") :] for p in problems_of(path)]
+    assert any(b.startswith("models.m1.features.x.kind:") for b in body), body
+    assert any(b.startswith("rules.0.op:") for b in body), body
+    assert any(b.startswith("protected[1]:") and "'gender'" in b for b in body), body
+    assert any(b.startswith("rules[1] (typo).metric:") and "'complaint_rat'" in b for b in body), body
+    assert any(b.startswith("rules[3] (drift_z).feature:") for b in body), body
+    assert any(b.startswith("rules[4] (elsewhere).model:") and "'nope'" in b for b in body), body
+    assert not [b for b in body if "broken" in b or b.startswith("rules[2]")], body
+    assert len(body) == 6, body
+
+
 def test_window_not_a_whole_number_of_ticks_is_reported(tmp_path: Path) -> None:
     """A sliding window that is not a whole number of ticks is a problem of windows.windows."""
     path = write(
