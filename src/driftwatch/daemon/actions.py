@@ -26,6 +26,7 @@ from driftwatch.alerts.records import AlertRecord, decode_record
 from driftwatch.config import AlertingConfig, Config
 from driftwatch.daemon.http import EgressPolicy, post_json
 from driftwatch.daemon.signing import load_secrets, signature_headers
+from driftwatch.daemon.stopping import start_consumer, stop_consumer
 from driftwatch.errors import ConfigError
 
 __all__ = ["ActionRunner", "KafkaPublisher", "Publisher"]
@@ -235,7 +236,8 @@ class ActionRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
+        if not await start_consumer(consumer, stop, "actions"):
+            return  # stopped while it joined its group: nothing was read, nothing to commit
         try:
             self.ready.set()
             while not stop.is_set():
@@ -248,7 +250,7 @@ class ActionRunner:
         finally:
             self.ready.clear()
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await stop_consumer(consumer, "actions")
 
     async def close(self) -> None:
         """Stop the Kafka publisher this runner created."""

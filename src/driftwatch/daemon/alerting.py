@@ -38,6 +38,7 @@ from driftwatch.config import Config
 from driftwatch.daemon.actions import ActionRunner
 from driftwatch.daemon.api import ApiServer, build_api, start_api
 from driftwatch.daemon.notifier import NotifierService
+from driftwatch.daemon.stopping import close_loop
 
 if TYPE_CHECKING:
     from driftwatch.daemon.reports import ReportService
@@ -123,7 +124,7 @@ class AlertingService:
             self._error = e
             self._started.set()
         finally:
-            loop.close()
+            close_loop(loop)
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()

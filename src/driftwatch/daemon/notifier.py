@@ -37,6 +37,7 @@ from driftwatch.config import Config
 from driftwatch.daemon.http import EgressPolicy, HttpResult, post_json
 from driftwatch.daemon.offsets import end_offsets
 from driftwatch.daemon.signing import load_secrets, signature_headers
+from driftwatch.daemon.stopping import stop_consumer
 from driftwatch.errors import StreamingError
 from driftwatch.exports.links import DashboardLinks
 
@@ -178,7 +179,7 @@ class NotifierService:
         if self._consumer is not None:
             with contextlib.suppress(Exception):  # the broker may be gone; the state topic has what was written
                 await self._persist()
-            await self._consumer.stop()
+            await stop_consumer(self._consumer, "notifier")
             self._consumer = None
         if self._producer is not None:
             await self._producer.stop()
