@@ -778,7 +778,11 @@ def _problems_besides(raw: dict[str, Any], err: ValidationError) -> list[str]:
             continue
         out = []
         for m in cfg.problems():
-            if any(f"'{name}'" in m for name in removed) or ("windows" in removed and ".window:" in m):
+            if (
+                any(f"'{name}'" in m for name in removed)
+                or ("windows" in removed and ".window:" in m)
+                or ("tick" in removed and "whole number of ticks" in m)
+            ):
                 continue
             out.append(re.sub(r"^rules\[(\d+)\]", lambda g: f"rules[{kept[int(g.group(1))]}]", m))
         return out
@@ -814,8 +818,13 @@ def load_config(path: Path | str) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError([f"{p}: the top level must be a mapping"])
     rule_files = raw.pop("rule_files", []) or []
-    rules = list(raw.get("rules") or [])
     problems: list[str] = []
+    if not isinstance(rule_files, list) or not all(isinstance(rf, str) for rf in rule_files):
+        problems.append("rule_files: expected a list of paths (relative to this file)")
+        rule_files = []
+    rules = raw.get("rules") or []
+    if not isinstance(rules, list):  # said by validation below (rules: a list of rules); no rule files are added
+        rule_files = []
     for rf in rule_files:
         rp = (p.parent / rf) if not Path(rf).is_absolute() else Path(rf)
         try:
@@ -826,10 +835,11 @@ def load_config(path: Path | str) -> Config:
         if not isinstance(loaded, dict) or not isinstance(loaded.get("rules", []), list):
             problems.append(f"{rp}: expected a mapping with a 'rules' list")
             continue
-        rules.extend(loaded.get("rules", []))
+        rules = [*rules, *loaded.get("rules", [])]
     raw["rules"] = rules
     # Relative profile paths are relative to the config file, like rule files.
-    for mc in (raw.get("models") or {}).values():
+    models = raw.get("models")
+    for mc in models.values() if isinstance(models, dict) else ():
         ref = mc.get("reference") if isinstance(mc, dict) else None
         if isinstance(ref, dict) and ref.get("profile") and not Path(ref["profile"]).is_absolute():
             ref["profile"] = str(p.parent / ref["profile"])

@@ -232,6 +232,24 @@ def test_field_errors_and_cross_object_mistakes_are_listed_together(tmp_path: Pa
     assert len(body) == 6, body
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("attributes: {}\nmodels: {}\nrules: 5\n", "rules"),
+        ("attributes: {}\nmodels: true\n", "models"),
+        ("attributes: {}\nmodels: {}\nrule_files: more-rules.yaml\n", "rule_files"),
+        ("attributes: {}\nmodels: {}\nrule_files: [1]\n", "rule_files"),
+        ("attributes: {}\nmodels: {}\nrules: {name: r}\nrule_files: [more-rules.yaml]\n", "rules"),
+    ],
+)
+def test_sections_of_the_wrong_shape_are_config_errors_naming_them(tmp_path: Path, text: str, key: str) -> None:
+    """A section of the wrong shape (a number for the rules, a flag for the models, one path for rule_files) is a
+    problem named by its key, never a traceback from reading the file."""
+    (tmp_path / "more-rules.yaml").write_text("rules: []\n")
+    probs = problems_of(write(tmp_path, text))
+    assert any(p.split(": ", 2)[1].startswith(key) for p in probs), probs
+
+
 def test_window_not_a_whole_number_of_ticks_is_reported(tmp_path: Path) -> None:
     """A sliding window that is not a whole number of ticks is a problem of windows.windows."""
     path = write(
