@@ -395,7 +395,7 @@ def _write_reports(specs: list[ReportSpec], directory: Path, timeout: float) -> 
 
 def _counters(p: Pipeline) -> dict[str, object]:
     c = p.counters
-    return {
+    out: dict[str, object] = {
         "predictions": c.predictions,
         "interactions": c.interactions,
         "rejected": dict(sorted(c.rejected.items())),
@@ -407,6 +407,10 @@ def _counters(p: Pipeline) -> dict[str, object]:
         "folded_values": {k: v.folded for k, v in p.coders.items() if v.folded},
         "alerts": {s: sum(1 for t in p.transitions if t.state == s) for s in ("pending", "firing", "resolved")},
     }
+    waiting = p.ingestor.waiting()
+    if waiting:  # interactions whose prediction was not in the file (nor had their grace run out by its end)
+        out["join_waiting"] = waiting
+    return out
 
 
 def _slice_name(p: Pipeline, labels: dict[str, str]) -> str:
@@ -487,8 +491,9 @@ def _print_summary(p: Pipeline) -> None:
     c = _counters(p)
     console.print(
         f"predictions={c['predictions']} interactions={c['interactions']} rejected={c['rejected']} "
-        f"late_dropped={c['late_dropped']} join_misses={c['join_misses']} reference_learning={c['reference_learning']} "
-        f"alerts={c['alerts']} (primary window {int(window)}s)",
+        f"late_dropped={c['late_dropped']} join_misses={c['join_misses']} "
+        + (f"join_waiting={c['join_waiting']} " if "join_waiting" in c else "")
+        + f"reference_learning={c['reference_learning']} alerts={c['alerts']} (primary window {int(window)}s)",
         highlight=False,
     )
 

@@ -95,6 +95,36 @@ def test_replay_counts_bad_lines(tmp_path: Path, example_config: Path, pseudonym
     assert summary["rejected"] == {"invalid_json": 1, "not_an_object": 1, "unsupported_schema_version": 1}
 
 
+def test_replay_reports_interactions_still_waiting_for_their_prediction(
+    tmp_path: Path, example_config: Path, pseudonym_key: bytes
+) -> None:
+    """Interactions whose prediction is not in the file are neither joined nor lost from the account: those whose
+    grace ran out are join misses, the rest (the last ``join.grace`` of the file) are reported as waiting."""
+    start = 1_795_000_000_000
+    events = [
+        {
+            "type": "interaction",
+            "schema_version": 1,
+            "event_id": f"i{k}",
+            "ts": start + k * 10_000,
+            "request_id": f"r{k}",
+            "kind": "complaint",
+        }
+        for k in range(200)
+    ]
+    f = tmp_path / "interactions-only.jsonl"
+    f.write_text("".join(json.dumps(e) + "\n" for e in events))
+    res = runner.invoke(app, ["replay", str(f), "--config", str(example_config), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.splitlines()[-1])
+    assert summary["join_hits"] == 0
+    assert summary["join_waiting"] > 0
+    assert summary["join_misses"] > 0
+    assert summary["join_misses"] + summary["join_waiting"] == 200
+    table = runner.invoke(app, ["replay", str(f), "--config", str(example_config)])
+    assert f"join_waiting={summary['join_waiting']} " in table.stdout.replace("\n", "")
+
+
 def test_replay_names_rejected_lines_and_writes_them(
     tmp_path: Path, example_config: Path, pseudonym_key: bytes
 ) -> None:

@@ -563,6 +563,10 @@ class Ingestor:
         for src in [x for x in self._source_max if x is not None and x not in wanted]:
             del self._source_max[src]
 
+    def waiting(self) -> int:
+        """Interactions waiting for their prediction (within their ``join.grace``): neither joined nor missed yet."""
+        return sum(map(len, self._pending.values()))
+
     def closed_before(self) -> int | None:
         """First tick still open to new events by this ingestor's watermark (None before any event)."""
         wm = self.watermark
