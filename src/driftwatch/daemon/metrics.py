@@ -95,7 +95,7 @@ import functools
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
@@ -148,6 +148,7 @@ _HELP: Final[dict[str, str]] = {
     "driftwatch_evaluations": "Rule evaluations, one per closed tick (count).",
     "driftwatch_attribute_values_folded": "Attribute values folded into __other__ at ingest (outside the vocabulary, invalid, or without a place among the values kept by recent volume) (count).",
     "driftwatch_slices_retired": "Slices whose row went to a newer value of their dimension, their counts folded into __other__ (count).",
+    "driftwatch_join_waiting": "Interactions waiting for their prediction, within join.grace (a stalled predictions topic shows here before it shows as join misses) (count).",
     "driftwatch_exported_series": "Slice and attribute series exported in this scrape, within the series budget (count).",
     "driftwatch_series_dropped": "Series withheld from this scrape, by reason: budget (slice and attribute series past max_series), invalid_label, unmapped_metric (count).",
     "driftwatch_build_info": "The running driftwatch version, in the version label (always 1).",
@@ -378,9 +379,11 @@ class HealthCollector:
         counters: Counters,
         coders: Mapping[str, AttributeCoder],
         lock: AbstractContextManager[object] | None = None,
+        waiting: Callable[[], int] | None = None,
     ) -> None:
         self.counters = counters
         self.coders = coders
+        self.waiting = waiting  # interactions waiting for their prediction now (the ingestor's), if it has one
         self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
 
     def describe(self) -> Iterator[Metric]:
@@ -404,18 +407,25 @@ class HealthCollector:
                 "attribute_values_folded": [({"attribute": a}, coder.folded) for a, coder in self.coders.items()],
                 "slices_retired": [({}, c.slices_retired)],
             }
+            waiting = None if self.waiting is None else self.waiting()
         fams = self._families()
         for base, samples in health_counts.items():
             for labels, value in samples:
                 _add(fams[f"driftwatch_{base}"], labels, value)  # label values from the config and fixed reasons
+        if waiting is not None:
+            _add(fams["driftwatch_join_waiting"], {}, waiting)
         return iter(fams.values())
 
-    @staticmethod
-    def _families() -> dict[str, Metric]:
-        return {
+    def _families(self) -> dict[str, Metric]:
+        fams: dict[str, Metric] = {
             f"driftwatch_{base}": CounterMetricFamily(f"driftwatch_{base}", _HELP[f"driftwatch_{base}"])
             for base in _HEALTH_COUNTERS
         }
+        if self.waiting is not None:
+            fams["driftwatch_join_waiting"] = GaugeMetricFamily(
+                "driftwatch_join_waiting", _HELP["driftwatch_join_waiting"]
+            )
+        return fams
 
 
 def _append(group: _Group, family: str, labels: dict[str, str], value: float, dropped: dict[str, int]) -> None:
@@ -447,7 +457,7 @@ def registry_for(
         window = windows[0] if windows else 0.0
     registry = CollectorRegistry()
     registry.register(DriftwatchCollector(pipeline.evaluator, window=window, max_series=max_series, lock=lock))
-    registry.register(HealthCollector(pipeline.counters, pipeline.coders, lock))
+    registry.register(HealthCollector(pipeline.counters, pipeline.coders, lock, pipeline.ingestor.waiting))
     return registry
 
 

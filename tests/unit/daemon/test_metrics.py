@@ -48,6 +48,7 @@ HEALTH = (
     "driftwatch_evaluations_total",
     "driftwatch_attribute_values_folded_total",
     "driftwatch_slices_retired_total",
+    "driftwatch_join_waiting",
     "driftwatch_exported_series",
     "driftwatch_series_dropped",
     "driftwatch_build_info",
@@ -267,7 +268,33 @@ def test_counters_equal_pipeline_counters(pipeline: Pipeline) -> None:
     for attribute, coder in pipeline.coders.items():
         assert get("driftwatch_attribute_values_folded_total", {"attribute": attribute}) == coder.folded
     assert get("driftwatch_slices_retired_total") == c.slices_retired
+    assert get("driftwatch_join_waiting") == pipeline.ingestor.waiting()
     assert get("driftwatch_build_info", {"version": "0.1.0"}) == 1
+
+
+def test_interactions_waiting_for_their_prediction_are_a_gauge(pseudonym_key: bytes, example_config: Path) -> None:
+    """Interactions that came before their prediction show as waiting (not only later, as join misses); a scrape
+    asking for the gauge alone gets it."""
+    p = Pipeline(_config(example_config), pseudonym_key)
+    start = 1_795_000_000_000
+    inter = [
+        msgspec.json.encode(
+            {
+                "type": "interaction",
+                "schema_version": 1,
+                "event_id": f"i{k}",
+                "ts": start + k,
+                "request_id": f"r{k}",
+                "kind": "complaint",
+            }
+        )
+        for k in range(7)
+    ]
+    p.process(inter)
+    registry = registry_for(p)
+    assert registry.get_sample_value("driftwatch_join_waiting") == p.ingestor.waiting() == 7
+    only = registry.restricted_registry(["driftwatch_join_waiting"])
+    assert [m.name for m in only.collect()] == ["driftwatch_join_waiting"]
 
 
 def test_label_values_match_the_label_grammar(pipeline: Pipeline) -> None:
