@@ -38,17 +38,12 @@ import msgspec  # noqa: E402
 import pyarrow  # noqa: E402
 import pyarrow.json as pa_json  # noqa: E402
 
+from _recorded import lines_of, recorded  # noqa: E402
 from driftwatch.config import load_config  # noqa: E402
 from driftwatch.events import EventDecoder  # noqa: E402
-from driftwatch.simulate import write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 10_000
-
-
-def _lines(path: Path) -> list[bytes]:
-    with path.open("rb") as fh:
-        return [line.rstrip(b"\n") for line in fh if line.strip()]
 
 
 def _normalised(lines: Sequence[bytes]) -> list[bytes]:
@@ -113,13 +108,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=ROOT / "bench" / "data")
     args = ap.parse_args()
 
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    path = args.data_dir / f"{args.scenario}-{args.events}-r{args.rate:g}.jsonl"
-    if not path.exists():
-        print(f"generating {args.events:,} events -> {path} ...", flush=True)
-        write_jsonl(args.scenario, path, events=args.events, seed=11, rate=args.rate)
+    path = recorded(args.data_dir, args.scenario, args.events, args.rate)
     cfg = load_config(args.config)
-    lines = _lines(path)
+    lines = lines_of(path)
     print(f"file: {path.name}  events: {len(lines):,}  batch: {BATCH:,}  one thread", flush=True)
     normal = _normalised(lines)
     decoder = EventDecoder(cfg.attributes, max_event_bytes=cfg.max_event_bytes)

@@ -21,17 +21,12 @@ import resource  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from _recorded import lines_of, recorded  # noqa: E402
 from driftwatch.config import load_config, load_key  # noqa: E402
 from driftwatch.core.pipeline import Pipeline  # noqa: E402
 from driftwatch.events import EventDecoder  # noqa: E402
-from driftwatch.simulate import write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _lines(path: Path) -> list[bytes]:
-    with path.open("rb") as fh:
-        return [line.rstrip(b"\n") for line in fh if line.strip()]
 
 
 def _batches(lines: list[bytes], size: int) -> list[list[bytes]]:
@@ -53,14 +48,10 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=ROOT / "bench" / "data")
     args = ap.parse_args()
 
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    path = args.data_dir / f"{args.scenario}-{args.events}-r{args.rate:g}.jsonl"
-    if not path.exists():
-        print(f"generating {args.events:,} events -> {path} ...", flush=True)
-        write_jsonl(args.scenario, path, events=args.events, seed=11, rate=args.rate)
+    path = recorded(args.data_dir, args.scenario, args.events, args.rate)
     cfg = load_config(args.config)
     key = load_key(cfg.privacy).get_secret_value()
-    batches = _batches(_lines(path), args.batch)
+    batches = _batches(lines_of(path), args.batch)
     n = sum(len(b) for b in batches)
     print(f"file: {path.name}  events: {n:,}  batch: {args.batch:,}  size: {path.stat().st_size / 1e6:.0f} MB")
 
