@@ -1428,13 +1428,13 @@ class Ingestor:
             rids = [e.request_id for e in labels]
             # A request's first label counts; any later one (in this batch or after an earlier one) is a duplicate.
             first = dict(zip(reversed(rids), range(len(rids) - 1, -1, -1), strict=True))  # rid -> its first label
-            counts = np.zeros(len(rids), bool)
-            counts[list(first.values())] = True
+            counted = np.zeros(len(rids), bool)
+            counted[list(first.values())] = True
             if not labeled.isdisjoint(first):
-                counts &= np.array([r not in labeled for r in rids], bool)
-            if not counts.all():
-                c.duplicate_labels += int((~counts).sum())
-                ok[li[~counts]] = False
+                counted &= np.array([r not in labeled for r in rids], bool)
+            if not counted.all():
+                c.duplicate_labels += int((~counted).sum())
+                ok[li[~counted]] = False  # a duplicate's confusion cell below is never folded
             labeled.update(first)
             streams = self._cell_stream
             favorable = [streams[cell].layout.favorable for cell in cells[li].tolist()]
@@ -1442,7 +1442,6 @@ class Ingestor:
             truth = np.array(
                 [v if v.__class__ is bool else str(v) in f for v, f in zip(values, favorable, strict=True)], bool
             )
-            truth &= counts
             pred = fav == 1
             col1[li] = np.where(pred, np.where(truth, S.TP, S.FP), np.where(truth, S.FN, S.TN))
             pred_ms = packed[li] & _TS_MASK
@@ -1454,16 +1453,13 @@ class Ingestor:
         sel = np.flatnonzero(ok)
         if self._sample_k:
             self._sample_joins(inters, sel, cells, pred_tick, src)
-        # By stream, in order of first appearance: each distinct cell's stream, then the events grouped by it.
+        # By stream: each distinct cell's stream, then the events grouped by it (in their order within a stream; the
+        # streams' order does not matter, partials are summed).
         streams = self._cell_stream
-        ucells, first_at, inv = np.unique(cells[sel], return_index=True, return_inverse=True)
+        ucells, inv = np.unique(cells[sel], return_inverse=True)
         group_of: dict[int, int] = {}
         ugroup = np.array([group_of.setdefault(id(streams[cell]), len(group_of)) for cell in ucells.tolist()], np.int64)
-        rank = np.empty(len(group_of), np.int64)  # groups ranked by their first event, as the loop over events had them
-        firsts = np.full(len(group_of), len(sel), np.int64)
-        np.minimum.at(firsts, ugroup, first_at)
-        rank[np.argsort(firsts, kind="stable")] = np.arange(len(group_of))
-        grouped = rank[ugroup][inv.reshape(-1)]
+        grouped = ugroup[inv.reshape(-1)]
         by_group = np.argsort(grouped, kind="stable")
         bounds = np.searchsorted(grouped[by_group], np.arange(len(group_of) + 1)).tolist()
         for g in range(len(group_of)):

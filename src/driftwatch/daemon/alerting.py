@@ -38,7 +38,6 @@ from driftwatch.config import Config
 from driftwatch.daemon.actions import ActionRunner
 from driftwatch.daemon.api import ApiServer, build_api, start_api
 from driftwatch.daemon.notifier import NotifierService
-from driftwatch.daemon.stopping import close_loop
 
 if TYPE_CHECKING:
     from driftwatch.daemon.reports import ReportService
@@ -117,14 +116,15 @@ class AlertingService:
         return self.runner is None or self.runner.ready.is_set()
 
     def _main(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
         try:
-            loop.run_until_complete(self._run())
+            # A Runner closes its loop as asyncio.run does: what a stopped Kafka client left pending is cancelled and
+            # awaited first, so nothing is reported at exit as destroyed while pending.
+            with asyncio.Runner() as runner:
+                self._loop = runner.get_loop()
+                runner.run(self._run())
         except BaseException as e:  # reported to start() if it happens while starting
             self._error = e
             self._started.set()
-        finally:
-            close_loop(loop)
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()

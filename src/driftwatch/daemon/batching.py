@@ -23,7 +23,8 @@ __all__ = ["take_batches", "value_bytes"]
 
 
 _STREAM_INTERNALS = ("_enable_passive", "_processors", "add_processor", "current_event", "wait_for_stopped")
-"""What :func:`take_batches` uses of a Faust stream beyond ``take_events``' public surface (faust-streaming 0.15)."""
+"""What :func:`take_batches` uses of a Faust stream, its private drain and processor list included (as Faust's own
+``take_events`` does; faust-streaming 0.15)."""
 
 
 def _faust_version() -> str:

@@ -378,12 +378,12 @@ class HealthCollector:
         self,
         counters: Counters,
         coders: Mapping[str, AttributeCoder],
+        waiting: Callable[[], int],
         lock: AbstractContextManager[object] | None = None,
-        waiting: Callable[[], int] | None = None,
     ) -> None:
         self.counters = counters
         self.coders = coders
-        self.waiting = waiting  # interactions waiting for their prediction now (the ingestor's), if it has one
+        self.waiting = waiting  # interactions waiting for their prediction now (the ingestor's)
         self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
 
     def describe(self) -> Iterator[Metric]:
@@ -407,13 +407,12 @@ class HealthCollector:
                 "attribute_values_folded": [({"attribute": a}, coder.folded) for a, coder in self.coders.items()],
                 "slices_retired": [({}, c.slices_retired)],
             }
-            waiting = None if self.waiting is None else self.waiting()
+            waiting = self.waiting()
         fams = self._families()
         for base, samples in health_counts.items():
             for labels, value in samples:
                 _add(fams[f"driftwatch_{base}"], labels, value)  # label values from the config and fixed reasons
-        if waiting is not None:
-            _add(fams["driftwatch_join_waiting"], {}, waiting)
+        _add(fams["driftwatch_join_waiting"], {}, waiting)
         return iter(fams.values())
 
     def _families(self) -> dict[str, Metric]:
@@ -421,10 +420,7 @@ class HealthCollector:
             f"driftwatch_{base}": CounterMetricFamily(f"driftwatch_{base}", _HELP[f"driftwatch_{base}"])
             for base in _HEALTH_COUNTERS
         }
-        if self.waiting is not None:
-            fams["driftwatch_join_waiting"] = GaugeMetricFamily(
-                "driftwatch_join_waiting", _HELP["driftwatch_join_waiting"]
-            )
+        fams["driftwatch_join_waiting"] = GaugeMetricFamily("driftwatch_join_waiting", _HELP["driftwatch_join_waiting"])
         return fams
 
 
@@ -457,7 +453,7 @@ def registry_for(
         window = windows[0] if windows else 0.0
     registry = CollectorRegistry()
     registry.register(DriftwatchCollector(pipeline.evaluator, window=window, max_series=max_series, lock=lock))
-    registry.register(HealthCollector(pipeline.counters, pipeline.coders, lock, pipeline.ingestor.waiting))
+    registry.register(HealthCollector(pipeline.counters, pipeline.coders, pipeline.ingestor.waiting, lock))
     return registry
 
 

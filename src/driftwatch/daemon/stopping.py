@@ -1,12 +1,13 @@
-"""Stopping the alerting side's Kafka clients within a bound, and its event loop without leftovers.
+"""Starting and stopping the alerting side's Kafka consumers within a bound.
 
 aiokafka's ``AIOKafkaConsumer.stop()`` waits for the group request in flight. A JoinGroup sent while the broker
 still counts another member of the group (a worker restarted within its session timeout, or killed) is answered
 only when that rebalance ends, up to the other member's session timeout later: Ctrl-C at that moment used to
 hold the worker ~10 s, and then cancelled tasks were reported at exit as "Task was destroyed but it is
-pending!" and "Unclosed AIOKafkaConsumer". :func:`stop_consumer` waits at most a bound (the consumer is marked
-closed before anything is awaited, and its offsets were committed record by record), and :func:`close_loop`
-cancels and awaits what is left, as :func:`asyncio.run` does, before the loop closes.
+pending!" and "Unclosed AIOKafkaConsumer". :func:`start_consumer` gives up a start when the stop comes first, and
+:func:`stop_consumer` waits at most a bound (the consumer is marked closed before anything is awaited, and its
+offsets were committed record by record); the alerting thread's ``asyncio.Runner`` then cancels and awaits what the
+client left pending before its loop closes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from driftwatch._log import get_logger
 
-__all__ = ["CONSUMER_STOP_SECONDS", "close_loop", "start_consumer", "stop_consumer"]
+__all__ = ["CONSUMER_STOP_SECONDS", "start_consumer", "stop_consumer"]
 
 CONSUMER_STOP_SECONDS = 3.0
 """Longest wait for a consumer to leave its group; a clean leave takes milliseconds."""
@@ -33,7 +34,7 @@ async def stop_consumer(consumer: AIOKafkaConsumer, what: str, timeout: float = 
     """Stop ``consumer`` (``what``: whose, for the log), waiting at most ``timeout`` seconds; False when cut short.
 
     Cut short, the broker drops the member once its session times out; nothing is lost (offsets are committed as
-    records are handled), and the tasks the consumer leaves are cancelled by :func:`close_loop`."""
+    records are handled), and the tasks the consumer leaves are cancelled when its loop closes."""
     started = time.monotonic()
     try:
         await asyncio.wait_for(consumer.stop(), timeout)
@@ -61,17 +62,3 @@ async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event, what: 
         await starting
     await stop_consumer(consumer, what, timeout=_JOINING_STOP_SECONDS)
     return False
-
-
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel and await every task still pending on ``loop`` (a stopped client's background routines), finish its
-    async generators, and close it: nothing is left to be reported as destroyed while pending."""
-    try:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
